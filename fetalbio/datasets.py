@@ -1,0 +1,189 @@
+"""Annotated datasets (HC18 layout), ground truth from annotation outlines, and subject splits.
+
+A dataset is a folder of scans ``NAME.png`` with annotations ``NAME_Annotation.png`` (HC18's ellipse
+outlines) and a pixel-size CSV (``filename,pixel size(mm)[,head circumference (mm)]``) found in the
+folder, beside it, or given explicitly.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import random
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from fetalbio.geometry import (
+    Ellipse,
+    EllipseFit,
+    Landmarks,
+    draw_ellipse_mask,
+    ellipse_to_landmarks,
+    fit_ellipse_outline,
+)
+from fetalbio.io import ScanError, read_pixel_csv
+
+ANNOTATION_SUFFIX = "_Annotation"
+_SUBJECT_RE = re.compile(r"^(\d{3})_")
+
+
+def default_data_root() -> Path:
+    """Where the shared data lives: ``$FETALBIO_DATA`` or ``../shared/data`` beside the checkout."""
+    env = os.environ.get("FETALBIO_DATA")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+def subject_of(name: str) -> str:
+    """The subject of a scan name: HC18's leading 3-digit number (``010_2HC.png`` -> ``010``).
+
+    Names without it are their own subject (the stem without a trailing ``_<n>HC``).
+    """
+    base = Path(name).name
+    m = _SUBJECT_RE.match(base)
+    if m:
+        return m.group(1)
+    return re.sub(r"_\d*HC$", "", Path(base).stem)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One annotated scan of a dataset."""
+
+    name: str  # file name of the scan, e.g. '010_2HC.png'
+    subject: str
+    scan_path: Path
+    annotation_path: Path | None
+    pixel_size_mm: float | None
+    hc_csv_mm: float | None  # the dataset's reference HC, when its CSV has one
+
+
+@dataclass(frozen=True)
+class Truth:
+    """Ground truth of one sample, in original pixels."""
+
+    ellipse: Ellipse
+    fit_residual_px: float
+    landmarks: Landmarks
+    shape_hw: tuple[int, int]
+
+    def mask(self) -> np.ndarray:
+        """Filled skull mask (H, W) uint8 0/1, rasterised from the fitted ellipse."""
+        return draw_ellipse_mask(self.shape_hw, self.ellipse)
+
+
+def find_pixel_csv(folder: Path) -> Path | None:
+    """HC18 keeps ``training_set_pixel_size_and_HC.csv`` beside ``training_set/``; look in and beside."""
+    for where in (folder, folder.parent):
+        for pattern in (f"{folder.name}_pixel_size*.csv", "*pixel_size*.csv"):
+            hits = sorted(where.glob(pattern))
+            if hits:
+                return hits[0]
+    return None
+
+
+def read_hc_column(path: Path) -> dict[str, float]:
+    """The optional ``head circumference (mm)`` column of an HC18 CSV (empty when absent)."""
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+        col = next((v for k, v in cols.items() if k.startswith("head circumference")), None)
+        if col is None:
+            return {}
+        out = {}
+        for row in reader:
+            try:
+                out[Path(row[cols["filename"]].strip()).name] = float(row[col])
+            except (ValueError, KeyError, TypeError):
+                continue
+        return out
+
+
+def find_samples(folder: str | Path, pixel_csv: str | Path | None = None) -> list[Sample]:
+    """All scans of an annotated folder (sorted by name), with their annotation and spacing if known."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise ScanError(folder, "dataset folder does not exist")
+    csv_path = Path(pixel_csv) if pixel_csv else find_pixel_csv(folder)
+    spacing = read_pixel_csv(csv_path) if csv_path else {}
+    hcs = read_hc_column(csv_path) if csv_path else {}
+    samples = []
+    for p in sorted(folder.iterdir()):
+        if p.suffix.lower() != ".png" or p.stem.endswith(ANNOTATION_SUFFIX) or p.name.startswith("."):
+            continue
+        ann = p.with_name(p.stem + ANNOTATION_SUFFIX + p.suffix)
+        samples.append(
+            Sample(
+                name=p.name,
+                subject=subject_of(p.name),
+                scan_path=p,
+                annotation_path=ann if ann.exists() else None,
+                pixel_size_mm=spacing.get(p.name),
+                hc_csv_mm=hcs.get(p.name),
+            )
+        )
+    return samples
+
+
+def read_grey(path: Path) -> np.ndarray:
+    """Read an 8-bit grey PNG (annotations, HC18 scans); ScanError when unreadable."""
+    try:
+        img = cv2.imdecode(np.fromfile(str(path), np.uint8), cv2.IMREAD_GRAYSCALE)
+    except (OSError, cv2.error) as exc:
+        raise ScanError(path, f"cannot read ({exc.__class__.__name__})") from None
+    if img is None:
+        raise ScanError(path, "not a readable image")
+    return img
+
+
+def load_truth(annotation_path: Path) -> Truth:
+    """Fit the ellipse of an annotation outline; landmarks are its axes' end points."""
+    outline = read_grey(annotation_path)
+    if not (outline > 127).any():
+        raise ScanError(annotation_path, "annotation is empty (no outline pixels)")
+    fit: EllipseFit = fit_ellipse_outline(outline > 127)
+    return Truth(fit.ellipse, fit.residual_px, ellipse_to_landmarks(fit.ellipse), outline.shape[:2])
+
+
+# --- splits ---
+
+
+def make_split(samples: list[Sample], val_fraction: float, seed: int) -> dict[str, list[str]]:
+    """Split by subject (never by image), seeded: ``{'train': [names], 'val': [names], 'seed': ...}``."""
+    if not 0.0 <= val_fraction < 1.0:
+        raise ValueError("val_fraction must be in [0, 1)")
+    subjects = sorted({s.subject for s in samples})
+    rng = random.Random(seed)
+    rng.shuffle(subjects)
+    n_val = round(len(subjects) * val_fraction)
+    if val_fraction > 0 and n_val == 0 and len(subjects) > 1:
+        n_val = 1
+    val_subjects = set(subjects[:n_val])
+    return {
+        "seed": seed,
+        "val_fraction": val_fraction,
+        "train": [s.name for s in samples if s.subject not in val_subjects],
+        "val": [s.name for s in samples if s.subject in val_subjects],
+    }
+
+
+def split_path(run_dir: Path) -> Path:
+    return Path(run_dir) / "splits.json"
+
+
+def load_or_make_split(run_dir: Path, samples: list[Sample], val_fraction: float, seed: int) -> dict:
+    """The run folder's split: written once, then reused (a resumed run trains on the same split)."""
+    path = split_path(run_dir)
+    if path.exists():
+        return json.loads(path.read_text())
+    split = make_split(samples, val_fraction, seed)
+    from fetalbio.writers import write_json_atomic
+
+    write_json_atomic(path, split)
+    return split

@@ -1,0 +1,29 @@
+"""Defaults of every command, in one commented place (CLI options override them)."""
+
+from __future__ import annotations
+
+# Model input (H, W). HC18 scans are mostly 800x540 (W x H): 256x384 keeps their 1.48 aspect ratio
+# with little padding, and is divisible by 2**4 for a depth-4 U-Net.
+IMAGE_SIZE = (256, 384)
+
+# Segmentation U-Net: ~1.9 M parameters; trains at ~9 scans/s on 2 CPU cores at 256x384.
+SEG_BASE_FILTERS = 16
+SEG_DEPTH = 4
+
+# Optimisation. AdamW with cosine decay and a short warm-up; weight decay as in Loshchilov & Hutter.
+EPOCHS = 40
+BATCH_SIZE = 8  # the GLOBAL batch: split evenly over replicas (see train.py)
+LR = 2e-3  # for the global batch of 8; scaled linearly with the global batch (see train.py)
+WEIGHT_DECAY = 1e-4
+WARMUP_EPOCHS = 1
+SEED = 42
+VAL_FRACTION = 0.2  # of SUBJECTS, not images
+
+# Post-processing: threshold of the skull probability.
+SEG_THRESHOLD = 0.5
+
+# predict: two methods disagreeing by more than this on HC are flagged.
+METHOD_DISAGREEMENT_HC_MM = 5.0
+
+# Landmark heatmaps: Gaussian sigma in input pixels (at 256x384, 1 px ~ 0.25-0.5 mm).
+HEATMAP_SIGMA_PX = 3.0

@@ -1,0 +1,235 @@
+"""Comparison with annotations: Dice, Hausdorff (mm), HC/BPD/OFD errors (mm), point errors (mm).
+
+``score_prediction`` scores one scan and ``summarise`` aggregates; training-time validation uses the
+same two functions, so the validation figures and ``fetalbio evaluate`` agree by construction.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fetalbio.datasets import Truth
+from fetalbio.geometry import measure_ellipse, measure_landmarks, pair_errors_mm
+from fetalbio.postprocess import dice, hausdorff_mm
+
+
+def score_prediction(result, truth: Truth, pixel_size_mm: float | None, name: str = "") -> dict[str, Any]:
+    """One per-image row. Without a pixel size the 'mm' figures are in pixels (and say so)."""
+    sp = (pixel_size_mm, pixel_size_mm) if pixel_size_mm else (1.0, 1.0)
+    true = measure_ellipse(truth.ellipse, sp)
+    row: dict[str, Any] = {
+        "file": name,
+        "method": result.method,
+        "status": "error" if result.error else "ok",
+        "error": result.error or "",
+        "flags": ";".join(result.flags),
+        "hc_true_mm": true.hc,
+        "bpd_true_mm": true.bpd,
+        "ofd_true_mm": true.ofd,
+        "unit": "mm" if pixel_size_mm else "px",
+    }
+    if result.error:
+        return row
+    pred = (
+        measure_landmarks(result.landmarks, sp)
+        if result.method == "landmarks"
+        else measure_ellipse(result.ellipse, sp)
+    )
+    row.update(
+        hc_mm=pred.hc,
+        bpd_mm=pred.bpd,
+        ofd_mm=pred.ofd,
+        hc_diff_mm=pred.hc - true.hc,
+        bpd_diff_mm=pred.bpd - true.bpd,
+        ofd_diff_mm=pred.ofd - true.ofd,
+    )
+    errs = pair_errors_mm(result.landmarks.as_array(), truth.landmarks.as_array(), sp)
+    row.update({f"{n}_err_mm": float(e) for n, e in zip(("bpd1", "bpd2", "ofd1", "ofd2"), errs, strict=True)})
+    row["point_err_mean_mm"] = float(errs.mean())
+    row["point_err_max_mm"] = float(errs.max())
+    e = result.ellipse
+    row["pred_ellipse"] = [[e.cx_px, e.cy_px], [2 * e.semi_major_px, 2 * e.semi_minor_px], e.angle_deg]
+    if result.mask is not None:
+        tmask = truth.mask()
+        row["dice"] = dice(result.mask, tmask)
+        row["hausdorff_mm"] = hausdorff_mm(result.mask, tmask, sp)
+    return row
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    a = np.asarray(values, dtype=np.float64)
+    if a.size == 0:
+        return {"mean": float("nan"), "median": float("nan"), "p95": float("nan")}
+    return {"mean": float(a.mean()), "median": float(np.median(a)), "p95": float(np.percentile(a, 95))}
+
+
+def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """Aggregate rows: MAE/median/p95 of |differences|, signed means, Dice, Hausdorff, point errors."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    s: dict[str, Any] = {"n_images": len(rows), "n_failed": len(rows) - len(ok)}
+    for m in ("hc", "bpd", "ofd"):
+        diffs = [r[f"{m}_diff_mm"] for r in ok]
+        st = _stats([abs(d) for d in diffs])
+        s[f"{m}_mae_mm"], s[f"{m}_abs_median_mm"], s[f"{m}_abs_p95_mm"] = st["mean"], st["median"], st["p95"]
+        s[f"{m}_bias_mm"] = float(np.mean(diffs)) if diffs else float("nan")
+    s["dice_mean"] = (
+        float(np.mean([r["dice"] for r in ok if "dice" in r])) if any("dice" in r for r in ok) else None
+    )
+    hd = [r["hausdorff_mm"] for r in ok if "hausdorff_mm" in r and math.isfinite(r["hausdorff_mm"])]
+    s["hausdorff_mm_mean"] = float(np.mean(hd)) if hd else None
+    pts = [r[f"{n}_err_mm"] for r in ok for n in ("bpd1", "bpd2", "ofd1", "ofd2")]
+    s["landmark_mre_mm"] = float(np.mean(pts)) if pts else float("nan")
+    worst = [r["point_err_max_mm"] for r in ok]
+    s["share_all_points_within_2mm"] = float(np.mean([w <= 2.0 for w in worst])) if worst else float("nan")
+    s["share_all_points_within_4mm"] = float(np.mean([w <= 4.0 for w in worst])) if worst else float("nan")
+    return s
+
+
+def evaluate_dataset(
+    dataset: str | Path,
+    engine,
+    pixel_csv: str | Path | None = None,
+    split_file: str | Path | None = None,
+    limit: int | None = None,
+    batch_size: int = 8,
+) -> tuple[dict, list[dict]]:
+    """Run ``engine`` over an annotated folder and score every scan; returns (summary, rows).
+
+    ``split_file`` (a run's ``splits.json``) restricts it to that run's validation scans. A scan or
+    annotation that cannot be read is a failed row, and the evaluation goes on.
+    """
+    import json
+
+    from fetalbio.datasets import find_samples, load_truth
+    from fetalbio.io import ScanError, read_scan
+    from fetalbio.predict import outputs_to_result
+    from fetalbio.preprocess import prepare_input
+
+    samples = [s for s in find_samples(dataset, pixel_csv) if s.annotation_path is not None]
+    if split_file:
+        keep = set(json.loads(Path(split_file).read_text())["val"])
+        samples = [s for s in samples if s.name in keep]
+    if limit:
+        samples = samples[:limit]
+    if not samples:
+        raise ScanError(Path(dataset), "no annotated scans to evaluate")
+    rows: list[dict] = []
+    for i in range(0, len(samples), batch_size):
+        ready = []
+        for s in samples[i : i + batch_size]:
+            try:
+                scan = read_scan(s.scan_path, pixel_size_mm=s.pixel_size_mm)
+                ready.append((s, scan, load_truth(s.annotation_path)))
+            except ScanError as exc:
+                rows.append(
+                    {"file": s.name, "method": engine.method, "status": "error", "error": str(exc.reason)}
+                )
+        if not ready:
+            continue
+        prepared = [prepare_input(scan.pixels, engine.image_size) for _, scan, _ in ready]
+        outs = engine.predict(np.stack([x for x, _ in prepared])[..., None])
+        for (s, scan, truth), (_, lb), o in zip(ready, prepared, outs, strict=True):
+            res = outputs_to_result(engine.method, o, lb, scan.spacing_mm)
+            rows.append(score_prediction(res, truth, s.pixel_size_mm, s.name))
+    return summarise(rows), rows
+
+
+def print_summary(summary: dict, method: str, console) -> None:
+    """A rich table of the headline figures."""
+    from rich.table import Table
+
+    t = Table(title=f"{method}: {summary['n_images']} scans, {summary['n_failed']} failed")
+    t.add_column("measure")
+    for c in ("MAE", "median |err|", "p95 |err|", "bias"):
+        t.add_column(c, justify="right")
+    for m in ("hc", "bpd", "ofd"):
+        t.add_row(
+            f"{m.upper()} (mm)",
+            *(f"{summary[f'{m}_{k}']:.2f}" for k in ("mae_mm", "abs_median_mm", "abs_p95_mm", "bias_mm")),
+        )
+    console.print(t)
+    extra = [
+        f"point error (mean) {summary['landmark_mre_mm']:.2f} mm",
+        f"all 4 points within 2 mm: {100 * summary['share_all_points_within_2mm']:.0f}%, "
+        f"within 4 mm: {100 * summary['share_all_points_within_4mm']:.0f}%",
+    ]
+    if summary.get("dice_mean") is not None:
+        extra.insert(
+            0, f"Dice {summary['dice_mean']:.4f}, Hausdorff {summary['hausdorff_mm_mean']:.2f} mm (mean)"
+        )
+    for line in extra:
+        console.print(line, highlight=False)
+
+
+def write_report(report_dir: Path, rows: list[dict], summary: dict, dataset: str | Path) -> list[Path]:
+    """Bland-Altman plot of HC, error histograms, and overlays of the five worst scans (by |HC error|)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from fetalbio.writers import write_bytes_atomic, write_json_atomic
+
+    report_dir = Path(report_dir)
+    report_dir.mkdir(parents=True, exist_ok=True)
+    ok = [r for r in rows if r["status"] == "ok"]
+    written = []
+
+    def save(fig, name: str) -> None:
+        import io
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+        plt.close(fig)
+        written.append(write_bytes_atomic(report_dir / name, buf.getvalue()))
+
+    if ok:
+        true = np.array([r["hc_true_mm"] for r in ok])
+        pred = np.array([r["hc_mm"] for r in ok])
+        mean, diff = (true + pred) / 2, pred - true
+        bias, sd = float(diff.mean()), float(diff.std(ddof=1)) if len(diff) > 1 else 0.0
+        fig, ax = plt.subplots(figsize=(6, 4))
+        ax.scatter(mean, diff, s=8, alpha=0.6)
+        for y, style in ((bias, "-"), (bias + 1.96 * sd, "--"), (bias - 1.96 * sd, "--")):
+            ax.axhline(y, color="k", ls=style, lw=1)
+        ax.set(
+            xlabel="mean of model and annotation HC (mm)",
+            ylabel="model - annotation HC (mm)",
+            title=f"Bland-Altman HC: bias {bias:.2f} mm, limits +/-{1.96 * sd:.2f} mm",
+        )
+        save(fig, "bland_altman_hc.png")
+        fig, axes = plt.subplots(1, 3, figsize=(12, 3.5))
+        for ax, m in zip(axes, ("hc", "bpd", "ofd"), strict=True):
+            ax.hist([r[f"{m}_diff_mm"] for r in ok], bins=30)
+            ax.set(title=f"{m.upper()} error (mm)", xlabel="model - annotation (mm)")
+        save(fig, "error_histograms.png")
+    write_json_atomic(report_dir / "summary.json", summary)
+    written.append(report_dir / "summary.json")
+    worst = sorted(ok, key=lambda r: -abs(r["hc_diff_mm"]))[:5]
+    for r in worst:
+        written.append(_worst_overlay(report_dir, Path(dataset), r))
+    return written
+
+
+def _worst_overlay(report_dir: Path, dataset: Path, row: dict) -> Path:
+    """The scan with the annotation ellipse (red) and the model's ellipse (cyan)."""
+    import cv2
+
+    from fetalbio.datasets import load_truth, read_grey
+    from fetalbio.writers import write_png_atomic
+
+    scan = read_grey(dataset / row["file"])
+    truth = load_truth(dataset / row["file"].replace(".png", "_Annotation.png"))
+    img = cv2.cvtColor(scan, cv2.COLOR_GRAY2BGR)
+    for e, colour in ((truth.ellipse, (0, 0, 255)),):
+        cv2.ellipse(img, e.to_cv2(), colour, 1, cv2.LINE_AA)
+    text = f"{row['file']} HC err {row['hc_diff_mm']:+.1f} mm (red: annotation)"
+    cv2.putText(img, text, (8, 20), cv2.FONT_HERSHEY_SIMPLEX, 0.55, (255, 255, 255), 1, cv2.LINE_AA)
+    if row.get("pred_ellipse"):
+        (c, ax, ang) = row["pred_ellipse"]
+        cv2.ellipse(img, (tuple(c), tuple(ax), ang), (255, 255, 0), 1, cv2.LINE_AA)
+    return write_png_atomic(report_dir / f"worst_{Path(row['file']).stem}.png", img)

@@ -1,0 +1,650 @@
+"""Reading ultrasound scans (PNG/JPEG/BMP/TIFF/DICOM) and their pixel spacing.
+
+Everything that can go wrong with an input file is raised as :class:`ScanError`, whose ``str`` is a
+single line ``'<path>: <reason>'`` so that a batch run can report bad files and carry on.
+
+Conventions
+-----------
+* Pixels are returned as a 2-D grey array of shape ``(H, W)`` (rows, columns), dtype ``uint8`` or
+  ``uint16``.  Colour is converted to grey (ITU-R BT.601 luma, as ``cv2.cvtColor`` does).
+* Pixel spacing is ``(x, y)`` in millimetres per pixel: ``x`` along columns (width), ``y`` along rows
+  (height).  DICOM stores ``PixelSpacing`` the other way round (``[row, column]`` = ``[y, x]``).
+* Spacing is never guessed: when no source gives it, ``Scan.spacing_mm`` is ``None``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import math
+import os
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+__all__ = [
+    "SCAN_SUFFIXES",
+    "SPACING_SOURCES",
+    "DICOM_SUFFIXES",
+    "Scan",
+    "ScanError",
+    "find_scans",
+    "read_pixel_csv",
+    "read_scan",
+]
+
+SCAN_SUFFIXES: frozenset[str] = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+)
+DICOM_SUFFIXES: frozenset[str] = frozenset({".dcm", ".dicom"})
+SPACING_SOURCES: frozenset[str] = frozenset(
+    {"cli", "csv", "dicom-region", "dicom-pixelspacing", "dicom-imagerpixelspacing", "none"}
+)
+
+_ANNOTATION_SUFFIX = "_annotation.png"  # HC18 ground-truth ellipses sit next to the scans
+_DICOM_MAGIC_OFFSET = 128
+_DICOM_MAGIC = b"DICM"
+_CM_UNITS = 3  # DICOM PhysicalUnits{X,Y}Direction code for centimetres
+_TISSUE_2D = 1  # DICOM RegionSpatialFormat code for a 2-D (B-mode) tissue region
+_MAX_REASON_CHARS = 300
+
+
+class ScanError(Exception):
+    """A scan (or pixel-size CSV) that cannot be used.
+
+    ``str(err)`` is one line: ``'<path>: <reason>'``.  The reason is flattened to a single line so
+    that messages from third-party libraries cannot break a batch report.
+    """
+
+    path: Path
+    reason: str
+
+    def __init__(self, path: str | Path, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = _one_line(reason)
+        super().__init__(f"{self.path}: {self.reason}")
+
+    def __reduce__(self) -> tuple[type[ScanError], tuple[Path, str]]:
+        # Default pickling would call __init__(message) and fail; batch runs may use process pools.
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass(frozen=True, eq=False)  # eq=False: ndarray fields cannot be compared/hashed field-wise
+class Scan:
+    """One grey ultrasound frame and its pixel spacing.
+
+    Attributes:
+        pixels: ``(H, W)`` grey image, ``uint8`` or ``uint16`` with the stored values (16-bit data is
+            not rescaled to 8 bits; colour is converted to grey; MONOCHROME1 DICOM is inverted so that
+            bright = strong echo).
+        spacing_mm: ``(x, y)`` millimetres per pixel (x along columns, y along rows), or ``None``
+            when no source gave it.
+        source: the file that was read.
+        spacing_source: where ``spacing_mm`` came from, one of :data:`SPACING_SOURCES`.
+        frame: frame index read from a multi-frame DICOM (0 otherwise).
+    """
+
+    pixels: np.ndarray
+    spacing_mm: tuple[float, float] | None
+    source: Path
+    spacing_source: str
+    frame: int = 0
+
+    def __post_init__(self) -> None:
+        if self.pixels.ndim != 2 or self.pixels.dtype not in (np.uint8, np.uint16):
+            raise ValueError(f"pixels must be a 2-D uint8/uint16 array, got {self.pixels.dtype} "
+                             f"{self.pixels.shape}")
+        if self.spacing_source not in SPACING_SOURCES:
+            raise ValueError(f"unknown spacing_source {self.spacing_source!r}")
+        if (self.spacing_mm is None) != (self.spacing_source == "none"):
+            raise ValueError("spacing_mm is None exactly when spacing_source == 'none'")
+
+    @property
+    def height(self) -> int:
+        """Number of rows (pixels)."""
+        return int(self.pixels.shape[0])
+
+    @property
+    def width(self) -> int:
+        """Number of columns (pixels)."""
+        return int(self.pixels.shape[1])
+
+
+# --------------------------------------------------------------------------------------------------
+# Pixel-size CSV (HC18)
+# --------------------------------------------------------------------------------------------------
+
+
+def _norm_header(name: str) -> str:
+    # HC18 writes 'pixel size(mm)'; tolerate case and spacing variants such as 'Pixel size (mm)'.
+    return "".join(name.split()).lower()
+
+
+def read_pixel_csv(path: Path) -> dict[str, float]:
+    """Read an HC18-style pixel-size table.
+
+    The header must contain ``filename`` and ``pixel size(mm)`` (case and spaces ignored); further
+    columns (e.g. ``head circumference (mm)``) are ignored.  CRLF line ends and a UTF-8 BOM are
+    accepted; blank lines are skipped.
+
+    Args:
+        path: the CSV file.
+
+    Returns:
+        ``{file name (basename): isotropic pixel size in mm}``.
+
+    Raises:
+        ScanError: missing/unreadable file, missing column, or a row whose file name is empty or
+            whose pixel size is not a finite positive number (the reason names the row's line).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ScanError(path, "does not exist")
+    if path.is_dir():
+        raise ScanError(path, "is a directory, expected a CSV file")
+    try:
+        # newline='' lets csv handle CRLF itself; utf-8-sig drops a BOM written by spreadsheet apps.
+        with path.open(newline="", encoding="utf-8-sig") as fh:
+            return _parse_pixel_csv(path, fh)
+    except ScanError:
+        raise
+    except (OSError, UnicodeDecodeError, csv.Error) as exc:
+        raise ScanError(path, f"cannot read CSV: {_describe(exc)}") from exc
+
+
+def _parse_pixel_csv(path: Path, lines: Iterable[str]) -> dict[str, float]:
+    reader = csv.reader(lines)
+    header = next(reader, None)
+    if header is None:
+        raise ScanError(path, "empty CSV file")
+    columns = [_norm_header(h) for h in header]
+    try:
+        name_col = columns.index("filename")
+    except ValueError:
+        raise ScanError(path, "missing column 'filename'") from None
+    try:
+        size_col = columns.index("pixelsize(mm)")
+    except ValueError:
+        raise ScanError(path, "missing column 'pixel size(mm)'") from None
+
+    sizes: dict[str, float] = {}
+    for row in reader:
+        line = reader.line_num  # physical line in the file, header = 1
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= max(name_col, size_col):
+            raise ScanError(path, f"row {line}: expected at least {max(name_col, size_col) + 1} columns")
+        raw_name, raw_size = row[name_col].strip(), row[size_col].strip()
+        # Tables made on Windows may carry folders with backslashes; only the basename is the key.
+        name = raw_name.replace("\\", "/").rsplit("/", 1)[-1]
+        if not name:
+            raise ScanError(path, f"row {line}: empty filename")
+        try:
+            size = float(raw_size)
+        except ValueError:
+            raise ScanError(path, f"row {line} ({name}): pixel size {raw_size!r} is not a number") from None
+        if not math.isfinite(size) or size <= 0:
+            raise ScanError(path, f"row {line} ({name}): pixel size {raw_size!r} must be positive")
+        if name in sizes and sizes[name] != size:
+            raise ScanError(path, f"row {line}: {name} listed twice with different pixel sizes")
+        sizes[name] = size
+    return sizes
+
+
+# --------------------------------------------------------------------------------------------------
+# read_scan
+# --------------------------------------------------------------------------------------------------
+
+
+def read_scan(
+    path: str | Path,
+    *,
+    pixel_size_mm: float | tuple[float, float] | None = None,
+    pixel_csv: dict[str, float] | None = None,
+    frame: int = 0,
+    min_size_px: int = 32,
+) -> Scan:
+    """Read one scan as a grey ``(H, W)`` image with its pixel spacing.
+
+    Formats: PNG, JPEG, BMP, TIFF (via OpenCV; 8/16-bit, grey/RGB/RGBA) and DICOM (by suffix
+    ``.dcm``/``.dicom`` or by the ``DICM`` magic at byte 128, whatever the suffix).  8/16-bit data
+    keeps its stored values (signed data is shifted by half its range); wider integers that fit in
+    0..65535 become ``uint16`` unchanged; other wide integers and float images are rescaled linearly
+    from their min..max to ``0..65535`` ``uint16``; NaN/inf pixels are rejected.  No DICOM
+    rescale/VOI windowing is applied.
+
+    Pixel spacing ``(x, y)`` in mm, first source that applies:
+
+    1. ``pixel_size_mm`` (a float is isotropic) -> ``'cli'``
+    2. ``pixel_csv[basename]`` -> ``'csv'``
+    3. DICOM ultrasound region calibrated in cm (PhysicalDeltaX/Y * 10) -> ``'dicom-region'``
+    4. DICOM PixelSpacing ``[y, x]`` -> ``'dicom-pixelspacing'``
+    5. DICOM ImagerPixelSpacing ``[y, x]`` -> ``'dicom-imagerpixelspacing'``
+    6. otherwise ``None`` / ``'none'``
+
+    Args:
+        path: the scan file.
+        pixel_size_mm: spacing from the command line (mm per pixel); float or ``(x, y)``.
+        pixel_csv: table from :func:`read_pixel_csv`, keyed by file basename.
+        frame: 0-based frame of a multi-frame DICOM; other formats have only frame 0.
+        min_size_px: smallest accepted width and height in pixels.
+
+    Raises:
+        ScanError: missing/empty/undecodable file, DICOM without pixel data, frame out of range,
+            image smaller than ``min_size_px``, blank image, or non-finite/non-positive spacing.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ScanError(path, "does not exist")
+    if path.is_dir():
+        raise ScanError(path, "is a directory, not an image")
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as fh:
+            head = fh.read(_DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC))
+    except OSError as exc:
+        raise ScanError(path, f"cannot read file: {_describe(exc)}") from exc
+    if size == 0:
+        raise ScanError(path, "empty file (0 bytes)")
+    if isinstance(frame, bool) or not isinstance(frame, int | np.integer) or frame < 0:
+        raise ScanError(path, f"frame must be a non-negative integer, got {frame!r}")
+    frame = int(frame)
+
+    dataset: Any = None
+    is_dicom = path.suffix.lower() in DICOM_SUFFIXES or head[_DICOM_MAGIC_OFFSET:] == _DICOM_MAGIC
+    if is_dicom:
+        grey, dataset = _read_dicom(path, frame)
+    else:
+        if frame != 0:
+            raise ScanError(path, f"frame {frame} out of range (image has 1 frame)")
+        grey = _read_raster(path)
+
+    height, width = grey.shape
+    if height < min_size_px or width < min_size_px:
+        raise ScanError(path, f"too small: {width}x{height} px (minimum {min_size_px} px)")
+    first = grey.flat[0]
+    if np.all(grey == first):
+        value = f"{first:g}" if np.issubdtype(grey.dtype, np.floating) else str(int(first))
+        raise ScanError(path, f"blank image (all pixels = {value})")
+    pixels = np.ascontiguousarray(_to_uint(path, grey))
+
+    spacing, spacing_source = _resolve_spacing(path, pixel_size_mm, pixel_csv, dataset, frame)
+    return Scan(pixels=pixels, spacing_mm=spacing, source=path, spacing_source=spacing_source,
+                frame=frame)
+
+
+# ---- rasters (OpenCV) ----------------------------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _quiet_cv2() -> Iterator[None]:
+    # OpenCV prints libpng/libjpeg complaints to stderr; the failure is reported as a ScanError instead.
+    log = getattr(getattr(cv2, "utils", None), "logging", None)
+    if log is None or not hasattr(log, "getLogLevel"):
+        yield
+        return
+    previous = log.getLogLevel()
+    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    try:
+        yield
+    finally:
+        log.setLogLevel(previous)
+
+
+def _read_raster(path: Path) -> np.ndarray:
+    """Decode a PNG/JPEG/BMP/TIFF to a grey ``(H, W)`` array (dtype as decoded)."""
+    try:
+        # np.fromfile + imdecode instead of imread: imread cannot open non-ASCII paths on Windows.
+        buf = np.fromfile(path, dtype=np.uint8)
+    except OSError as exc:
+        raise ScanError(path, f"cannot read file: {_describe(exc)}") from exc
+    try:
+        with _quiet_cv2():
+            img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    except Exception as exc:  # cv2.error and friends: never let a library traceback escape
+        raise ScanError(path, f"not an image or cannot decode: {_describe(exc)}") from exc
+    if img is None or img.size == 0:
+        raise ScanError(path, "not an image or cannot decode")
+    try:
+        return _colour_to_grey(img, bgr=True)
+    except Exception as exc:
+        raise ScanError(path, f"unsupported image layout {img.dtype} {img.shape}: {_describe(exc)}") from exc
+
+
+def _colour_to_grey(img: np.ndarray, *, bgr: bool) -> np.ndarray:
+    """Return ``(H, W)`` grey from ``(H, W)``, ``(H, W, 1|2|3|4)``; channel order BGR(A) or RGB(A)."""
+    if img.ndim == 2:
+        return img
+    if img.ndim != 3:
+        raise ValueError(f"expected 2 or 3 dimensions, got {img.ndim}")
+    channels = img.shape[2]
+    if channels in (1, 2):  # grey, grey + alpha: alpha is transparency, not echo
+        return img[:, :, 0]
+    if channels not in (3, 4):
+        raise ValueError(f"{channels} channels")
+    # cvtColor only takes uint8/uint16/float32; other dtypes go through float32 and are rescaled later.
+    work = img if img.dtype in (np.uint8, np.uint16, np.float32) else img.astype(np.float32)
+    if channels == 3:
+        code = cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY
+    else:
+        code = cv2.COLOR_BGRA2GRAY if bgr else cv2.COLOR_RGBA2GRAY
+    return cv2.cvtColor(work, code)
+
+
+def _to_uint(path: Path, grey: np.ndarray) -> np.ndarray:
+    """Return ``grey`` as ``uint8``/``uint16``.
+
+    8/16-bit unsigned data is kept as is; signed 8/16-bit is shifted by half its range (order kept);
+    wider integers are kept when they fit in 0..65535, otherwise they and floats are rescaled
+    linearly from min..max to 0..65535.
+    """
+    if grey.dtype in (np.uint8, np.uint16):
+        return grey
+    if grey.dtype == np.bool_:
+        return grey.astype(np.uint8)
+    if grey.dtype == np.int8:
+        return (grey.astype(np.int16) + 128).astype(np.uint8)
+    if grey.dtype == np.int16:
+        return (grey.astype(np.int32) + 32768).astype(np.uint16)
+    if np.issubdtype(grey.dtype, np.integer):
+        lo, hi = int(grey.min()), int(grey.max())
+        if lo >= 0 and hi <= np.iinfo(np.uint16).max:
+            return grey.astype(np.uint16)
+    elif np.issubdtype(grey.dtype, np.floating):
+        if not np.all(np.isfinite(grey)):
+            raise ScanError(path, "float image with NaN or infinite pixels")
+    else:
+        raise ScanError(path, f"unsupported pixel type {grey.dtype}")
+    work = grey.astype(np.float64)
+    lo_f, hi_f = float(work.min()), float(work.max())
+    scale = 65535.0 / (hi_f - lo_f) if hi_f > lo_f else 0.0
+    return np.rint((work - lo_f) * scale).astype(np.uint16)
+
+
+# ---- DICOM ---------------------------------------------------------------------------------------
+
+
+def _read_dicom(path: Path, frame: int) -> tuple[np.ndarray, Any]:
+    """Decode one DICOM frame to grey ``(H, W)``; returns ``(grey, dataset)``."""
+    import pydicom  # imported lazily: only DICOM inputs pay for it
+    from pydicom.errors import InvalidDicomError
+
+    forced = False
+    try:
+        try:
+            ds = pydicom.dcmread(path)
+        except InvalidDicomError:
+            # Old files may lack the 128-byte preamble; only reached for .dcm/.dicom suffixes.
+            forced = True
+            ds = pydicom.dcmread(path, force=True)
+    except Exception as exc:
+        raise ScanError(path, f"not a readable DICOM file: {_describe(exc)}") from exc
+
+    if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
+        raise ScanError(path, "not a readable DICOM file" if forced else "DICOM without pixel data")
+
+    try:
+        n_frames = int(ds.get("NumberOfFrames") or 1)
+    except (TypeError, ValueError):
+        n_frames = 1
+    if frame >= n_frames:
+        plural = "frame" if n_frames == 1 else "frames"
+        raise ScanError(path, f"frame {frame} out of range (DICOM has {n_frames} {plural})")
+
+    photometric = str(ds.get("PhotometricInterpretation", "MONOCHROME2")).strip().upper()
+    try:
+        arr, props = _decode_dicom_frame(ds, frame)
+        photometric = str(props.get("photometric_interpretation") or photometric).strip().upper()
+        grey = _dicom_to_grey(ds, arr, photometric)
+    except ScanError:
+        raise
+    except Exception as exc:
+        raise ScanError(path, f"cannot decode DICOM pixel data ({photometric}): {_describe(exc)}") from exc
+    if grey.ndim != 2:
+        raise ScanError(path, f"unexpected DICOM pixel array shape {grey.shape}")
+    return grey, ds
+
+
+def _decode_dicom_frame(ds: Any, frame: int) -> tuple[np.ndarray, dict[str, Any]]:
+    """Decode only ``frame``; ``props`` gives the photometric interpretation *after* decoding."""
+    from pydicom.pixels import get_decoder
+    from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian
+
+    file_meta = getattr(ds, "file_meta", None)
+    tsyntax = file_meta.get("TransferSyntaxUID") if file_meta is not None else None
+    if tsyntax is None:  # forced reads of preamble-less files: fall back to how it was parsed
+        implicit = (getattr(ds, "original_encoding", None) or (True, True))[0]
+        tsyntax = ImplicitVRLittleEndian if implicit in (True, None) else ExplicitVRLittleEndian
+        ds.file_meta = file_meta if file_meta is not None else _empty_file_meta()
+        ds.file_meta.TransferSyntaxUID = tsyntax
+    # The decoder (not Dataset.pixel_array) because it reports the colour space of what it returns:
+    # YBR_FULL(_422) is converted to RGB when raw=False, and JPEG plugins may already have done so.
+    arr, props = get_decoder(tsyntax).as_array(ds, index=frame, raw=False)
+    return arr, dict(props)
+
+
+def _empty_file_meta() -> Any:
+    from pydicom.dataset import FileMetaDataset
+
+    return FileMetaDataset()
+
+
+def _dicom_to_grey(ds: Any, arr: np.ndarray, photometric: str) -> np.ndarray:
+    """Turn one decoded frame into grey ``(H, W)`` with bright = echo."""
+    if photometric == "PALETTE COLOR":
+        from pydicom.pixels import apply_color_lut
+
+        # Palette indices only mean something through the LUT: grey of the looked-up RGB.
+        return _colour_to_grey(apply_color_lut(arr, ds), bgr=False)
+    if photometric in ("RGB", "YBR_ICT", "YBR_RCT"):
+        # YBR_ICT/RCT only occur in JPEG 2000, whose decoders hand back RGB.
+        return _colour_to_grey(arr, bgr=False)
+    if photometric.startswith("YBR"):
+        # A YCbCr variant pydicom left unconverted: the Y plane *is* the luma we want.
+        return arr[..., 0] if arr.ndim == 3 else arr
+    if photometric not in ("MONOCHROME1", "MONOCHROME2"):
+        raise ValueError(f"unsupported photometric interpretation {photometric}")
+
+    grey = arr[..., 0] if arr.ndim == 3 else arr
+    if not np.issubdtype(grey.dtype, np.integer):
+        if photometric == "MONOCHROME1" and np.all(np.isfinite(grey)):
+            grey = grey.max() + grey.min() - grey  # invert within the data range
+        return grey
+
+    bits = min(int(ds.get("BitsStored") or grey.dtype.itemsize * 8), grey.dtype.itemsize * 8)
+    top = (1 << bits) - 1
+    if np.issubdtype(grey.dtype, np.signedinteger):  # pydicom decodes PixelRepresentation=1 as signed
+        # Two's complement: shift by half the stored range so values stay ordered and non-negative.
+        grey = grey.astype(np.int64) + (1 << (bits - 1))
+    if photometric == "MONOCHROME1":
+        # MONOCHROME1 shows the minimum as white; invert within the stored bit depth.
+        grey = top - np.clip(grey.astype(np.int64), 0, top)
+    if grey.dtype == np.int64:
+        grey = np.clip(grey, 0, top)
+        if bits <= 8:
+            return grey.astype(np.uint8)
+        if bits <= 16:
+            return grey.astype(np.uint16)
+    return grey  # wider data is rescaled to uint16 by _to_uint
+
+
+# ---- spacing -------------------------------------------------------------------------------------
+
+
+def _resolve_spacing(
+    path: Path,
+    pixel_size_mm: float | tuple[float, float] | None,
+    pixel_csv: dict[str, float] | None,
+    ds: Any,
+    frame: int,
+) -> tuple[tuple[float, float] | None, str]:
+    """Apply the spacing precedence; returns ``((x_mm, y_mm) | None, spacing_source)``."""
+    if pixel_size_mm is not None:
+        return _checked(path, pixel_size_mm, "pixel size from the command line"), "cli"
+    if pixel_csv is not None and path.name in pixel_csv:
+        return _checked(path, pixel_csv[path.name], "pixel size from the CSV"), "csv"
+    if ds is None:
+        return None, "none"
+
+    region = _pick_region(ds)
+    if region is not None:
+        dx, dy = region.get("PhysicalDeltaX"), region.get("PhysicalDeltaY")
+        if dx is None or dy is None:
+            raise ScanError(path, "DICOM ultrasound region without PhysicalDeltaX/Y")
+        # Region deltas are in cm per pixel (units code 3); the rest of fetalbio works in mm.
+        return _checked(path, (float(dx) * 10.0, float(dy) * 10.0), "DICOM region spacing"), "dicom-region"
+
+    for keyword, source in (("PixelSpacing", "dicom-pixelspacing"),
+                            ("ImagerPixelSpacing", "dicom-imagerpixelspacing")):
+        value = _find_spacing_tag(ds, keyword, frame)
+        if value is None:
+            continue
+        try:
+            row_mm, col_mm = (float(v) for v in value)
+        except (TypeError, ValueError):
+            raise ScanError(path, f"DICOM {keyword} {value!r} is not two numbers") from None
+        # DICOM order is [row spacing (y), column spacing (x)].
+        return _checked(path, (col_mm, row_mm), f"DICOM {keyword}"), source
+    return None, "none"
+
+
+def _checked(path: Path, value: float | tuple[float, float] | Any, what: str) -> tuple[float, float]:
+    """Validate a spacing: a number (isotropic) or an ``(x, y)`` pair, finite and > 0 mm."""
+    try:
+        if isinstance(value, int | float | np.integer | np.floating) and not isinstance(value, bool):
+            x = y = float(value)
+        else:
+            x, y = (float(v) for v in value)
+    except (TypeError, ValueError):
+        raise ScanError(path, f"{what} {value!r} is not a number or an (x, y) pair") from None
+    if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
+        raise ScanError(path, f"{what} ({x:g}, {y:g}) mm must be finite and positive")
+    return (x, y)
+
+
+def _pick_region(ds: Any) -> Any:
+    """The ultrasound region to take spacing from, or ``None``.
+
+    Only regions calibrated in cm on both axes count.  Among those, a 2-D tissue region with the
+    largest pixel box wins (a screen can hold a B-mode image next to Doppler or M-mode strips);
+    failing that, the first cm region.
+    """
+    regions = ds.get("SequenceOfUltrasoundRegions") or []
+    in_cm = [
+        r for r in regions
+        if r.get("PhysicalUnitsXDirection") == _CM_UNITS and r.get("PhysicalUnitsYDirection") == _CM_UNITS
+    ]
+    if not in_cm:
+        return None
+    tissue = [r for r in in_cm if r.get("RegionSpatialFormat") == _TISSUE_2D]
+    if not tissue:
+        return in_cm[0]
+    return max(tissue, key=_region_area)  # max() keeps the first of equal areas
+
+
+def _region_area(region: Any) -> int:
+    try:
+        width = int(region.RegionLocationMaxX1) - int(region.RegionLocationMinX0) + 1
+        height = int(region.RegionLocationMaxY1) - int(region.RegionLocationMinY0) + 1
+    except (AttributeError, TypeError, ValueError):
+        return 0
+    return max(width, 0) * max(height, 0)
+
+
+def _find_spacing_tag(ds: Any, keyword: str, frame: int) -> Any:
+    """``keyword`` from the top level, or from the enhanced multi-frame functional groups."""
+    value = ds.get(keyword)
+    if value is not None and value != "":
+        return value
+    if keyword != "PixelSpacing":
+        return None
+    # Enhanced multi-frame objects keep PixelSpacing in Pixel Measures functional groups.
+    per_frame = ds.get("PerFrameFunctionalGroupsSequence") or []
+    groups = [per_frame[frame]] if frame < len(per_frame) else []
+    groups += list(ds.get("SharedFunctionalGroupsSequence") or [])
+    for group in groups:
+        for measures in group.get("PixelMeasuresSequence") or []:
+            value = measures.get("PixelSpacing")
+            if value is not None and value != "":
+                return value
+    return None
+
+
+# --------------------------------------------------------------------------------------------------
+# find_scans
+# --------------------------------------------------------------------------------------------------
+
+
+def _is_annotation(path: Path) -> bool:
+    return path.name.lower().endswith(_ANNOTATION_SUFFIX)
+
+
+def find_scans(inputs: Iterable[str | Path]) -> tuple[list[Path], list[ScanError]]:
+    """Expand files and folders into the scans to measure.
+
+    Folders are searched recursively in sorted (deterministic) order for :data:`SCAN_SUFFIXES`
+    (case-insensitive), skipping hidden files and folders.  Files ending in ``_Annotation.png``
+    (case-insensitive) are HC18 ground truth, not scans, and are skipped everywhere, also when named
+    directly (a shell glob like ``*.png`` names them).  Any other explicitly named file is kept
+    whatever its suffix; :func:`read_scan` decides whether it is readable.  A file reached twice is
+    listed once, at its first position.
+
+    Returns:
+        ``(scans, errors)``: paths in input order, and a ``ScanError(path, 'does not exist')`` for
+        each input that does not exist.
+    """
+    if isinstance(inputs, str | Path):  # a lone path would otherwise be iterated character by character
+        inputs = [inputs]
+    scans: list[Path] = []
+    errors: list[ScanError] = []
+    seen: set[Path] = set()
+
+    def add(candidate: Path) -> None:
+        key = candidate.resolve()
+        if key not in seen:
+            seen.add(key)
+            scans.append(candidate)
+
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for found in _walk_scans(path):
+                add(found)
+        elif path.exists():
+            if not _is_annotation(path):
+                add(path)
+        else:
+            errors.append(ScanError(path, "does not exist"))
+    return scans, errors
+
+
+def _walk_scans(root: Path) -> Iterator[Path]:
+    """Scan files under ``root`` (recursive, sorted, hidden entries and annotations skipped)."""
+    for dirpath, dirnames, filenames in os.walk(root):
+        # Pruning in place stops os.walk from descending into hidden folders; sorting makes it stable.
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
+        for name in sorted(filenames):
+            candidate = Path(dirpath) / name
+            if (not name.startswith(".") and candidate.suffix.lower() in SCAN_SUFFIXES
+                    and not _is_annotation(candidate)):
+                yield candidate
+
+
+# --------------------------------------------------------------------------------------------------
+# helpers
+# --------------------------------------------------------------------------------------------------
+
+
+def _one_line(text: str) -> str:
+    flat = " ".join(str(text).split())
+    return flat if len(flat) <= _MAX_REASON_CHARS else flat[: _MAX_REASON_CHARS - 3] + "..."
+
+
+def _describe(exc: BaseException) -> str:
+    """``'Type: first line of message'`` for wrapping library errors into one-line reasons."""
+    message = str(exc).strip().splitlines()
+    return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__

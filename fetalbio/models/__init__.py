@@ -1,0 +1,1 @@
+"""Model builders, one per file. Importing this package imports Keras."""

@@ -1,0 +1,108 @@
+"""Segmentation post-processing: probability map (original pixels) -> clean skull mask -> ellipse.
+
+Shared by training-time validation, predict, evaluate and export verification, so millimetres are
+measured one way only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import cv2
+import numpy as np
+
+from fetalbio.geometry import EllipseFit, fit_ellipse_mask
+
+# Quality-flag thresholds (documented in defaults.py's comments too).
+POOR_FIT_RESIDUAL_FRAC = 0.02  # RMS boundary residual above 2 % of the semi-minor axis
+LOW_CONFIDENCE = 0.75  # mean probability inside the mask (far from 1 = the net hesitates)
+MIN_AREA_FRAC = 0.005  # a "head" smaller than 0.5 % of the scan is no head
+
+
+@dataclass
+class SegResult:
+    """Result of post-processing one probability map."""
+
+    fit: EllipseFit | None
+    mask: np.ndarray  # (H, W) uint8 0/1, the cleaned mask
+    flags: list[str] = field(default_factory=list)
+    confidence: float = 0.0
+    error: str | None = None
+
+
+def clean_mask(prob: np.ndarray, threshold: float = 0.5) -> np.ndarray:
+    """Threshold, keep the largest component, close small gaps and fill holes. (H, W) -> uint8 0/1."""
+    binary = (prob >= threshold).astype(np.uint8)
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(binary, connectivity=8)
+    if n <= 1:
+        return np.zeros_like(binary)
+    largest = 1 + int(np.argmax(stats[1:, cv2.CC_STAT_AREA]))
+    mask = (labels == largest).astype(np.uint8)
+    # closing radius scales with the scan so that behaviour does not depend on resolution
+    r = max(1, round(min(mask.shape) / 200))
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1, 2 * r + 1))
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, kernel)
+    # fill holes: everything not reachable from outside the outer contour
+    contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+    filled = np.zeros_like(mask)
+    cv2.drawContours(filled, contours, -1, 1, thickness=cv2.FILLED)
+    return filled
+
+
+def touches_edge(mask: np.ndarray) -> bool:
+    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+
+
+def segment_to_ellipse(prob: np.ndarray, threshold: float = 0.5) -> SegResult:
+    """Turn a skull probability map ((H, W) float in 0..1, ORIGINAL pixels) into an ellipse and flags.
+
+    Flags: ``no_head`` (nothing segmented; then ``error`` is set), ``edge`` (mask touches the scan
+    border: the head is cut and its ellipse is extrapolated), ``poor_fit`` (the boundary is far from an
+    ellipse), ``low_confidence`` (mean probability inside the mask is low).
+    """
+    mask = clean_mask(prob, threshold)
+    area = int(mask.sum())
+    if area < MIN_AREA_FRAC * mask.size:
+        return SegResult(None, mask, ["no_head"], 0.0, "no head found")
+    flags = []
+    if touches_edge(mask):
+        flags.append("edge")
+    # sub-pixel boundary where the probability crosses the threshold
+    try:
+        fit = fit_ellipse_mask(mask, prob=np.clip(prob, 0.0, 1.0) if threshold == 0.5 else None)
+    except ValueError as exc:
+        return SegResult(None, mask, ["no_head"], 0.0, f"no head found ({exc})")
+    if fit.residual_px > POOR_FIT_RESIDUAL_FRAC * fit.ellipse.semi_minor_px:
+        flags.append("poor_fit")
+    confidence = float(prob[mask > 0].mean())
+    if confidence < LOW_CONFIDENCE:
+        flags.append("low_confidence")
+    return SegResult(fit, mask, flags, confidence)
+
+
+def dice(a: np.ndarray, b: np.ndarray) -> float:
+    """Dice overlap of two (H, W) binary masks (1.0 when both are empty)."""
+    a, b = a > 0, b > 0
+    s = int(a.sum()) + int(b.sum())
+    return 1.0 if s == 0 else 2.0 * int((a & b).sum()) / s
+
+
+def hausdorff_mm(a: np.ndarray, b: np.ndarray, spacing_mm: tuple[float, float]) -> float:
+    """Symmetric Hausdorff distance (mm) between the outlines of two (H, W) binary masks."""
+    pts = []
+    for m in (a, b):
+        cs, _ = cv2.findContours((m > 0).astype(np.uint8), cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_NONE)
+        if not cs:
+            return float("inf")
+        pts.append(np.concatenate(cs).reshape(-1, 2).astype(np.float64) * np.asarray(spacing_mm))
+    pa, pb = pts
+
+    # chunked nearest distances: outlines have a few thousand points, so this stays small
+    def directed(p: np.ndarray, q: np.ndarray) -> float:
+        best = 0.0
+        for i in range(0, len(p), 512):
+            d = np.sqrt(((p[i : i + 512, None, :] - q[None, :, :]) ** 2).sum(-1)).min(axis=1)
+            best = max(best, float(d.max()))
+        return best
+
+    return max(directed(pa, pb), directed(pb, pa))

@@ -1,0 +1,100 @@
+"""Letterboxing to the model's input size, its exact inverse, and intensity normalisation.
+
+A scan of any size is resized (aspect ratio kept) into an ``(H, W)`` input and padded; the
+:class:`Letterbox` records the transform so that every point and probability map is mapped back to
+the scan's ORIGINAL pixels before anything is measured.
+
+Pixel-centre convention (as OpenCV's ``resize``): ``x_in = (x + 0.5) * sx - 0.5 + pad_x``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class Letterbox:
+    """The transform from original pixels (``orig_h``, ``orig_w``) to a model input (``in_h``, ``in_w``)."""
+
+    orig_h: int
+    orig_w: int
+    in_h: int
+    in_w: int
+    new_h: int  # size of the resized scan inside the input
+    new_w: int
+    pad_y: int
+    pad_x: int
+
+    @property
+    def sx(self) -> float:
+        return self.new_w / self.orig_w
+
+    @property
+    def sy(self) -> float:
+        return self.new_h / self.orig_h
+
+    @classmethod
+    def fit(cls, orig_hw: tuple[int, int], input_hw: tuple[int, int]) -> Letterbox:
+        h, w = orig_hw
+        ih, iw = input_hw
+        scale = min(ih / h, iw / w)
+        nh, nw = max(1, min(ih, round(h * scale))), max(1, min(iw, round(w * scale)))
+        return cls(h, w, ih, iw, nh, nw, (ih - nh) // 2, (iw - nw) // 2)
+
+    def to_input(self, pts_xy: np.ndarray) -> np.ndarray:
+        """Map (N, 2) original-pixel points to input pixels."""
+        p = np.asarray(pts_xy, dtype=np.float64)
+        return np.stack(
+            [(p[..., 0] + 0.5) * self.sx - 0.5 + self.pad_x, (p[..., 1] + 0.5) * self.sy - 0.5 + self.pad_y],
+            axis=-1,
+        )
+
+    def to_original(self, pts_xy: np.ndarray) -> np.ndarray:
+        """Map (N, 2) input-pixel points back to original pixels (exact inverse of :meth:`to_input`)."""
+        p = np.asarray(pts_xy, dtype=np.float64)
+        return np.stack(
+            [(p[..., 0] - self.pad_x + 0.5) / self.sx - 0.5, (p[..., 1] - self.pad_y + 0.5) / self.sy - 0.5],
+            axis=-1,
+        )
+
+    def map_to_original(self, arr: np.ndarray) -> np.ndarray:
+        """Resize an input-space map ((in_h, in_w) or (in_h, in_w, C), float) to the original pixels."""
+        crop = arr[self.pad_y : self.pad_y + self.new_h, self.pad_x : self.pad_x + self.new_w]
+        out = cv2.resize(
+            np.ascontiguousarray(crop), (self.orig_w, self.orig_h), interpolation=cv2.INTER_LINEAR
+        )
+        return out
+
+    def image_to_input(
+        self, img: np.ndarray, fill: float = 0.0, interpolation: int = cv2.INTER_AREA
+    ) -> np.ndarray:
+        """Resize and pad an original-space image ((H, W), any dtype -> float32)."""
+        small = cv2.resize(img.astype(np.float32), (self.new_w, self.new_h), interpolation=interpolation)
+        out = np.full((self.in_h, self.in_w), fill, np.float32)
+        out[self.pad_y : self.pad_y + self.new_h, self.pad_x : self.pad_x + self.new_w] = small
+        return out
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def normalise(img: np.ndarray) -> np.ndarray:
+    """Per-scan intensity normalisation of an (H, W) image to zero mean and unit SD (float32).
+
+    16-bit and 8-bit scans end up on the same scale; a flat image gives zeros rather than NaNs.
+    """
+    x = img.astype(np.float32)
+    sd = float(x.std())
+    return (x - float(x.mean())) / (sd if sd > 1e-6 else 1.0)
+
+
+def prepare_input(pixels: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+    """Scan pixels (H, W) -> normalised, letterboxed model input (in_h, in_w) float32, and the transform.
+
+    Normalisation uses the scan's own pixels; the padding is 0 (the scan's mean).
+    """
+    lb = Letterbox.fit(pixels.shape[:2], input_hw)
+    return lb.image_to_input(normalise(pixels)), lb

@@ -1,0 +1,630 @@
+"""Tests for fetalbio.io: synthetic images and DICOM files written to tmp_path (no real scans)."""
+
+from __future__ import annotations
+
+import pickle
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+import pytest
+from pydicom import dcmread
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import convert_color_space
+from pydicom.sequence import Sequence
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from fetalbio.io import SCAN_SUFFIXES, Scan, ScanError, find_scans, read_pixel_csv, read_scan
+
+US_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.6.1"
+US_MULTIFRAME_STORAGE = "1.2.840.10008.5.1.4.1.1.3.1"
+
+
+# ---- helpers -------------------------------------------------------------------------------------
+
+
+def ramp(h: int = 48, w: int = 64, dtype: Any = np.uint8, top: int = 255) -> np.ndarray:
+    """A non-blank (h, w) test pattern with values 0..top."""
+    yy, xx = np.mgrid[0:h, 0:w]
+    return ((xx * 7 + yy * 13) % (top + 1)).astype(dtype)
+
+
+def write_image(path: Path, img: np.ndarray) -> Path:
+    ok, buf = cv2.imencode(path.suffix, img)
+    assert ok
+    buf.tofile(path)
+    return path
+
+
+def make_dicom(
+    path: Path,
+    pixels: np.ndarray,
+    *,
+    photometric: str = "MONOCHROME2",
+    bits_stored: int | None = None,
+    signed: bool = False,
+    frames: int | None = None,
+    **elements: Any,
+) -> Path:
+    """Write an uncompressed ultrasound DICOM; pixels (H, W), (H, W, 3), (F, H, W) or (F, H, W, 3)."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = US_MULTIFRAME_STORAGE if frames else US_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = meta.MediaStorageSOPClassUID
+    ds.SOPInstanceUID = meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.PatientName = "Synthetic^Test"
+    colour = photometric not in ("MONOCHROME1", "MONOCHROME2", "PALETTE COLOR")
+    shape = pixels.shape[1:] if frames else pixels.shape
+    ds.Rows, ds.Columns = int(shape[0]), int(shape[1])
+    ds.SamplesPerPixel = 3 if colour else 1
+    if colour:
+        ds.PlanarConfiguration = 0
+    ds.PhotometricInterpretation = photometric
+    bits = pixels.dtype.itemsize * 8
+    ds.BitsAllocated = bits
+    ds.BitsStored = bits_stored or bits
+    ds.HighBit = ds.BitsStored - 1
+    ds.PixelRepresentation = 1 if signed else 0
+    if frames:
+        ds.NumberOfFrames = frames
+    for keyword, value in elements.items():
+        setattr(ds, keyword, value)
+    ds.PixelData = np.ascontiguousarray(pixels).tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def us_region(dx_cm: float, dy_cm: float, *, box: tuple[int, int, int, int] = (0, 0, 63, 47),
+              spatial_format: int = 1, units: tuple[int, int] = (3, 3)) -> Dataset:
+    region = Dataset()
+    region.RegionSpatialFormat = spatial_format
+    region.RegionDataType = 1
+    region.RegionFlags = 0
+    region.RegionLocationMinX0, region.RegionLocationMinY0 = box[0], box[1]
+    region.RegionLocationMaxX1, region.RegionLocationMaxY1 = box[2], box[3]
+    region.PhysicalUnitsXDirection, region.PhysicalUnitsYDirection = units
+    region.PhysicalDeltaX = dx_cm
+    region.PhysicalDeltaY = dy_cm
+    return region
+
+
+def assert_one_line_error(err: pytest.ExceptionInfo[ScanError], path: Path, reason: str) -> None:
+    text = str(err.value)
+    assert "\n" not in text
+    assert text.startswith(f"{path}: ")
+    assert path.name in text
+    assert reason in text
+    assert err.value.path == path
+
+
+# ---- raster round trips --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("suffix", [".png", ".bmp", ".tif"])
+def test_grey_8bit_round_trip(tmp_path: Path, suffix: str) -> None:
+    img = ramp()
+    scan = read_scan(write_image(tmp_path / f"scan{suffix}", img))
+    assert isinstance(scan, Scan)
+    assert scan.pixels.dtype == np.uint8
+    assert (scan.height, scan.width) == (48, 64)
+    np.testing.assert_array_equal(scan.pixels, img)
+    assert scan.spacing_mm is None and scan.spacing_source == "none" and scan.frame == 0
+    assert scan.source == tmp_path / f"scan{suffix}"
+
+
+@pytest.mark.parametrize("suffix", [".png", ".tif", ".tiff"])
+def test_grey_16bit_round_trip_keeps_uint16(tmp_path: Path, suffix: str) -> None:
+    img = ramp(dtype=np.uint16, top=60000) + 1000
+    scan = read_scan(write_image(tmp_path / f"scan16{suffix}", img))
+    assert scan.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(scan.pixels, img)
+
+
+def test_rgb_png_converted_to_grey(tmp_path: Path) -> None:
+    grey = ramp()
+    bgr = np.dstack([grey, grey, grey])
+    bgr[0, 0] = (255, 0, 0)  # pure blue in OpenCV's BGR order
+    scan = read_scan(write_image(tmp_path / "rgb.png", bgr))
+    assert scan.pixels.shape == (48, 64) and scan.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(scan.pixels[1:], grey[1:])
+    assert scan.pixels[0, 0] == round(0.114 * 255)  # luma weight of blue: proves BGR handled as BGR
+
+
+def test_rgba_png_drops_alpha(tmp_path: Path) -> None:
+    grey = ramp()
+    bgra = np.dstack([grey, grey, grey, np.full_like(grey, 7)])
+    scan = read_scan(write_image(tmp_path / "rgba.png", bgra))
+    np.testing.assert_array_equal(scan.pixels, grey)
+
+
+def test_rgb_16bit_png(tmp_path: Path) -> None:
+    grey = ramp(dtype=np.uint16, top=40000)
+    scan = read_scan(write_image(tmp_path / "rgb16.png", np.dstack([grey, grey, grey])))
+    assert scan.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(scan.pixels, grey)
+
+
+@pytest.mark.parametrize("suffix", [".jpg", ".jpeg"])
+def test_jpeg_lossy_round_trip(tmp_path: Path, suffix: str) -> None:
+    yy, xx = np.mgrid[0:64, 0:80]
+    img = (xx * 3).astype(np.uint8)  # smooth ramp so JPEG loss stays small
+    scan = read_scan(write_image(tmp_path / f"scan{suffix}", img))
+    assert scan.pixels.shape == (64, 80) and scan.pixels.dtype == np.uint8
+    assert np.abs(scan.pixels.astype(int) - img).max() <= 4
+
+
+def test_float_tiff_rescaled_to_uint16(tmp_path: Path) -> None:
+    img = ramp().astype(np.float32) / 255.0
+    scan = read_scan(write_image(tmp_path / "float.tif", img))
+    assert scan.pixels.dtype == np.uint16
+    assert scan.pixels.min() == 0 and scan.pixels.max() == 65535
+    np.testing.assert_array_equal(np.argsort(scan.pixels, axis=None, kind="stable"),
+                                  np.argsort(img, axis=None, kind="stable"))
+
+
+def test_float_tiff_with_nan_rejected(tmp_path: Path) -> None:
+    img = ramp().astype(np.float32)
+    img[3, 3] = np.nan
+    path = write_image(tmp_path / "nan.tif", img)
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "NaN")
+
+
+def test_non_ascii_path(tmp_path: Path) -> None:
+    folder = tmp_path / "fötus_ñ_胎儿"
+    folder.mkdir()
+    scan = read_scan(write_image(folder / "échographie.png", ramp()))
+    assert scan.width == 64
+
+
+def test_dicom_magic_wins_over_suffix(tmp_path: Path) -> None:
+    img = ramp()
+    path = make_dicom(tmp_path / "looks_like.png", img, PixelSpacing=[0.3, 0.3])
+    scan = read_scan(path)
+    np.testing.assert_array_equal(scan.pixels, img)
+    assert scan.spacing_source == "dicom-pixelspacing"
+
+
+def test_frame_other_than_zero_rejected_for_images(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "scan.png", ramp())
+    with pytest.raises(ScanError) as err:
+        read_scan(path, frame=1)
+    assert_one_line_error(err, path, "frame 1 out of range")
+
+
+# ---- spacing precedence --------------------------------------------------------------------------
+
+
+def test_spacing_precedence_cli_then_csv_then_dicom(tmp_path: Path) -> None:
+    regions = Sequence([us_region(0.01, 0.012)])
+    path = make_dicom(tmp_path / "p.dcm", ramp(), SequenceOfUltrasoundRegions=regions, PixelSpacing=[0.5] * 2)
+    table = {"p.dcm": 0.25}
+    assert read_scan(path, pixel_size_mm=0.2, pixel_csv=table).spacing_mm == (0.2, 0.2)
+    scan = read_scan(path, pixel_size_mm=(0.3, 0.4), pixel_csv=table)
+    assert (scan.spacing_mm, scan.spacing_source) == ((0.3, 0.4), "cli")
+    scan = read_scan(path, pixel_csv=table)
+    assert (scan.spacing_mm, scan.spacing_source) == ((0.25, 0.25), "csv")
+    scan = read_scan(path, pixel_csv={"other.dcm": 0.25})
+    assert scan.spacing_source == "dicom-region"
+    assert scan.spacing_mm == pytest.approx((0.1, 0.12))
+
+
+def test_csv_spacing_for_png_by_basename(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "000_HC.png", ramp())
+    scan = read_scan(str(path), pixel_csv={"000_HC.png": 0.0691358041432})
+    assert scan.spacing_mm == (0.0691358041432, 0.0691358041432)
+    assert scan.spacing_source == "csv"
+    assert read_scan(path, pixel_csv={"001_HC.png": 0.1}).spacing_source == "none"
+
+
+@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf"), (0.1, 0.0), (0.1,), "abc"])
+def test_bad_cli_spacing_rejected(tmp_path: Path, bad: Any) -> None:
+    path = write_image(tmp_path / "scan.png", ramp())
+    with pytest.raises(ScanError) as err:
+        read_scan(path, pixel_size_mm=bad)
+    assert_one_line_error(err, path, "pixel size from the command line")
+
+
+def test_bad_csv_spacing_rejected(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "scan.png", ramp())
+    with pytest.raises(ScanError) as err:
+        read_scan(path, pixel_csv={"scan.png": -1.0})
+    assert_one_line_error(err, path, "must be finite and positive")
+
+
+# ---- pixel-size CSV ------------------------------------------------------------------------------
+
+
+def test_pixel_csv_crlf_and_extra_columns(tmp_path: Path) -> None:
+    path = tmp_path / "training_set_pixel_size_and_HC.csv"
+    path.write_bytes(
+        b"filename,pixel size(mm),head circumference (mm)\r\n"
+        b"000_HC.png,0.0691358041432,44.3\r\n"
+        b"\r\n"
+        b"sub\\001_HC.png,0.0891632372,56.81\r\n"
+    )
+    assert read_pixel_csv(path) == {"000_HC.png": 0.0691358041432, "001_HC.png": 0.0891632372}
+
+
+def test_pixel_csv_two_columns_bom_and_header_variants(tmp_path: Path) -> None:
+    path = tmp_path / "test_set_pixel_size.csv"
+    path.write_text("\ufeffFilename, Pixel size (mm)\n000_HC.png,0.1\n", encoding="utf-8")
+    assert read_pixel_csv(path) == {"000_HC.png": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("body", "reason"),
+    [
+        ("filename,pixel size(mm)\n000_HC.png,abc\n", "row 2 (000_HC.png): pixel size 'abc' is not a number"),
+        ("filename,pixel size(mm)\n000_HC.png,0.1\n001_HC.png,0\n", "row 3 (001_HC.png)"),
+        ("filename,pixel size(mm)\n000_HC.png,-0.1\n", "must be positive"),
+        ("filename,pixel size(mm)\n000_HC.png,nan\n", "must be positive"),
+        ("filename,pixel size(mm)\n000_HC.png\n", "row 2: expected at least 2 columns"),
+        ("filename,pixel size(mm)\n,0.1\n", "row 2: empty filename"),
+        ("filename,pixel size(mm)\na.png,0.1\na.png,0.2\n", "listed twice"),
+        ("filename,hc\n000_HC.png,0.1\n", "missing column 'pixel size(mm)'"),
+        ("name,pixel size(mm)\n000_HC.png,0.1\n", "missing column 'filename'"),
+        ("", "empty CSV file"),
+    ],
+)
+def test_pixel_csv_bad_rows(tmp_path: Path, body: str, reason: str) -> None:
+    path = tmp_path / "sizes.csv"
+    path.write_text(body)
+    with pytest.raises(ScanError) as err:
+        read_pixel_csv(path)
+    assert_one_line_error(err, path, reason)
+
+
+def test_pixel_csv_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "nope.csv"
+    with pytest.raises(ScanError) as err:
+        read_pixel_csv(path)
+    assert_one_line_error(err, path, "does not exist")
+
+
+# ---- DICOM ---------------------------------------------------------------------------------------
+
+
+def test_dicom_mono2_with_ultrasound_region(tmp_path: Path) -> None:
+    img = ramp()
+    path = make_dicom(tmp_path / "region.dcm", img,
+                      SequenceOfUltrasoundRegions=Sequence([us_region(0.01, 0.012)]))
+    scan = read_scan(path)
+    assert scan.pixels.dtype == np.uint8
+    np.testing.assert_array_equal(scan.pixels, img)
+    assert scan.spacing_source == "dicom-region"
+    assert scan.spacing_mm == pytest.approx((0.1, 0.12))
+
+
+def test_dicom_region_prefers_largest_2d_tissue_region_in_cm(tmp_path: Path) -> None:
+    regions = Sequence([
+        us_region(0.05, 0.05, units=(4, 7)),  # Doppler strip: seconds x cm/s, not a length
+        us_region(0.02, 0.02, box=(0, 0, 20, 20)),  # small 2-D region
+        us_region(0.03, 0.03, box=(0, 0, 63, 47), spatial_format=2),  # big, but M-mode
+        us_region(0.01, 0.012, box=(10, 5, 60, 45)),  # largest 2-D tissue region in cm
+    ])
+    scan = read_scan(make_dicom(tmp_path / "multi.dcm", ramp(), SequenceOfUltrasoundRegions=regions))
+    assert scan.spacing_mm == pytest.approx((0.1, 0.12))
+
+
+def test_dicom_region_falls_back_to_first_cm_region(tmp_path: Path) -> None:
+    regions = Sequence([us_region(0.05, 0.05, units=(0, 0)),
+                        us_region(0.02, 0.03, spatial_format=2),
+                        us_region(0.04, 0.04, spatial_format=3)])
+    scan = read_scan(make_dicom(tmp_path / "mmode.dcm", ramp(), SequenceOfUltrasoundRegions=regions))
+    assert scan.spacing_mm == pytest.approx((0.2, 0.3))
+
+
+def test_dicom_region_not_in_cm_falls_through_to_pixelspacing(tmp_path: Path) -> None:
+    regions = Sequence([us_region(0.05, 0.05, units=(0, 0))])
+    scan = read_scan(make_dicom(tmp_path / "r.dcm", ramp(), SequenceOfUltrasoundRegions=regions,
+                                PixelSpacing=[0.2, 0.15]))
+    assert scan.spacing_source == "dicom-pixelspacing"
+
+
+def test_dicom_bad_region_spacing_rejected(tmp_path: Path) -> None:
+    regions = Sequence([us_region(0.0, 0.01)])
+    path = make_dicom(tmp_path / "zero.dcm", ramp(), SequenceOfUltrasoundRegions=regions)
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "must be finite and positive")
+
+
+def test_dicom_pixelspacing_is_row_then_column(tmp_path: Path) -> None:
+    scan = read_scan(make_dicom(tmp_path / "ps.dcm", ramp(), PixelSpacing=[0.2, 0.15]))
+    assert scan.spacing_source == "dicom-pixelspacing"
+    assert scan.spacing_mm == pytest.approx((0.15, 0.2))
+
+
+def test_dicom_imagerpixelspacing(tmp_path: Path) -> None:
+    scan = read_scan(make_dicom(tmp_path / "ips.dcm", ramp(), ImagerPixelSpacing=[0.3, 0.25]))
+    assert scan.spacing_source == "dicom-imagerpixelspacing"
+    assert scan.spacing_mm == pytest.approx((0.25, 0.3))
+
+
+def test_dicom_pixelspacing_beats_imagerpixelspacing(tmp_path: Path) -> None:
+    scan = read_scan(make_dicom(tmp_path / "both.dcm", ramp(), PixelSpacing=[0.2, 0.15],
+                                ImagerPixelSpacing=[0.3, 0.25]))
+    assert scan.spacing_source == "dicom-pixelspacing"
+
+
+def test_dicom_without_spacing(tmp_path: Path) -> None:
+    scan = read_scan(make_dicom(tmp_path / "none.dcm", ramp()))
+    assert scan.spacing_mm is None and scan.spacing_source == "none"
+
+
+def test_dicom_monochrome1_inverted(tmp_path: Path) -> None:
+    img = ramp()
+    scan = read_scan(make_dicom(tmp_path / "m1.dcm", img, photometric="MONOCHROME1"))
+    np.testing.assert_array_equal(scan.pixels, 255 - img)
+
+
+def test_dicom_monochrome1_12bit_inverted_within_bits_stored(tmp_path: Path) -> None:
+    img = ramp(dtype=np.uint16, top=4095)
+    scan = read_scan(make_dicom(tmp_path / "m1_12.dcm", img, photometric="MONOCHROME1", bits_stored=12))
+    assert scan.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(scan.pixels, 4095 - img)
+
+
+def test_dicom_rgb_to_grey(tmp_path: Path) -> None:
+    grey = ramp()
+    rgb = np.dstack([grey, grey, grey])
+    rgb[0, 0] = (255, 0, 0)  # pure red in DICOM's RGB order
+    scan = read_scan(make_dicom(tmp_path / "rgb.dcm", rgb, photometric="RGB"))
+    assert scan.pixels.shape == (48, 64)
+    np.testing.assert_array_equal(scan.pixels[1:], grey[1:])
+    assert scan.pixels[0, 0] == round(0.299 * 255)
+
+
+def test_dicom_ybr_full_to_grey(tmp_path: Path) -> None:
+    grey = ramp()
+    ybr = convert_color_space(np.dstack([grey, grey, grey]), "RGB", "YBR_FULL")
+    scan = read_scan(make_dicom(tmp_path / "ybr.dcm", ybr, photometric="YBR_FULL"))
+    assert np.abs(scan.pixels.astype(int) - grey).max() <= 1
+
+
+def test_dicom_palette_colour(tmp_path: Path) -> None:
+    idx = ramp()
+    lut = (np.arange(256, dtype=np.uint16) * 257)[::-1].copy()  # inverted 16-bit grey palette
+    elements: dict[str, Any] = {}
+    for colour in ("Red", "Green", "Blue"):
+        elements[f"{colour}PaletteColorLookupTableDescriptor"] = [256, 0, 16]
+        elements[f"{colour}PaletteColorLookupTableData"] = lut.tobytes()
+    scan = read_scan(make_dicom(tmp_path / "pal.dcm", idx, photometric="PALETTE COLOR", **elements))
+    assert scan.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(scan.pixels, lut[idx])
+
+
+def test_dicom_multiframe_picks_frame(tmp_path: Path) -> None:
+    frames = np.stack([ramp() // 3 + 10 * k for k in range(3)])
+    path = make_dicom(tmp_path / "cine.dcm", frames, frames=3, PixelSpacing=[0.2, 0.15])
+    scan = read_scan(path, frame=2)
+    assert scan.frame == 2 and scan.pixels.shape == (48, 64)
+    np.testing.assert_array_equal(scan.pixels, frames[2])
+    np.testing.assert_array_equal(read_scan(path).pixels, frames[0])
+    with pytest.raises(ScanError) as err:
+        read_scan(path, frame=3)
+    assert_one_line_error(err, path, "frame 3 out of range (DICOM has 3 frames)")
+
+
+def test_dicom_multiframe_rgb(tmp_path: Path) -> None:
+    grey = np.stack([ramp(), 255 - ramp()])
+    rgb = np.repeat(grey[..., None], 3, axis=3)
+    scan = read_scan(make_dicom(tmp_path / "cine_rgb.dcm", rgb, photometric="RGB", frames=2), frame=1)
+    np.testing.assert_array_equal(scan.pixels, grey[1])
+
+
+def test_dicom_16bit_kept(tmp_path: Path) -> None:
+    img = ramp(dtype=np.uint16, top=4095)
+    scan = read_scan(make_dicom(tmp_path / "d16.dcm", img, bits_stored=12))
+    assert scan.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(scan.pixels, img)
+
+
+def test_dicom_signed_16bit_shifted_to_unsigned(tmp_path: Path) -> None:
+    img = ramp(dtype=np.int16, top=2000) - 1000
+    scan = read_scan(make_dicom(tmp_path / "s16.dcm", img, signed=True))
+    assert scan.pixels.dtype == np.uint16
+    np.testing.assert_array_equal(scan.pixels, img.astype(np.int32) + 32768)
+
+
+def test_dicom_32bit_rescaled_to_uint16(tmp_path: Path) -> None:
+    img = ramp(dtype=np.uint32, top=255) * 1_000_000
+    scan = read_scan(make_dicom(tmp_path / "d32.dcm", img))
+    assert scan.pixels.dtype == np.uint16
+    assert scan.pixels.max() == 65535 and scan.pixels.min() == 0
+
+
+def test_dicom_without_preamble(tmp_path: Path) -> None:
+    img = ramp()
+    ds = dcmread(make_dicom(tmp_path / "full.dcm", img, PixelSpacing=[0.2, 0.1]))
+    del ds.file_meta
+    ds.preamble = None
+    path = tmp_path / "bare.dcm"
+    ds.save_as(path, implicit_vr=True, little_endian=True, enforce_file_format=False)
+    assert path.read_bytes()[128:132] != b"DICM"
+    scan = read_scan(path)
+    np.testing.assert_array_equal(scan.pixels, img)
+    assert scan.spacing_mm == pytest.approx((0.1, 0.2))
+
+
+def test_dicom_enhanced_pixel_measures(tmp_path: Path) -> None:
+    measures = Dataset()
+    measures.PixelSpacing = [0.4, 0.3]
+    group = Dataset()
+    group.PixelMeasuresSequence = Sequence([measures])
+    frames = np.stack([ramp(), 255 - ramp()])
+    path = make_dicom(tmp_path / "enh.dcm", frames, frames=2,
+                      SharedFunctionalGroupsSequence=Sequence([group]))
+    scan = read_scan(path, frame=1)
+    assert (scan.spacing_mm, scan.spacing_source) == (pytest.approx((0.3, 0.4)), "dicom-pixelspacing")
+
+
+def test_dicom_without_pixel_data(tmp_path: Path) -> None:
+    path = tmp_path / "nopix.dcm"
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = US_IMAGE_STORAGE
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = US_IMAGE_STORAGE, meta.MediaStorageSOPInstanceUID
+    ds.Modality = "US"
+    ds.save_as(path, enforce_file_format=True)
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "DICOM without pixel data")
+
+
+def test_dicom_truncated_pixel_data(tmp_path: Path) -> None:
+    path = make_dicom(tmp_path / "short.dcm", ramp())
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) - 1000])
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "")
+
+
+def test_garbage_named_dcm(tmp_path: Path) -> None:
+    path = tmp_path / "junk.dcm"
+    path.write_text("this is not a DICOM file\nat all\n")
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "not a readable DICOM file")
+
+
+# ---- bad inputs ----------------------------------------------------------------------------------
+
+
+def test_corrupt_png(tmp_path: Path) -> None:
+    path = tmp_path / "corrupt.png"
+    path.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "cannot decode")
+
+
+def test_truncated_png(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "trunc.png", ramp(200, 200))
+    path.write_bytes(path.read_bytes()[:60])
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "cannot decode")
+
+
+def test_text_file_named_png(tmp_path: Path) -> None:
+    path = tmp_path / "notes.png"
+    path.write_text("filename,pixel size(mm)\n")
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "not an image or cannot decode")
+
+
+def test_empty_file(tmp_path: Path) -> None:
+    path = tmp_path / "empty.png"
+    path.touch()
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "empty file (0 bytes)")
+
+
+def test_missing_file(tmp_path: Path) -> None:
+    path = tmp_path / "missing.png"
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "does not exist")
+
+
+def test_directory(tmp_path: Path) -> None:
+    path = tmp_path / "folder.png"
+    path.mkdir()
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "is a directory")
+
+
+def test_tiny_image(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "tiny.png", ramp(12, 10))
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "too small: 10x12 px")
+    assert read_scan(path, min_size_px=10).width == 10
+
+
+def test_tiny_dicom(tmp_path: Path) -> None:
+    path = make_dicom(tmp_path / "tiny.dcm", ramp(8, 40))
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "too small: 40x8 px")
+
+
+@pytest.mark.parametrize("value", [0, 200])
+def test_blank_image(tmp_path: Path, value: int) -> None:
+    path = write_image(tmp_path / "blank.png", np.full((40, 40), value, np.uint8))
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, f"blank image (all pixels = {value})")
+
+
+def test_blank_dicom(tmp_path: Path) -> None:
+    path = make_dicom(tmp_path / "blank.dcm", np.zeros((40, 40), np.uint8))
+    with pytest.raises(ScanError) as err:
+        read_scan(path)
+    assert_one_line_error(err, path, "blank image (all pixels = 0)")
+
+
+def test_scan_error_is_one_line_and_picklable(tmp_path: Path) -> None:
+    err = ScanError(tmp_path / "a.png", "first line\nsecond line")
+    assert str(err) == f"{tmp_path / 'a.png'}: first line second line"
+    copy = pickle.loads(pickle.dumps(err))
+    assert isinstance(copy, ScanError) and str(copy) == str(err) and copy.reason == err.reason
+
+
+def test_scan_rejects_bad_pixels() -> None:
+    with pytest.raises(ValueError):
+        Scan(pixels=np.zeros((4, 4, 3), np.uint8), spacing_mm=None, source=Path("x"), spacing_source="none")
+
+
+# ---- find_scans ----------------------------------------------------------------------------------
+
+
+def test_find_scans(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    (data / "sub" / "deeper").mkdir(parents=True)
+    (data / ".cache").mkdir()
+    for rel in ["b.png", "a.PNG", "a_Annotation.png", "c_annotation.PNG", "notes.txt", ".hidden.png",
+                "sub/z.dcm", "sub/y.JPG", "sub/deeper/x.tiff", "sub/deeper/w.bmp", ".cache/v.png",
+                "sub/u.DICOM", "sub/t.jpeg", "sub/s.tif"]:
+        (data / rel).write_bytes(b"x")
+    odd = tmp_path / "explicit.weird"
+    odd.write_bytes(b"x")
+    missing = tmp_path / "missing"
+
+    scans, errors = find_scans([data, str(odd), missing, data / "b.png", data / "a_Annotation.png"])
+    rel = [p.relative_to(tmp_path).as_posix() for p in scans]
+    assert rel == [
+        "data/a.PNG", "data/b.png",
+        "data/sub/s.tif", "data/sub/t.jpeg", "data/sub/u.DICOM", "data/sub/y.JPG", "data/sub/z.dcm",
+        "data/sub/deeper/w.bmp", "data/sub/deeper/x.tiff",
+        "explicit.weird",
+    ]
+    assert len(errors) == 1
+    assert errors[0].path == missing and str(errors[0]) == f"{missing}: does not exist"
+    assert find_scans([data]) == find_scans([data])  # deterministic
+
+
+def test_find_scans_single_path_and_empty(tmp_path: Path) -> None:
+    write_image(tmp_path / "one.png", ramp())
+    assert find_scans(tmp_path) == ([tmp_path / "one.png"], [])  # type: ignore[arg-type]
+    assert find_scans([]) == ([], [])
+
+
+def test_scan_suffixes() -> None:
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"} == set(SCAN_SUFFIXES)
