@@ -1,0 +1,142 @@
+"""The real CLI, end to end, on synthetic scans (Typer's CliRunner)."""
+
+import csv
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fetalbio.cli import app
+
+runner = CliRunner()
+COMMANDS = ["train-seg", "train-landmarks", "predict", "evaluate", "export", "data", "data check"]
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_lists_every_command():
+    res = invoke("--help")
+    assert res.exit_code == 0
+    for name in ("train-landmarks", "train-seg", "predict", "evaluate", "export", "data"):
+        assert name in res.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_each_command_has_help(command):
+    res = invoke(*command.split(), "--help")
+    assert res.exit_code == 0, res.output
+    assert "Usage" in res.output
+
+
+def test_help_does_not_import_tensorflow():
+    code = "import sys; from fetalbio.cli import main; sys.argv=['fetalbio','--help']\n" \
+           "try:\n    main()\nexcept SystemExit:\n    pass\n" \
+           "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+
+
+@pytest.fixture(scope="session")
+def tiny_run(synthetic_dataset, tmp_path_factory):
+    """A segmentation model trained for a few steps through the real CLI."""
+    out = tmp_path_factory.mktemp("runs") / "seg"
+    res = invoke("train-seg", synthetic_dataset, "--out", out, "--epochs", 2, "--batch-size", 2,
+                 "--image-size", "64x96", "--steps-per-epoch", 2, "--base-filters", 4, "--val-fraction", 0.25)
+    assert res.exit_code == 0, res.output
+    return out
+
+
+def test_train_writes_the_run_folder(tiny_run):
+    for name in ("config.json", "splits.json", "history.csv", "best.keras", "model.json", "metrics.json"):
+        assert (tiny_run / name).exists(), name
+    hist = list(csv.DictReader(open(tiny_run / "history.csv")))
+    assert [int(r["epoch"]) for r in hist] == [1, 2]
+    split = json.loads((tiny_run / "splits.json").read_text())
+    subjects = lambda names: {n[:3] for n in names}  # noqa: E731
+    assert split["val"] and not subjects(split["train"]) & subjects(split["val"])
+    cfg = json.loads((tiny_run / "config.json").read_text())
+    assert cfg["image_size"] == [64, 96] and cfg["method"] == "segmentation"
+
+
+def test_train_refuses_to_overwrite_and_resume_needs_a_run(tiny_run, synthetic_dataset, tmp_path):
+    res = invoke("train-seg", synthetic_dataset, "--out", tiny_run, "--epochs", 1, "--image-size", "64x96")
+    assert res.exit_code != 0 and "--resume" in res.output
+    res = invoke("train-seg", synthetic_dataset, "--out", tmp_path / "nothing", "--resume")
+    assert res.exit_code != 0 and "nothing to resume" in res.output
+
+
+def test_resume_carries_on(tiny_run, synthetic_dataset, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    cfg = json.loads((run / "config.json").read_text())
+    res = invoke("train-seg", synthetic_dataset, "--out", run, "--epochs", 3, "--batch-size", 2,
+                 "--image-size", "64x96", "--steps-per-epoch", 2, "--base-filters", 4,
+                 "--val-fraction", cfg["val_fraction"], "--resume")
+    assert res.exit_code == 0, res.output
+    assert "Resuming after epoch 2" in res.output
+    hist = list(csv.DictReader(open(run / "history.csv")))
+    assert [int(r["epoch"]) for r in hist] == [1, 2, 3]
+
+
+def write_bad_scans(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)
+    (folder / "empty.png").write_bytes(b"")
+    (folder / "notes.png").write_text("this is not an image\n")
+    cv2.imwrite(str(folder / "tiny.png"), np.full((10, 12), 90, np.uint8))
+    cv2.imwrite(str(folder / "blank.png"), np.zeros((200, 300), np.uint8))
+    rng = np.random.default_rng(0)
+    cv2.imwrite(str(folder / "deep16.png"), (rng.random((200, 300)) * 60000).astype(np.uint16))
+    cv2.imwrite(str(folder / "colour.png"), (rng.random((200, 300, 3)) * 255).astype(np.uint8))
+
+
+def test_predict_goes_on_past_bad_scans(tiny_run, synthetic_dataset, tmp_path):
+    bad = tmp_path / "bad"
+    write_bad_scans(bad)
+    out = tmp_path / "out"
+    res = invoke("predict", synthetic_dataset, bad, tmp_path / "missing.png", "--out", out,
+                 "--method", "segmentation", "--model", tiny_run, "--pixel-size", 0.2)
+    assert res.exit_code == 1  # some scans failed
+    assert "Traceback" not in res.output
+    rows = {r["file"].split("/")[-1]: r for r in csv.DictReader(open(out / "measurements.csv"))}
+    # annotations are not scans
+    assert not any("Annotation" in f for f in rows)
+    reasons = {"corrupt.png": "", "empty.png": "empty", "notes.png": "", "tiny.png": "too small",
+               "blank.png": "blank", "missing.png": "not exist"}
+    for name, word in reasons.items():
+        assert rows[name]["status"] == "error", name
+        assert word in rows[name]["error"], (name, rows[name]["error"])
+    # 16-bit and colour scans are read; whatever the tiny model finds, it is not a read error
+    for name in ("deep16.png", "colour.png"):
+        assert "read" not in rows[name]["error"] and "decode" not in rows[name]["error"]
+    data = json.loads((out / "measurements.json").read_text())
+    assert len(data["rows"]) == len(rows)
+    assert not list(out.glob(".*.tmp"))  # atomic writes leave no temporary files
+
+
+def test_predict_without_inputs_or_model_fails_cleanly(tmp_path):
+    res = invoke("predict", tmp_path, "--out", tmp_path / "o")
+    assert res.exit_code == 2 and "no scans found" in res.output
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((64, 64), 50, np.uint8))
+    res = invoke("predict", tmp_path / "a.png", "--model", tmp_path / "nope.keras", "--method", "segmentation")
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def test_evaluate_json(tiny_run, synthetic_dataset, tmp_path):
+    out = tmp_path / "eval.json"
+    res = invoke("evaluate", synthetic_dataset, "--model", tiny_run, "--json", out, "--report", tmp_path / "rep")
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    for key in ("n_images", "n_failed", "dice_mean", "hausdorff_mm_mean", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm",
+                "landmark_mre_mm"):
+        assert key in data["summary"]
+    assert data["summary"]["n_images"] == 8 and len(data["rows"]) == 8
+    assert (tmp_path / "rep" / "summary.json").exists()

@@ -1,0 +1,45 @@
+import numpy as np
+import pytest
+
+from fetalbio.geometry import Ellipse, draw_ellipse_mask
+from fetalbio.postprocess import clean_mask, dice, hausdorff_mm, segment_to_ellipse
+
+
+def test_clean_mask_keeps_largest_component_and_fills_holes():
+    e = Ellipse(200, 150, 100, 70, 10)
+    mask = draw_ellipse_mask((300, 400), e).astype(np.float32)
+    mask[140:160, 190:210] = 0  # a hole
+    mask[5:15, 5:15] = 1  # a speck
+    cleaned = clean_mask(mask)
+    assert cleaned[150, 200] == 1 and cleaned[10, 10] == 0
+
+
+def test_segment_to_ellipse_exact_on_drawn_mask():
+    e = Ellipse(200.5, 150.25, 120.0, 90.0, 30.0)
+    res = segment_to_ellipse(draw_ellipse_mask((300, 400), e).astype(np.float32))
+    assert res.error is None and res.flags == []
+    f = res.fit.ellipse
+    assert f.semi_major_px == pytest.approx(120.0, rel=1e-3)
+    assert f.semi_minor_px == pytest.approx(90.0, rel=1e-3)
+
+
+def test_flags():
+    empty = segment_to_ellipse(np.zeros((200, 300), np.float32))
+    assert empty.error and "no_head" in empty.flags
+    edge = segment_to_ellipse(draw_ellipse_mask((200, 300), Ellipse(280, 100, 80, 60, 0)).astype(np.float32))
+    assert "edge" in edge.flags
+    unsure = draw_ellipse_mask((200, 300), Ellipse(150, 100, 80, 60, 0)).astype(np.float32) * 0.55
+    assert "low_confidence" in segment_to_ellipse(unsure).flags
+    square = np.zeros((200, 300), np.float32)
+    square[40:160, 90:210] = 1.0
+    assert "poor_fit" in segment_to_ellipse(square).flags
+
+
+def test_dice_and_hausdorff():
+    a = np.zeros((50, 50), np.uint8)
+    a[10:20, 10:20] = 1
+    b = np.zeros_like(a)
+    b[10:20, 15:25] = 1
+    assert dice(a, a) == 1.0
+    assert dice(a, b) == pytest.approx(0.5)
+    assert hausdorff_mm(a, b, (0.5, 0.5)) == pytest.approx(2.5)
