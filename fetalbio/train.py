@@ -83,8 +83,10 @@ class Prepared:
 
 
 def prepare_samples(
-    samples: list[Sample], image_size: tuple[int, int], progress: Callable | None = None
+    samples: list[Sample], image_size: tuple[int, int], points: dict[str, np.ndarray] | None = None
 ) -> list[Prepared]:
+    """Read and letterbox annotated samples. ``points`` (original px, from a landmark CSV) replace the
+    ellipse-derived landmarks as training targets; validation always scores against the annotation."""
     out = []
     for s in samples:
         if s.annotation_path is None:
@@ -93,10 +95,8 @@ def prepare_samples(
         truth = load_truth(s.annotation_path)
         image, lb = prepare_input(scan.pixels, image_size)
         mask = lb.image_to_input(truth.mask().astype(np.float32))
-        pts = lb.to_input(truth.landmarks.as_array())
-        out.append(Prepared(s, truth, lb, image, mask, pts))
-        if progress:
-            progress()
+        src = points[s.name] if points is not None and s.name in points else truth.landmarks.as_array()
+        out.append(Prepared(s, truth, lb, image, mask, lb.to_input(src)))
     return out
 
 
@@ -262,10 +262,23 @@ def train(cfg: TrainConfig, resume: bool = False, console=None, on_epoch: Callab
         samples = samples[: cfg.max_samples]
     if not samples:
         raise ValueError(f"{cfg.dataset}: no annotated scans found")
+    csv_points = None
+    if cfg.landmarks_csv:
+        # a four-point CSV is checked first: swapped pair names are corrected, suspect rows left out
+        from fetalbio.datacheck import usable_landmarks
+
+        csv_points, info = usable_landmarks(Path(cfg.dataset), Path(cfg.landmarks_csv), cfg.pixel_csv)
+        console.print(
+            f"landmark CSV: {info['n_rows']} rows, {info['n_suspect']} suspect rows left out, "
+            f"names swapped: {'yes (corrected)' if info['names_swapped'] else 'no'}; {info['n_used']} used"
+        )
+        samples = [s for s in samples if s.name in csv_points]
     split = load_or_make_split(run, samples, cfg.val_fraction, cfg.seed)
     by_name = {s.name: s for s in samples}
     with console.status(f"Reading {len(samples)} annotated scans..."):
-        train_set = prepare_samples([by_name[n] for n in split["train"] if n in by_name], cfg.image_size)
+        train_set = prepare_samples(
+            [by_name[n] for n in split["train"] if n in by_name], cfg.image_size, csv_points
+        )
         val_set = prepare_samples([by_name[n] for n in split["val"] if n in by_name], cfg.image_size)
     if not train_set:
         raise ValueError("the training split is empty")
