@@ -99,7 +99,7 @@ def heatmap_loss(y_true, y_pred, foreground_weight: float = FOREGROUND_WEIGHT):
 
 
 def zero_output_loss(y_true, foreground_weight: float = FOREGROUND_WEIGHT):
-    """(batch,) the :func:`heatmap_loss` of an all-zero prediction: a training loss near this means collapse."""
+    """(batch,) :func:`heatmap_loss` of an all-zero prediction: a training loss near this means collapse."""
     from keras import ops
 
     return heatmap_loss(y_true, ops.zeros_like(ops.cast(y_true, "float32")), foreground_weight)

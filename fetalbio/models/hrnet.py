@@ -30,7 +30,10 @@ from keras import layers
 
 def conv_bn(x, filters: int, kernel: int, name: str, strides: int = 1, relu: bool = True):
     """Conv (no bias) + synchronized BatchNorm (+ ReLU)."""
-    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+    conv = layers.Conv2D(
+        filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
+    )
+    x = conv(x)
     x = layers.BatchNormalization(synchronized=True, name=f"{name}_bn")(x)
     if relu:
         x = layers.ReLU(name=f"{name}_relu")(x)
@@ -58,12 +61,14 @@ def fuse(branches: list, widths: list[int], name: str) -> list:
                 terms.append(xj)
             elif j > i:  # lower resolution: 1x1 conv to width i, nearest upsampling by 2**(j - i)
                 y = conv_bn(xj, wi, 1, f"{name}_{j}to{i}", relu=False)
-                terms.append(layers.UpSampling2D(2 ** (j - i), interpolation="nearest", name=f"{name}_{j}to{i}_up")(y))
+                up = layers.UpSampling2D(2 ** (j - i), interpolation="nearest", name=f"{name}_{j}to{i}_up")
+                terms.append(up(y))
             else:  # higher resolution: (i - j) strided 3x3 convs, the last one to width i without ReLU
                 y = xj
                 for k in range(i - j):
                     last = k == i - j - 1
-                    y = conv_bn(y, wi if last else widths[j], 3, f"{name}_{j}to{i}_d{k}", strides=2, relu=not last)
+                    width = wi if last else widths[j]
+                    y = conv_bn(y, width, 3, f"{name}_{j}to{i}_d{k}", strides=2, relu=not last)
                 terms.append(y)
         s = layers.Add(name=f"{name}_sum{i}")(terms)
         outs.append(layers.ReLU(name=f"{name}_out{i}")(s))
@@ -128,7 +133,8 @@ class HRNetLite(keras.Model):
         # HRNetV2 representation: every branch at 1/4, concatenated
         ups = [branches[0]] + [
             layers.UpSampling2D(2**i, interpolation="bilinear", name=f"head_up{i}")(xb)
-            for i, xb in enumerate(branches) if i > 0
+            for i, xb in enumerate(branches)
+            if i > 0
         ]
         y = layers.Concatenate(name="head_cat")(ups)
         y = conv_bn(y, hf, 1, "head_mix")

@@ -81,7 +81,10 @@ class ResNetHeatmap(keras.Model):
         # feats[i] is at 1/2**i; decode from the deepest back to full resolution
         for level in reversed(range(len(feats) - 1)):
             f = b * 2 ** max(level - 1, 0)  # the encoder's width at this resolution
-            x = layers.Conv2DTranspose(f, 4, strides=2, padding="same", use_bias=False, name=f"dec{level}_up")(x)
+            up = layers.Conv2DTranspose(
+                f, 4, strides=2, padding="same", use_bias=False, name=f"dec{level}_up"
+            )
+            x = up(x)
             x = layers.BatchNormalization(synchronized=True, name=f"dec{level}_up_bn")(x)
             x = layers.ReLU(name=f"dec{level}_up_relu")(x)
             if skips:
