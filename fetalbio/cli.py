@@ -262,11 +262,11 @@ def _load_engines(methods: tuple[str, ...], model: Path | None, engine: EngineNa
 
 def _available_methods(method: Method, model: Path | None, engine: EngineName) -> tuple[str, ...]:
     """``both`` runs what is shipped: a missing landmark model is said, not fatal."""
-    from fetalbio.engines import default_model_path
+    from fetalbio.engines import default_engine, default_model_path
 
     methods = _methods(method)
     if method == Method.both and model is None:
-        kind = "litert" if engine == EngineName.litert else "keras"
+        kind = default_engine(engine.value)  # auto: Keras when installed, else the shipped int8 .tflite
         missing = [m for m in methods if not default_model_path(m, kind).exists()]
         if missing and len(missing) < len(methods):
             err_console.print(

@@ -37,6 +37,7 @@ def default_model_path(method: str, engine: str = "keras") -> Path:
 
 class Engine(Protocol):
     method: str
+    heatmap_sigma_px: float  # the training sigma, for heatmap confidences
     image_size: tuple[int, int]
     path: Path
 
@@ -80,7 +81,13 @@ class KerasEngine:
     def __init__(self, path: str | Path):
         import importlib
 
-        import keras
+        try:
+            import keras
+        except ImportError:
+            raise ModelError(
+                f"{path}: the Keras engine needs TensorFlow and Keras: pip install 'fetalbio[train]' "
+                "(or run an exported .tflite with --engine litert)"
+            ) from None
 
         # importing the builders registers their classes with Keras' deserialiser
         for mod in ("unet", "hrnet", "resnet_head"):
@@ -97,7 +104,9 @@ class KerasEngine:
             ) from None
         shape = self.model.input_shape
         self.image_size = (int(shape[1]), int(shape[2]))
-        self.method = _sidecar(self.path).get("method") or _method_from_channels(
+        info = _sidecar(self.path)
+        self.heatmap_sigma_px = float(info.get("heatmap_sigma_px", 3.0))
+        self.method = info.get("method") or _method_from_channels(
             self.model.output_shape[-1], self.path
         )
         self._fn = None
@@ -128,7 +137,9 @@ class LiteRTEngine:
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
         self.image_size = (int(self.inp["shape"][1]), int(self.inp["shape"][2]))
-        self.method = _sidecar(self.path).get("method") or _method_from_channels(
+        info = _sidecar(self.path)
+        self.heatmap_sigma_px = float(info.get("heatmap_sigma_px", 3.0))
+        self.method = info.get("method") or _method_from_channels(
             int(self.out["shape"][-1]), self.path
         )
         self._batch = int(self.inp["shape"][0])
@@ -158,13 +169,32 @@ class LiteRTEngine:
         return np.asarray(y, np.float32)
 
 
+def keras_available() -> bool:
+    """Whether TensorFlow and Keras are installed (not in an inference-only ``.[litert]`` install)."""
+    import importlib.util
+
+    try:
+        return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras"))
+    except (ImportError, ValueError):
+        return False
+
+
+def default_engine(engine: str = "auto") -> str:
+    """The engine for the SHIPPED model: Keras when installed, else LiteRT (``auto``); else as given."""
+    if engine != "auto":
+        return engine
+    return "keras" if keras_available() else "litert"
+
+
 def load_engine(path: str | Path | None, method: str, engine: str = "auto") -> Engine:
     """Load the model for ``method`` (the shipped one when ``path`` is None).
 
-    ``engine='auto'`` picks LiteRT for ``.tflite`` files and Keras otherwise.
+    ``engine='auto'`` picks LiteRT for ``.tflite`` files and Keras otherwise; for the shipped model,
+    Keras when TensorFlow is installed, else the shipped int8 LiteRT file.
     """
     if path is None:
-        path = default_model_path(method, "litert" if engine == "litert" else "keras")
+        engine = default_engine(engine)
+        path = default_model_path(method, engine)
         if not Path(path).exists():
             raise ModelError(f"{path}: no shipped {method} model (train one, or give --model)")
     p = resolve_model_path(path)

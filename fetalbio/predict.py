@@ -32,6 +32,7 @@ def outputs_to_result(
     letterbox: Letterbox,
     spacing_mm: tuple[float, float] | None,
     threshold: float = 0.5,
+    sigma_px: float = 3.0,
 ) -> Result:
     """Post-process one model output ((in_h, in_w, C)) into a :class:`Result` in original pixels."""
     if method == "segmentation":
@@ -52,7 +53,7 @@ def outputs_to_result(
     if method == "landmarks":
         from fetalbio.heatmaps import LOW_POINT_CONFIDENCE, decode_heatmaps
 
-        pts_in, conf = decode_heatmaps(np.asarray(output, np.float32))
+        pts_in, conf = decode_heatmaps(np.asarray(output, np.float32), sigma_px=sigma_px)
         lm = Landmarks.from_array(letterbox.to_original(pts_in))
         flags = ["low_confidence"] if min(conf) < LOW_POINT_CONFIDENCE else []
         return Result(
@@ -204,7 +205,7 @@ def predict_paths(paths: list, engines: dict, out_dir, opts: PredictOptions, pro
             outs = eng.predict(np.stack([x for x, _ in inputs])[..., None]) if inputs else []
             by_method[method] = []
             for (p, scan), (_, lb), o in zip(ready, inputs, outs, strict=True):
-                res = outputs_to_result(method, o, lb, scan.spacing_mm)
+                res = outputs_to_result(method, o, lb, scan.spacing_mm, sigma_px=eng.heatmap_sigma_px)
                 row = measurement_row(str(p), res, scan.spacing_mm, scan.spacing_source)
                 by_method[method].append(row)
                 if opts.overlays and not res.error:

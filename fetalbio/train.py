@@ -13,9 +13,32 @@ Run folder (``--out``)::
     model.json       what inference needs beside the model (method, input size, normalisation)
     metrics.json     validation figures of the best epoch
 
-Batch and learning-rate rule: ``--batch-size`` is the GLOBAL batch; each of R replicas gets
-``batch_size // R`` scans (it must divide evenly); the learning rate is ``lr * batch_size / 8``
-(linear scaling from the reference batch of 8).
+Batch and learning-rate rule: ``--batch-size`` is the GLOBAL batch; each of R replicas (devices x
+workers) gets ``batch_size // R`` scans (it must divide evenly, else a ValueError says so); the learning
+rate is ``lr * batch_size / 8`` (linear scaling from the reference batch of 8), whatever R is. Each step
+takes the next ``batch_size`` scans of the epoch's (seed, epoch)-determined order and gives replica r the
+r-th slice, so a run sees the same data with 1, 2 or 8 replicas; the loss is averaged over the global
+batch (``tf.nn.compute_average_loss``) and Keras' optimizer sums the replicas' gradients.
+
+Strategies (``make_strategy``): ``one-device``, ``mirrored`` (all visible GPUs, else the logical CPUs),
+``multi-worker`` (MultiWorkerMirroredStrategy from ``TF_CONFIG``; worker 0, or the ``chief`` task, is
+the chief) and ``auto`` (mirrored when several GPUs, or several logical CPUs, are visible).
+Environment:
+
+* ``FETALBIO_CPU_REPLICAS=N`` splits the CPU into N logical devices before TensorFlow starts, so
+  ``--strategy mirrored`` (or ``auto``) runs N replicas on a machine without GPUs (tests, debugging).
+* ``FETALBIO_TEST_STEP_DELAY_S=S`` (test hook, not for users) sleeps S seconds after every training
+  step, so a test can kill a run in the middle of an epoch.
+
+Multi-worker: every worker runs the same command (same ``--out``); only the chief writes the run folder,
+the others write to a temporary folder that is removed at the end. ``--resume`` reads the chief's
+``checkpoint/`` on every worker, so the run folder must be on a file system all workers see.
+Synchronized BatchNorm keeps the moving statistics equal on every replica; the saved model holds them.
+
+Crash safety: a checkpoint is committed by ``checkpoint/state.json`` (written last, atomically), which
+names that epoch's weight and optimizer files; a run killed at any moment resumes from the last
+committed epoch with the optimizer state (``optimizer_iterations`` in state.json and ``step`` in
+history.csv count the optimizer steps done).
 """
 
 from __future__ import annotations
@@ -102,23 +125,61 @@ def prepare_samples(
 
 # --- strategies ---
 
+CPU_REPLICAS_ENV = "FETALBIO_CPU_REPLICAS"
+STEP_DELAY_ENV = "FETALBIO_TEST_STEP_DELAY_S"  # test hook: seconds to sleep after each step
 
-def make_strategy(name: str):
-    """``auto``: MirroredStrategy when several GPUs are visible, else the default strategy."""
+
+def configure_cpu_replicas() -> int:
+    """Split the CPU into ``$FETALBIO_CPU_REPLICAS`` logical devices; returns the number (0 = unset).
+
+    Must run before TensorFlow initialises its devices (before the first op), hence in a fresh process.
+    """
+    text = os.environ.get(CPU_REPLICAS_ENV, "").strip()
+    if not text:
+        return 0
+    try:
+        n = int(text)
+    except ValueError:
+        raise ValueError(f"{CPU_REPLICAS_ENV}={text!r}: expected a whole number of CPU devices") from None
+    if n < 1:
+        raise ValueError(f"{CPU_REPLICAS_ENV}={n}: expected 1 or more")
     import tensorflow as tf
 
-    gpus = tf.config.list_logical_devices("GPU")
-    if name == "auto":
-        return tf.distribute.MirroredStrategy() if len(gpus) > 1 else tf.distribute.get_strategy()
-    if name == "one-device":
-        return tf.distribute.OneDeviceStrategy("/gpu:0" if gpus else "/cpu:0")
-    if name == "mirrored":
-        devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
-        return tf.distribute.MirroredStrategy(devices=devices)
+    cpus = tf.config.list_physical_devices("CPU")
+    current = tf.config.get_logical_device_configuration(cpus[0])
+    if current is not None and len(current) == n:
+        return n
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+        )
+    except RuntimeError:
+        raise ValueError(
+            f"{CPU_REPLICAS_ENV}={n}: TensorFlow had already started; set it before the process starts"
+        ) from None
+    return n
+
+
+def make_strategy(name: str):
+    """``auto``: MirroredStrategy when several GPUs (or logical CPUs) are visible, else the default."""
+    import tensorflow as tf
+
+    configure_cpu_replicas()
     if name == "multi-worker":
+        # created before any other op: collective ops are configured at start-up
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy multi-worker needs TF_CONFIG (see README)")
         return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
+    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if name == "auto":
+        if len(gpus) > 1 or (not gpus and len(cpus) > 1):
+            return tf.distribute.MirroredStrategy(devices=gpus if gpus else cpus)
+        return tf.distribute.get_strategy()
+    if name == "one-device":
+        return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else cpus[0])
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy(devices=gpus or cpus)
     raise ValueError(f"unknown strategy {name!r}: choose auto, one-device, mirrored or multi-worker")
 
 
@@ -128,6 +189,39 @@ def is_chief(strategy) -> bool:
     if resolver is None or not getattr(resolver, "task_type", None):
         return True
     return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
+
+
+def task_name(strategy) -> str:
+    resolver = getattr(strategy, "cluster_resolver", None)
+    if resolver is None or not getattr(resolver, "task_type", None):
+        return "local"
+    return f"{resolver.task_type}:{resolver.task_id}"
+
+
+def strategy_name(strategy) -> str:
+    name = type(strategy).__name__
+    return {
+        "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
+        "_DefaultDistributionStrategy": "default",
+    }.get(name, name)
+
+
+def per_replica_batch(global_batch: int, replicas: int) -> int:
+    """The batch rule: the global batch is split evenly over the replicas."""
+    if global_batch < replicas or global_batch % replicas:
+        lower = global_batch // replicas * replicas
+        tries = " or ".join(str(b) for b in (lower, lower + replicas) if b)
+        raise ValueError(
+            f"--batch-size {global_batch} is the global batch and must be a multiple of the {replicas} "
+            f"replicas (devices x workers), each replica taking batch-size / {replicas}: "
+            f"try --batch-size {tries}"
+        )
+    return global_batch // replicas
+
+
+def scaled_lr(lr: float, global_batch: int) -> float:
+    """The learning-rate rule: linear in the global batch, ``lr`` being the rate for a batch of 8."""
+    return lr * global_batch / REFERENCE_BATCH
 
 
 # --- tasks: what differs between segmentation and landmarks ------------------------------------------
@@ -206,50 +300,83 @@ def validate(
 
 
 def _save_checkpoint(ckpt_dir: Path, model, optimizer, state: dict) -> None:
-    """Weights + optimizer variables + loop state, each file atomic; state.json last (it commits)."""
+    """Weights + optimizer variables + loop state. The npz files are named after the epoch and written
+    first; ``state.json`` (atomic, last) names them and so commits the checkpoint: a crash at any moment
+    leaves the previous checkpoint whole. Files of older epochs are removed after the commit."""
     import io
 
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    epoch = state["epoch"]
+    files = {}
     for name, values in (
         ("weights", model.get_weights()),
-        ("optimizer", [v.numpy() for v in optimizer.variables]),
+        ("optimizer", [np.asarray(v.numpy()) for v in optimizer.variables]),
     ):
         buf = io.BytesIO()
         np.savez(buf, *values)
-        write_bytes_atomic(ckpt_dir / f"{name}.npz", buf.getvalue())
-    write_json_atomic(ckpt_dir / "state.json", state)
+        files[name] = f"{name}-{epoch:04d}.npz"
+        write_bytes_atomic(ckpt_dir / files[name], buf.getvalue())
+    write_json_atomic(ckpt_dir / "state.json", {**state, "files": files})
+    for old in [*ckpt_dir.glob("*.npz"), *ckpt_dir.glob(".*.tmp")]:  # older epochs, writes cut short
+        if old.name not in files.values():
+            old.unlink(missing_ok=True)
 
 
 def _load_checkpoint(ckpt_dir: Path, model, optimizer) -> dict | None:
     if not (ckpt_dir / "state.json").exists():
         return None
     state = json.loads((ckpt_dir / "state.json").read_text())
-    with np.load(ckpt_dir / "weights.npz") as f:
+    files = state.get("files", {"weights": "weights.npz", "optimizer": "optimizer.npz"})
+    with np.load(ckpt_dir / files["weights"]) as f:
         model.set_weights([f[f"arr_{i}"] for i in range(len(f.files))])
-    optimizer.build(model.trainable_variables)
-    with np.load(ckpt_dir / "optimizer.npz") as f:
+    if not optimizer.built:
+        optimizer.build(model.trainable_variables)
+    with np.load(ckpt_dir / files["optimizer"]) as f:
         values = [f[f"arr_{i}"] for i in range(len(f.files))]
     for var, val in zip(optimizer.variables, values, strict=True):
         var.assign(val)
     return state
 
 
+def _step_delay() -> float:
+    """The test hook ``FETALBIO_TEST_STEP_DELAY_S`` (seconds slept after each step; 0 when unset)."""
+    text = os.environ.get(STEP_DELAY_ENV, "").strip()
+    return float(text) if text else 0.0
+
+
 def train(cfg: TrainConfig, resume: bool = False, console=None, on_epoch: Callable | None = None) -> dict:
     """Train a model as configured; returns the best epoch's validation figures."""
+    import shutil
+    import tempfile
+
+    from rich.console import Console
+
+    # the strategy first: multi-worker collectives and logical CPUs must be set before any other op
+    strategy = make_strategy(cfg.strategy)
+    replicas = strategy.num_replicas_in_sync
+    local_batch = per_replica_batch(cfg.batch_size, replicas)
+    chief = is_chief(strategy)
+    console = console or Console()
+    shared = Path(cfg.out)  # the run folder: the chief writes it, every worker may read it (--resume)
+    run = shared
+    if not chief:
+        # other workers write to a private temporary place, never over the chief's files; they print nothing
+        console = Console(quiet=True)
+        run = Path(tempfile.mkdtemp(prefix=f"fetalbio-{task_name(strategy).replace(':', '')}-"))
+        if (shared / "splits.json").exists():
+            shutil.copy(shared / "splits.json", run / "splits.json")
+    try:
+        return _train(cfg, resume, console, on_epoch, strategy, replicas, local_batch, chief, shared, run)
+    finally:
+        if not chief:
+            shutil.rmtree(run, ignore_errors=True)
+
+
+def _train(cfg, resume, console, on_epoch, strategy, replicas, local_batch, chief, shared, run) -> dict:
     import keras
     import tensorflow as tf
-    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    console = console or Console()
-    run = Path(cfg.out)
-    strategy = make_strategy(cfg.strategy)
-    chief = is_chief(strategy)
-    # non-chief workers write to a private temporary place, never over the chief's files
-    if not chief:
-        import tempfile
-
-        run = Path(tempfile.mkdtemp(prefix="fetalbio-worker-"))
     run.mkdir(parents=True, exist_ok=True)
     if (run / "config.json").exists() and not resume and (run / "checkpoint" / "state.json").exists():
         raise FileExistsError(f"{run}: already holds a run; use --resume to carry on or another --out")
@@ -283,13 +410,15 @@ def train(cfg: TrainConfig, resume: bool = False, console=None, on_epoch: Callab
     if not train_set:
         raise ValueError("the training split is empty")
 
-    replicas = strategy.num_replicas_in_sync
-    if cfg.batch_size % replicas:
-        raise ValueError(f"--batch-size {cfg.batch_size} must be a multiple of the {replicas} replicas")
     steps = cfg.steps_per_epoch or max(1, len(train_set) // cfg.batch_size)
-    lr = cfg.lr * cfg.batch_size / REFERENCE_BATCH
+    lr = scaled_lr(cfg.lr, cfg.batch_size)
     total_steps = steps * cfg.epochs
     warmup = min(total_steps // 2, steps * cfg.warmup_epochs)
+    if replicas > 1 and chief:
+        console.print(
+            f"{strategy_name(strategy)}: {replicas} replicas x {local_batch} scans = global batch "
+            f"{cfg.batch_size}, learning rate {lr:.3g}"
+        )
 
     with strategy.scope():
         model = build_model(cfg)
@@ -306,34 +435,55 @@ def train(cfg: TrainConfig, resume: bool = False, console=None, on_epoch: Callab
         optimizer.build(model.trainable_variables)
     per_example_loss = loss_fn(cfg)
 
-    state = _load_checkpoint(run / "checkpoint", model, optimizer) if resume else None
+    # every worker restores the chief's checkpoint, so all start from the same epoch and weights
+    state = _load_checkpoint(shared / "checkpoint", model, optimizer) if resume else None
     start_epoch = state["epoch"] if state else 0
     history: list[dict] = state["history"] if state else []
     best = state["best"] if state else None
     if state:
-        console.print(f"Resuming after epoch {start_epoch} of {cfg.epochs}")
+        console.print(
+            f"Resuming after epoch {start_epoch} of {cfg.epochs} "
+            f"(optimizer step {int(optimizer.iterations.numpy())})"
+        )
 
-    @tf.function
     def step_fn(x, y):
         with tf.GradientTape() as tape:
             pred = model(x, training=True)
-            loss = tf.nn.compute_average_loss(per_example_loss(y, pred), global_batch_size=cfg.batch_size)
+            per_example = per_example_loss(y, pred)
+            if per_example.shape.rank != 1:  # a scalar here would be divided by the global batch again
+                raise ValueError(f"the loss must be per example, shape (batch,): got {per_example.shape}")
+            loss = tf.nn.compute_average_loss(per_example, global_batch_size=cfg.batch_size)
         grads = tape.gradient(loss, model.trainable_variables)
+        # Keras' optimizer sums the gradients over replicas (and workers) before applying them
         optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
         return loss
 
     @tf.function
-    def train_step(batch):
-        losses = strategy.run(step_fn, args=batch)
+    def train_step(x, y):
+        losses = strategy.run(step_fn, args=(x, y))
         return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
 
-    predict_fn = tf.function(lambda x: model(x, training=False))
+    def distribute(x: np.ndarray, y: np.ndarray):
+        """One global batch -> replica r gets rows [r * local_batch, (r + 1) * local_batch)."""
+
+        def value_fn(ctx):
+            r = ctx.replica_id_in_sync_group
+            sl = slice(r * local_batch, (r + 1) * local_batch)
+            return tf.constant(x[sl]), tf.constant(y[sl])
+
+        return strategy.experimental_distribute_values_from_function(value_fn)
+
+    # validation and saving use a plain (undistributed) copy of the model: the same on every worker and
+    # free of collective ops, so workers cannot disagree on them
+    plain = build_model(cfg)
+    predict_fn = tf.function(lambda x: plain(x, training=False))
 
     def predict_batch(x: np.ndarray) -> np.ndarray:
         return np.asarray(predict_fn(tf.constant(x, tf.float32)))
 
     aug_cfg = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.augment.items()})
     key_metric = "hc_mae_mm" if cfg.method == "segmentation" else "landmark_mre_mm"
+    delay = _step_delay()
     t_start = time.time()
     epoch_times: list[float] = [h["seconds"] for h in history]
 
@@ -351,7 +501,8 @@ def train(cfg: TrainConfig, resume: bool = False, console=None, on_epoch: Callab
     with progress:
         for epoch in range(start_epoch, cfg.epochs):
             t0 = time.time()
-            # the epoch's augmentation depends only on (seed, epoch): a resumed run sees the same data
+            # the epoch's augmentation depends only on (seed, epoch): a resumed run, and every worker,
+            # sees the same data
             rng = np.random.default_rng([cfg.seed, epoch])
             order = rng.permutation(len(train_set))
             n = steps * cfg.batch_size
@@ -363,30 +514,34 @@ def train(cfg: TrainConfig, resume: bool = False, console=None, on_epoch: Callab
                 images.append(im)
                 masks.append(mk)
                 points.append(pt)
-            x = np.stack(images)[..., None]
+            x = np.stack(images)[..., None].astype(np.float32)
             y = make_targets(cfg, np.stack(masks), np.stack(points)).astype(np.float32)
-            ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(cfg.batch_size, drop_remainder=True)
-            dist = strategy.experimental_distribute_dataset(ds)
-            last = history[-1][key_metric] if history else float("nan")
+            last = history[-1][key_metric] if history and key_metric in history[-1] else None
             task = progress.add_task(
                 "train",
                 total=steps,
                 epoch=epoch + 1,
                 epochs=cfg.epochs,
                 loss=float("nan"),
-                val=f"{key_metric} {last:.2f}" if history else "-",
+                val=f"{key_metric} {last:.2f}" if last is not None else "-",
             )
             # total time left is estimated from the mean epoch time so far
             losses = []
-            for batch in dist:
-                loss = float(train_step(batch))
+            for s in range(steps):
+                b = slice(s * cfg.batch_size, (s + 1) * cfg.batch_size)
+                loss = float(train_step(*distribute(x[b], y[b])))
                 losses.append(loss)
                 progress.update(task, advance=1, loss=float(np.mean(losses)))
+                if delay:
+                    time.sleep(delay)
+            plain.set_weights(model.get_weights())
             metrics = validate(cfg, predict_batch, val_set) if val_set else {}
             seconds = time.time() - t0
             epoch_times.append(seconds)
+            iterations = int(optimizer.iterations.numpy())
             row = {
                 "epoch": epoch + 1,
+                "step": iterations,
                 "loss": float(np.mean(losses)),
                 "lr": float(schedule(optimizer.iterations)),
                 "seconds": round(seconds, 1),
@@ -396,24 +551,27 @@ def train(cfg: TrainConfig, resume: bool = False, console=None, on_epoch: Callab
             progress.update(task, val=f"{key_metric} {metrics.get(key_metric, float('nan')):.2f}")
             progress.remove_task(task)
             left_min = np.mean(epoch_times) * (cfg.epochs - epoch - 1) / 60
-            if chief:
-                console.print(
-                    f"epoch {epoch + 1}/{cfg.epochs}  loss {row['loss']:.4f}  "
-                    + "  ".join(
-                        f"{k} {metrics[k]:.3f}"
-                        for k in ("dice_mean", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm", "landmark_mre_mm")
-                        if isinstance(metrics.get(k), float)
-                    )
-                    + f"  {seconds:.0f}s, about {left_min:.0f} min left"
+            console.print(
+                f"epoch {epoch + 1}/{cfg.epochs}  loss {row['loss']:.4f}  "
+                + "  ".join(
+                    f"{k} {metrics[k]:.3f}"
+                    for k in ("dice_mean", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm", "landmark_mre_mm")
+                    if isinstance(metrics.get(k), float)
                 )
+                + f"  {seconds:.0f}s, about {left_min:.0f} min left"
+            )
             score = metrics.get(key_metric, row["loss"])
             improved = best is None or (score is not None and math.isfinite(score) and score < best["score"])
             if improved:
                 best = {"epoch": epoch + 1, "score": score, "metrics": metrics}
-                save_model(model, run / "best.keras", cfg)
-            write_csv_atomic(run / "history.csv", history, list(history[0].keys()))
+                save_model(plain, run / "best.keras", cfg)
+            columns = list(dict.fromkeys(k for h in history for k in h))
+            write_csv_atomic(run / "history.csv", history, columns)
             _save_checkpoint(
-                run / "checkpoint", model, optimizer, {"epoch": epoch + 1, "history": history, "best": best}
+                run / "checkpoint",
+                model,
+                optimizer,
+                {"epoch": epoch + 1, "optimizer_iterations": iterations, "history": history, "best": best},
             )
             if on_epoch:
                 on_epoch(epoch + 1)
@@ -426,10 +584,15 @@ def train(cfg: TrainConfig, resume: bool = False, console=None, on_epoch: Callab
         "train_seconds": round(sum(epoch_times), 1),
         "wall_seconds_this_session": round(time.time() - t_start, 1),
         "replicas": replicas,
-        "strategy": type(strategy).__name__,
+        "per_replica_batch": local_batch,
+        "global_batch": cfg.batch_size,
+        "learning_rate": lr,
+        "strategy": strategy_name(strategy),
+        "task": task_name(strategy),
+        "optimizer_iterations": int(optimizer.iterations.numpy()),
     }
     write_json_atomic(run / "metrics.json", result)
-    return result
+    return {**result, "chief": chief, "run_folder": str(run)}
 
 
 def model_info(cfg: TrainConfig) -> dict:

@@ -27,6 +27,8 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from fetalbio.models import BN_MOMENTUM
+
 
 def conv_bn(x, filters: int, kernel: int, name: str, strides: int = 1, relu: bool = True):
     """Conv (no bias) + synchronized BatchNorm (+ ReLU)."""
@@ -34,7 +36,7 @@ def conv_bn(x, filters: int, kernel: int, name: str, strides: int = 1, relu: boo
         filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
     )
     x = conv(x)
-    x = layers.BatchNormalization(synchronized=True, name=f"{name}_bn")(x)
+    x = layers.BatchNormalization(synchronized=True, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
     if relu:
         x = layers.ReLU(name=f"{name}_relu")(x)
     return x
@@ -144,7 +146,9 @@ class HRNetLite(keras.Model):
         y = layers.UpSampling2D(2, interpolation="bilinear", name="head_to_full")(y)
         y = layers.Concatenate(name="head_cat_full")([y, full])
         y = conv_bn(y, b, 3, "head_full")
-        outputs = layers.Conv2D(out_channels, 1, activation="linear", dtype="float32", name="heatmaps")(y)
+        outputs = layers.Conv2D(
+            out_channels, 1, activation="linear", dtype="float32", kernel_initializer="zeros", name="heatmaps"
+        )(y)
 
         kwargs.setdefault("name", "hrnet_lite")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from fetalbio.models import BN_MOMENTUM
 from fetalbio.models.hrnet import conv_bn
 
 
@@ -85,13 +86,17 @@ class ResNetHeatmap(keras.Model):
                 f, 4, strides=2, padding="same", use_bias=False, name=f"dec{level}_up"
             )
             x = up(x)
-            x = layers.BatchNormalization(synchronized=True, name=f"dec{level}_up_bn")(x)
+            x = layers.BatchNormalization(synchronized=True, momentum=BN_MOMENTUM, name=f"dec{level}_up_bn")(
+                x
+            )
             x = layers.ReLU(name=f"dec{level}_up_relu")(x)
             if skips:
                 lateral = conv_bn(feats[level], f, 1, f"dec{level}_skip", relu=False)
                 x = layers.Add(name=f"dec{level}_add")([x, lateral])
             x = conv_bn(x, f, 3, f"dec{level}_conv")
-        outputs = layers.Conv2D(out_channels, 1, activation="linear", dtype="float32", name="heatmaps")(x)
+        outputs = layers.Conv2D(
+            out_channels, 1, activation="linear", dtype="float32", kernel_initializer="zeros", name="heatmaps"
+        )(x)
 
         kwargs.setdefault("name", "resnet_heatmap")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)

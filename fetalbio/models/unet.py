@@ -5,12 +5,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
+from fetalbio.models import BN_MOMENTUM
+
 
 def conv_block(x, filters: int, name: str, dropout: float = 0.0):
     """Two 3x3 conv + BatchNorm + ReLU. BatchNorm is synchronized so replicas agree on its statistics."""
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
-        x = layers.BatchNormalization(synchronized=True, name=f"{name}_bn{i}")(x)
+        x = layers.BatchNormalization(synchronized=True, momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
         x = layers.ReLU(name=f"{name}_relu{i}")(x)
     if dropout > 0:
         x = layers.SpatialDropout2D(dropout, name=f"{name}_drop")(x)
@@ -56,7 +58,12 @@ class UNet(keras.Model):
             x = layers.Conv2DTranspose(f, 2, strides=2, name=f"up{level}")(x)
             x = layers.Concatenate(name=f"cat{level}")([x, skips[level]])
             x = conv_block(x, f, f"dec{level}")
-        outputs = layers.Conv2D(out_channels, 1, activation=out_activation, dtype="float32", name="head")(x)
+        # heatmap heads start at an all-zero output, so the loss starts at the zero-output level and the
+        # first gradients point at the peaks instead of at random background noise
+        init = "zeros" if out_activation == "linear" else "glorot_uniform"
+        outputs = layers.Conv2D(
+            out_channels, 1, activation=out_activation, dtype="float32", kernel_initializer=init, name="head"
+        )(x)
         kwargs.setdefault("name", "unet")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
         self.image_shape = tuple(int(v) for v in image_shape)

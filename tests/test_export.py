@@ -1,0 +1,314 @@
+"""Edge export: TFLite conversion (float32/float16/int8), sidecar, verification, Flex refusal, and
+LiteRT-vs-Keras parity through the real ``predict``/``evaluate`` pipeline.
+
+Two small models: a tiny random U-Net (the real architecture: output parity) and a hand-set two-layer
+"head detector" (a filled bright ellipse -> skull probability), which finds heads on simple synthetic
+scans without training, so millimetres can be compared. Calibration uses synthetic scans or the
+drawn scans, never the shared data.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+pytest.importorskip("tensorflow")
+pytest.importorskip("ai_edge_litert")
+
+import cv2  # noqa: E402
+from typer.testing import CliRunner  # noqa: E402
+
+from fetalbio.synthetic import random_ellipse  # noqa: E402
+
+pytestmark = pytest.mark.slow
+
+IMAGE_SIZE = (64, 96)
+# measured (see the report of the edge-export issue): tiny random U-Net int8 |output diff| ~6e-3,
+# head detector int8 ~1.4e-2 on probabilities; HC differences below 0.01 mm on the drawn scans
+INT8_OUTPUT_TOL = 0.03
+FLOAT16_OUTPUT_TOL = 2e-3
+INT8_MM_TOL = 0.1
+
+
+@pytest.fixture(scope="module", autouse=True)
+def no_shared_data(tmp_path_factory):
+    """Calibration must not depend on the shared data: point FETALBIO_DATA at an empty folder."""
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("FETALBIO_DATA", str(tmp_path_factory.mktemp("nodata")))
+        yield
+
+
+def _save(model, folder: Path) -> Path:
+    from fetalbio.train import TrainConfig, save_model
+
+    folder.mkdir(parents=True, exist_ok=True)
+    save_model(model, folder / "best.keras", TrainConfig(method="segmentation", image_size=IMAGE_SIZE))
+    return folder / "best.keras"
+
+
+def head_detector():
+    """Two hand-set conv layers: ~sigmoid(3 * local mean + centre), high inside a bright ellipse."""
+    import keras
+
+    inp = keras.Input((*IMAGE_SIZE, 1), name="image")
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
+    out = keras.layers.Conv2D(1, 1, activation="sigmoid", name="head")(h)
+    model = keras.Model(inp, out, name="head_detector")
+    k = np.zeros((3, 3, 1, 4), np.float32)
+    k[..., 0, 0], k[..., 0, 1], k[..., 0, 3] = 1 / 9, -1 / 9, -1 / 9
+    k[1, 1, 0, 2], k[1, 1, 0, 3] = 1.0, 1 + 1 / 9
+    model.get_layer("c1").set_weights([k, np.zeros(4, np.float32)])
+    w = np.array([3.0, -3.0, 1.0, 0.5], np.float32).reshape(1, 1, 4, 1)
+    model.get_layer("head").set_weights([w, np.full(1, -1.4, np.float32)])  # 0.5 at mid-edge
+    return model
+
+
+def write_head_scans(folder: Path, n: int = 6, seed: int = 5, pixel_size_mm: float = 0.2) -> Path:
+    """Bright filled ellipses on a noisy background, with pixel_size.csv and HC18-style outlines."""
+    from fetalbio.geometry import draw_ellipse_mask
+    from fetalbio.synthetic import draw_outline
+    from fetalbio.writers import write_bytes_atomic, write_png_atomic
+
+    rng = np.random.default_rng(seed)
+    rows = ["filename,pixel size(mm)"]
+    for i in range(n):
+        e = random_ellipse((270, 400), rng)
+        img = 60 + 120 * draw_ellipse_mask((270, 400), e).astype(np.float32) + rng.normal(0, 12, (270, 400))
+        img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.5)
+        name = f"{100 + i:03d}_HC.png"
+        write_png_atomic(folder / name, np.clip(img, 0, 255).astype(np.uint8))
+        write_png_atomic(folder / name.replace(".png", "_Annotation.png"), draw_outline((270, 400), e))
+        rows.append(f"{name},{pixel_size_mm}")
+    write_bytes_atomic(folder / "pixel_size.csv", ("\n".join(rows) + "\n").encode())
+    return folder
+
+
+@pytest.fixture(scope="module")
+def tiny_unet(tmp_path_factory) -> Path:
+    from fetalbio.models.unet import UNet
+
+    return _save(UNet((*IMAGE_SIZE, 1), base_filters=4, depth=2), tmp_path_factory.mktemp("unet"))
+
+
+@pytest.fixture(scope="module")
+def unet_exports(tiny_unet) -> dict:
+    from fetalbio.export import export_model
+
+    return {
+        q: export_model(
+            tiny_unet, "segmentation", tiny_unet.parent / f"m_{q}.tflite", q, None, n_calibration=16
+        )
+        for q in ("none", "float16", "int8")
+    }
+
+
+@pytest.fixture(scope="module")
+def head(tmp_path_factory) -> dict:
+    """The head detector, its float32 and int8 exports (int8 calibrated on the drawn scans)."""
+    from fetalbio.export import export_model
+
+    root = tmp_path_factory.mktemp("head")
+    scans = write_head_scans(root / "scans")
+    model = _save(head_detector(), root / "run")
+    out = {"model": model, "scans": scans}
+    for q in ("none", "int8"):
+        out[q] = export_model(model, "segmentation", root / f"head_{q}.tflite", q, scans, n_calibration=4)
+    return out
+
+
+def _inputs(n: int = 3) -> np.ndarray:
+    from fetalbio.preprocess import prepare_input
+    from fetalbio.synthetic import draw_scan
+
+    rng = np.random.default_rng(11)
+    return np.stack(
+        [
+            prepare_input(draw_scan((270, 400), random_ellipse((270, 400), rng), rng), IMAGE_SIZE)[0]
+            for _ in range(n)
+        ]
+    )[..., None]
+
+
+def test_float32_litert_matches_keras(tiny_unet, unet_exports):
+    from fetalbio.engines import KerasEngine, LiteRTEngine, load_engine
+
+    x = _inputs(3)  # a batch of 3: the LiteRT engine resizes the batch dimension
+    keras_out = KerasEngine(tiny_unet).predict(x)
+    lite = load_engine(unet_exports["none"]["out"], "segmentation")
+    assert isinstance(lite, LiteRTEngine) and lite.image_size == IMAGE_SIZE
+    np.testing.assert_allclose(lite.predict(x), keras_out, atol=1e-4)
+    np.testing.assert_allclose(lite.predict(x[:1]), keras_out[:1], atol=1e-4)  # and back to 1
+    ver = unet_exports["none"]["verification"]["summary"]
+    assert ver["n_scans"] == 8 and ver["max_abs_output_diff"] < 1e-4
+
+
+def test_float16_and_int8_stay_close(tiny_unet, unet_exports):
+    from fetalbio.engines import KerasEngine, LiteRTEngine
+
+    x = _inputs(3)
+    ref = KerasEngine(tiny_unet).predict(x)
+    f16 = LiteRTEngine(unet_exports["float16"]["out"])
+    assert f16.inp["dtype"] == np.float32
+    assert np.abs(f16.predict(x) - ref).max() < FLOAT16_OUTPUT_TOL
+    i8 = LiteRTEngine(unet_exports["int8"]["out"])
+    assert i8.inp["dtype"] == np.int8 and i8.out["dtype"] == np.int8  # full-integer, in and out
+    assert np.abs(i8.predict(x) - ref).max() < INT8_OUTPUT_TOL
+    assert unet_exports["int8"]["verification"]["summary"]["max_abs_output_diff"] < INT8_OUTPUT_TOL
+    sizes = {q: r["size_bytes"] for q, r in unet_exports.items()}
+    assert sizes["int8"] < sizes["float16"] < sizes["none"]
+
+
+def test_sidecar_carries_the_preprocessing(unet_exports):
+    rep = unet_exports["int8"]
+    out = Path(rep["out"])
+    side = json.loads(out.with_suffix(".json").read_text())
+    for key in ("method", "image_size", "letterbox", "normalisation", "output", "output_stride", "quantize"):
+        assert key in side, key
+    assert side["method"] == "segmentation" and side["image_size"] == list(IMAGE_SIZE)
+    assert side["output_stride"] == 1 and side["quantize"] == "int8"
+    assert side["tflite_sha256"] == hashlib.sha256(out.read_bytes()).hexdigest()
+    assert side["input_tensor"]["dtype"] == "int8" and side["input_tensor"]["scale"] > 0
+    assert side["output_tensor"]["dtype"] == "int8" and side["output_tensor"]["scale"] > 0
+    assert "synthetic" in side["calibration"] and "synthetic" in rep["calibration"]
+    assert (
+        json.loads(Path(unet_exports["none"]["out"]).with_suffix(".json").read_text())["calibration"] is None
+    )
+
+
+def test_export_refuses_a_model_that_needs_flex_ops(tmp_path):
+    import keras
+    import tensorflow as tf
+
+    from fetalbio.export import ExportError, check_runs_on_litert, custom_ops, export_model
+
+    @keras.saving.register_keras_serializable(package="fetalbio_test")
+    class CumProd(keras.layers.Layer):  # tf.math.cumprod has no TFLite builtin: it needs Flex
+        def call(self, x):
+            return tf.math.cumprod(x, axis=2)
+
+    inp = keras.Input((*IMAGE_SIZE, 1))
+    model = keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid")(CumProd()(inp)))
+    path = _save(model, tmp_path / "flex")
+    out = tmp_path / "flex.tflite"
+    with pytest.raises(ExportError, match="Cumprod") as err:
+        export_model(path, "segmentation", out, "none", None, n_calibration=4, n_verify=2)
+    assert "\n" not in str(err.value) and str(out) in str(err.value)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    # int8 (TFLITE_BUILTINS_INT8 only) is refused at conversion, naming the op
+    with pytest.raises(ExportError, match="Cumprod"):
+        export_model(path, "segmentation", out, "int8", None, n_calibration=2, n_verify=1)
+    # the check itself, on the flatbuffer the converter makes when TF ops are allowed
+    flex = _convert_allowing_tf_ops(model)
+    assert custom_ops(flex) == ["FlexCumprod"]
+    with pytest.raises(ExportError, match="Flex"):
+        check_runs_on_litert(flex, out)
+
+
+def _convert_allowing_tf_ops(model) -> bytes:
+    import functools
+    import tempfile
+
+    import keras
+    import tensorflow as tf
+
+    with tempfile.TemporaryDirectory() as d:
+        archive = keras.export.ExportArchive()
+        archive.track(model)
+        archive.add_endpoint(
+            "serve",
+            functools.partial(model.__call__, training=False),
+            input_signature=[tf.TensorSpec((None, *IMAGE_SIZE, 1), tf.float32)],
+        )
+        archive.write_out(d, verbose=False)
+        conv = tf.lite.TFLiteConverter.from_saved_model(d)
+        conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+        return conv.convert()
+
+
+def test_export_errors_are_one_line(tmp_path, tiny_unet):
+    from fetalbio.export import ExportError, export_model
+
+    cases = [
+        (tmp_path / "missing.keras", tmp_path / "a.tflite", "does not exist"),
+        (tiny_unet, tmp_path / "a.onnx", "must end in .tflite"),
+    ]
+    for model, out, msg in cases:
+        with pytest.raises(ExportError, match=msg) as err:
+            export_model(model, "segmentation", out, "none", None)
+        assert "\n" not in str(err.value)
+    with pytest.raises(ExportError, match="not a landmarks model"):
+        export_model(tiny_unet, "landmarks", tmp_path / "a.tflite", "none", None)
+    with pytest.raises(ExportError, match="calibration folder does not exist"):
+        export_model(tiny_unet, "segmentation", tmp_path / "a.tflite", "int8", tmp_path / "nope")
+
+
+def test_cli_export(tiny_unet, tmp_path):
+    from fetalbio.cli import app
+
+    out = tmp_path / "cli" / "tiny_int8.tflite"
+    res = CliRunner().invoke(
+        app, ["export", "--model", str(tiny_unet), "--out", str(out), "--quantize", "int8"]
+    )
+    assert res.exit_code == 0, res.output
+    assert out.exists() and out.with_suffix(".json").exists()
+    assert "synthetic" in res.output  # says where the calibration scans came from
+    assert "HC diff" in res.output and "largest |output diff|" in res.output
+    res = CliRunner().invoke(app, ["export", "--model", str(tmp_path / "nope.keras"), "--out", str(out)])
+    assert res.exit_code == 2 and "does not exist" in res.output
+
+
+def _predict_rows(model: str | Path, engine: str, scans: Path, out: Path) -> list[dict]:
+    from fetalbio.cli import app
+
+    res = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(scans),
+            "--method",
+            "segmentation",
+            "--model",
+            str(model),
+            "--engine",
+            engine,
+            "--pixel-csv",
+            str(scans / "pixel_size.csv"),
+            "--out",
+            str(out),
+            "--no-overlays",
+            "-q",
+        ],
+    )
+    assert res.exit_code == 0, res.output
+    return list(csv.DictReader(open(out / "measurements.csv")))
+
+
+def test_predict_with_litert_gives_the_keras_measurements(head, tmp_path):
+    ref = _predict_rows(head["model"], "keras", head["scans"], tmp_path / "keras")
+    assert len(ref) == 6 and all(r["status"] == "ok" and r["unit"] == "mm" for r in ref)
+    for q, tol in (("none", 0.01), ("int8", INT8_MM_TOL)):
+        rows = _predict_rows(head[q]["out"], "litert", head["scans"], tmp_path / q)
+        assert [r["file"] for r in rows] == [r["file"] for r in ref]
+        for a, b in zip(ref, rows, strict=True):
+            assert b["status"] == "ok"
+            for k in ("hc_mm", "bpd_mm", "ofd_mm"):
+                assert abs(float(a[k]) - float(b[k])) <= tol, (q, k, a[k], b[k])
+    ver = head["int8"]["verification"]["summary"]
+    assert ver["n_compared"] == ver["n_scans"] > 0 and ver["max_abs_hc_diff_mm"] < INT8_MM_TOL
+
+
+def test_evaluate_with_litert_matches_keras(head):
+    from fetalbio.engines import KerasEngine, LiteRTEngine
+    from fetalbio.evaluate import evaluate_dataset
+
+    ref, _ = evaluate_dataset(head["scans"], KerasEngine(head["model"]))
+    assert ref["n_failed"] == 0 and ref["hc_mae_mm"] < 5.0  # the detector does find the heads
+    for q in ("none", "int8"):
+        got, _ = evaluate_dataset(head["scans"], LiteRTEngine(head[q]["out"]))
+        for m in ("hc", "bpd", "ofd"):
+            assert abs(got[f"{m}_mae_mm"] - ref[f"{m}_mae_mm"]) < 0.3, (q, m)
