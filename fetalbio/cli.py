@@ -132,6 +132,8 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, **kw) -> None:
         result = train(cfg, resume=resume, console=console)
     except (ScanError, ValueError, FileExistsError) as exc:
         raise fail(str(exc)) from None
+    if not result.get("chief", True):
+        return  # other workers of a multi-worker run stay quiet
     val = result.get("val", {})
     keys = ("dice_mean", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm", "landmark_mre_mm")
     figures = "  ".join(f"{k} {val[k]:.3f}" for k in keys if isinstance(val.get(k), float))

@@ -289,9 +289,8 @@ def validate(
         chunk = val[i : i + bs]
         out = predict_batch(np.stack([p.image for p in chunk])[..., None])
         for p, o in zip(chunk, out, strict=True):
-            res = outputs_to_result(
-                cfg.method, o, p.letterbox, (p.sample.pixel_size_mm,) * 2 if p.sample.pixel_size_mm else None
-            )
+            spacing = (p.sample.pixel_size_mm,) * 2 if p.sample.pixel_size_mm else None
+            res = outputs_to_result(cfg.method, o, p.letterbox, spacing, sigma_px=cfg.heatmap_sigma_px)
             rows.append(score_prediction(res, p.truth, p.sample.pixel_size_mm))
     return summarise(rows)
 
