@@ -427,19 +427,34 @@ def export(
         Path | None, typer.Option(help="A .keras file or run folder (default: shipped).")
     ] = None,
     quantize: Annotated[Quantize, typer.Option(help="none, float16 or int8 (full-integer).")] = Quantize.none,
-    calibration: Annotated[Path | None, typer.Option(help="Scans for int8 calibration.")] = None,
+    calibration: Annotated[
+        Path | None,
+        typer.Option(
+            help="Folder of scans for int8 calibration and the check "
+            "(default: a sample of the HC18 training set when present, else synthetic scans)."
+        ),
+    ] = None,
+    json_path: Annotated[
+        Path | None, typer.Option("--json", help="Write the export and verification report here.")
+    ] = None,
 ) -> None:
-    """Convert a Keras model to TFLite for LiteRT, then verify it against Keras."""
+    """Convert a Keras model to TFLite for LiteRT (no TensorFlow ops), then verify it against Keras.
+
+    The preprocessing the model needs travels in FILE.json beside FILE.tflite.
+    """
     quiet_tensorflow()
-    try:
-        from fetalbio.export import ExportError, export_model, print_verification
-    except ImportError:
-        raise fail("export is not available yet in this version") from None
+    from fetalbio.export import ExportError, export_model, print_verification
+
     try:
         report = export_model(model, method.value, out, quantize.value, calibration, console=console)
     except ExportError as exc:
         raise fail(str(exc)) from None
     print_verification(report, console)
+    if json_path:
+        from fetalbio.writers import write_json_atomic
+
+        write_json_atomic(json_path, report)
+        console.print(f"wrote {json_path}")
 
 
 @app.command("demo", hidden=True)

@@ -321,7 +321,8 @@ def sidecar_content(
         {
             "output_stride": engine.image_size[0] // out_h if out_h and out_h > 0 else 1,
             "quantize": quantize,
-            "source_model": str(engine.path.resolve()),
+            "source_model": str(engine.path),
+            "source_model_sha256": hashlib.sha256(Path(engine.path).read_bytes()).hexdigest(),
             "tflite_sha256": hashlib.sha256(tflite).hexdigest(),
             "input_tensor": inp,
             "output_tensor": outp,
@@ -338,17 +339,21 @@ def sidecar_content(
 
 
 def _measures(method: str, output: np.ndarray, lb, spacing: tuple[float, float], engine):
+    """HC/BPD/OFD (mm) through the same post-processing as ``predict``; (None, reason) when none."""
     from fetalbio.geometry import measure_ellipse, measure_landmarks
     from fetalbio.predict import outputs_to_result
 
     sigma = getattr(engine, "heatmap_sigma_px", None)
     kw = {"sigma_px": sigma} if sigma is not None else {}
-    res = outputs_to_result(method, output, lb, spacing, **kw)
-    if res.error:
-        return None, res.error
-    if method == "landmarks":
-        return measure_landmarks(res.landmarks, spacing), None
-    return measure_ellipse(res.ellipse, spacing), None
+    try:
+        res = outputs_to_result(method, output, lb, spacing, **kw)
+        if res.error:
+            return None, res.error
+        if method == "landmarks":
+            return measure_landmarks(res.landmarks, spacing), None
+        return measure_ellipse(res.ellipse, spacing), None
+    except (ValueError, ArithmeticError) as exc:  # degenerate points (e.g. an untrained model)
+        return None, f"{exc.__class__.__name__}: {exc}"
 
 
 def verify(tflite_path: Path, keras_engine, scans: list) -> dict:

@@ -140,3 +140,27 @@ def test_evaluate_json(tiny_run, synthetic_dataset, tmp_path):
         assert key in data["summary"]
     assert data["summary"]["n_images"] == 8 and len(data["rows"]) == 8
     assert (tmp_path / "rep" / "summary.json").exists()
+
+
+def test_data_check_cli(synthetic_dataset, tmp_path):
+    from fetalbio.datasets import find_samples, load_truth
+
+    # a landmark CSV whose pair names are swapped (the role-challenge fault), one row moved off the head
+    lines = ["image_name,ofd_1_x,ofd_1_y,ofd_2_x,ofd_2_y,bpd_1_x,bpd_1_y,bpd_2_x,bpd_2_y"]
+    for i, s in enumerate(find_samples(synthetic_dataset)):
+        p = load_truth(s.annotation_path).landmarks.as_array().round(1)
+        if i == 0:
+            p[0] += (60, 0)
+        lines.append(",".join([s.name, *map(str, p[0]), *map(str, p[1]), *map(str, p[2]), *map(str, p[3])]))
+    lm = tmp_path / "landmarks.csv"
+    lm.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "check.json"
+    res = invoke("data", "check", synthetic_dataset, "--landmarks", lm, "--json", out)
+    assert res.exit_code == 0, res.output
+    summary = json.loads(out.read_text())["summary"]
+    assert summary["n_images"] == 8 and summary["n_errors"] == 0
+    assert summary["hc_abs_diff_mm_max"] < 0.2
+    assert summary["landmarks_names_swapped"] is True
+    assert summary["landmarks_suspect_rows"] == 1
+    res = invoke("data", "check", tmp_path / "nowhere")
+    assert res.exit_code == 2 and "does not exist" in res.output and "Traceback" not in res.output

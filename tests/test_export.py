@@ -252,10 +252,14 @@ def test_cli_export(tiny_unet, tmp_path):
 
     out = tmp_path / "cli" / "tiny_int8.tflite"
     res = CliRunner().invoke(
-        app, ["export", "--model", str(tiny_unet), "--out", str(out), "--quantize", "int8"]
-    )
+        app,
+        ["export", "--model", str(tiny_unet), "--out", str(out), "--quantize", "int8",
+         "--json", str(tmp_path / "report.json")],
+    )  # fmt: skip
     assert res.exit_code == 0, res.output
     assert out.exists() and out.with_suffix(".json").exists()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["quantize"] == "int8" and report["verification"]["summary"]["n_scans"] == 8
     assert "synthetic" in res.output  # says where the calibration scans came from
     assert "HC diff" in res.output and "largest |output diff|" in res.output
     res = CliRunner().invoke(app, ["export", "--model", str(tmp_path / "nope.keras"), "--out", str(out)])

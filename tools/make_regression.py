@@ -1,6 +1,6 @@
 """Write models/<method>/regression.json: 20 scans of the model's validation split and their figures.
 
-    python tools/make_regression.py segmentation runs/seg/splits.json
+python tools/make_regression.py segmentation runs/seg/splits.json
 """
 
 from __future__ import annotations
@@ -22,8 +22,9 @@ def main() -> None:
     names = sorted(random.Random(0).sample(val, 20))
     out = Path("models") / method / "regression.json"
     write_json_atomic(out, {"val": names, "expected": {}})
-    summary, _ = evaluate_dataset(default_data_root() / "hc18" / "training_set", load_engine(None, method),
-                                  split_file=out)
+    summary, _ = evaluate_dataset(
+        default_data_root() / "hc18" / "training_set", load_engine(None, method), split_file=out
+    )
     keys = ("n_failed", "dice_mean", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm", "landmark_mre_mm")
     write_json_atomic(out, {"val": names, "expected": {k: summary[k] for k in keys}})
     print(json.dumps({k: summary[k] for k in keys}, indent=1))
