@@ -199,6 +199,10 @@ def train_landmarks(
     landmarks: Annotated[
         Path | None, typer.Option(help="Train from a four-point CSV instead of the ellipses.")
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(help="Start from a .keras model's matching layers (e.g. the segmentation U-Net)."),
+    ] = None,
     sigma: Annotated[
         float, typer.Option(min=0.5, help="Heatmap Gaussian sigma (input px).")
     ] = defaults.HEATMAP_SIGMA_PX,
@@ -237,6 +241,7 @@ def train_landmarks(
         base_filters=base_filters,
         pixel_csv=str(pixel_csv) if pixel_csv else None,
         landmarks_csv=str(landmarks) if landmarks else None,
+        init_from=str(init_from) if init_from else None,
         steps_per_epoch=steps_per_epoch,
         max_samples=max_samples,
     )

@@ -83,6 +83,7 @@ class TrainConfig:
     heatmap_sigma_px: float = defaults.HEATMAP_SIGMA_PX
     pixel_csv: str | None = None
     landmarks_csv: str | None = None
+    init_from: str | None = None  # a .keras model whose same-named, same-shaped layers seed this one
     max_samples: int | None = None  # for tiny test runs
     steps_per_epoch: int | None = None  # None = the whole training split
     augment: dict = field(default_factory=lambda: AugmentConfig().to_dict())
@@ -242,6 +243,32 @@ def build_model(cfg: TrainConfig):
     from fetalbio.models import build_landmark_model
 
     return build_landmark_model(cfg.arch, (h, w, 1), base_filters=cfg.base_filters)
+
+
+def init_weights_from(model, source: Path) -> int:
+    """Copy weights from ``source`` (a .keras file or run folder) into layers of the same name and shapes.
+
+    Used to start the U-Net landmark model from the trained segmentation U-Net: everything but the
+    output head matches, so the heatmap net starts from features that already find the skull.
+    """
+    import keras
+
+    from fetalbio.engines import resolve_model_path
+
+    src = keras.models.load_model(resolve_model_path(source), compile=False)
+    by_name = {layer.name: layer for layer in src.layers}
+    copied = 0
+    for layer in model.layers:
+        other = by_name.get(layer.name)
+        if other is None or not layer.weights:
+            continue
+        theirs = other.get_weights()
+        if [w.shape for w in theirs] == [tuple(w.shape) for w in layer.weights]:
+            layer.set_weights(theirs)
+            copied += 1
+    if copied == 0:
+        raise ValueError(f"{source}: no layer matches the model being trained (--init-from)")
+    return copied
 
 
 def seg_loss(y_true, y_pred):
@@ -421,6 +448,10 @@ def _train(cfg, resume, console, on_epoch, strategy, replicas, local_batch, chie
 
     with strategy.scope():
         model = build_model(cfg)
+        if cfg.init_from and not resume:
+            n = init_weights_from(model, Path(cfg.init_from))
+            if chief:
+                console.print(f"initialised {n} of {len(model.layers)} layers from {cfg.init_from}")
         schedule = keras.optimizers.schedules.CosineDecay(
             initial_learning_rate=lr / 10 if warmup else lr,
             decay_steps=max(1, total_steps - warmup),

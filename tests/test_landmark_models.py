@@ -64,3 +64,23 @@ def test_unknown_arch_raises():
 def test_bad_image_size_raises(arch):
     with pytest.raises(ValueError, match="divisible"):
         build_landmark_model(arch, (60, 96, 1))
+
+
+def test_init_from_segmentation_unet_copies_all_but_the_head(tmp_path):
+    import numpy as np
+
+    from fetalbio.models.unet import UNet
+    from fetalbio.train import init_weights_from
+
+    seg = UNet((64, 96, 1), base_filters=4, depth=2, out_channels=1, out_activation="sigmoid")
+    seg.save(tmp_path / "seg.keras")
+    lm = UNet((64, 96, 1), base_filters=4, depth=2, out_channels=4, out_activation="linear")
+    n = init_weights_from(lm, tmp_path / "seg.keras")
+    with_weights = [layer for layer in lm.layers if layer.weights]
+    assert n == len(with_weights) - 1  # every layer but the 4-channel head
+    np.testing.assert_array_equal(
+        lm.get_layer("enc0_conv1").get_weights()[0], seg.get_layer("enc0_conv1").get_weights()[0]
+    )
+    assert not np.array_equal(
+        lm.get_layer("head").get_weights()[0].shape, seg.get_layer("head").get_weights()[0].shape
+    )
