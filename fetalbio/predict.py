@@ -10,6 +10,8 @@ from fetalbio.geometry import Ellipse, Landmarks, ellipse_to_landmarks, landmark
 from fetalbio.postprocess import segment_to_ellipse
 from fetalbio.preprocess import Letterbox
 
+MIN_AXIS_PX = 4.0  # a BPD or OFD pair closer than this (original px) is not a head
+
 
 @dataclass
 class Result:
@@ -56,6 +58,12 @@ def outputs_to_result(
         pts_in, conf = decode_heatmaps(np.asarray(output, np.float32), sigma_px=sigma_px)
         lm = Landmarks.from_array(letterbox.to_original(pts_in))
         flags = ["low_confidence"] if min(conf) < LOW_POINT_CONFIDENCE else []
+        pts = lm.as_array()
+        # a collapsed pair (both points on one spot) is no measurement: an empty or degenerate output
+        if min(np.hypot(*(pts[1] - pts[0])), np.hypot(*(pts[3] - pts[2]))) < MIN_AXIS_PX:
+            return Result(
+                method, landmarks=lm, flags=["no_head", *flags], error="no head found (landmarks collapsed)"
+            )
         return Result(
             method, landmarks_to_ellipse(lm), lm, None, flags, float(np.mean(conf)), list(map(float, conf))
         )

@@ -43,3 +43,14 @@ def test_dice_and_hausdorff():
     assert dice(a, a) == 1.0
     assert dice(a, b) == pytest.approx(0.5)
     assert hausdorff_mm(a, b, (0.5, 0.5)) == pytest.approx(2.5)
+
+
+def test_collapsed_landmark_output_is_an_error_not_a_crash():
+    from fetalbio.predict import measurement_row, outputs_to_result
+    from fetalbio.preprocess import Letterbox
+
+    lb = Letterbox.fit((270, 400), (64, 96))
+    res = outputs_to_result("landmarks", np.zeros((64, 96, 4), np.float32), lb, (0.2, 0.2))
+    assert res.error and "no head" in res.error
+    row = measurement_row("x.png", res, (0.2, 0.2), "cli")
+    assert row["status"] == "error" and row.get("hc_mm") is None

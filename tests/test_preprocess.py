@@ -2,7 +2,13 @@ import numpy as np
 import pytest
 
 from fetalbio.augment import AugmentConfig, apply_affine_points, augment, random_affine
-from fetalbio.geometry import Ellipse, canonical_order, draw_ellipse_mask, ellipse_to_landmarks, fit_ellipse_mask
+from fetalbio.geometry import (
+    Ellipse,
+    canonical_order,
+    draw_ellipse_mask,
+    ellipse_to_landmarks,
+    fit_ellipse_mask,
+)
 from fetalbio.preprocess import Letterbox, normalise, prepare_input
 
 

@@ -8,7 +8,6 @@ them within a small tolerance; it is skipped only when the data is absent.
 import json
 
 import pytest
-
 from conftest import HC18_TRAIN, REPO, needs_data
 
 TOLERANCE = {"dice_mean": -0.003, "hc_mae_mm": 0.15, "bpd_mae_mm": 0.1, "ofd_mae_mm": 0.15, "landmark_mre_mm": 0.1}
