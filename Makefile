@@ -17,7 +17,7 @@ test: install
 	$(BIN)/python -m pytest -q
 
 lint: install
-	$(BIN)/ruff check fetalbio tests
+	$(BIN)/ruff check fetalbio tests tools
 
 demo: install
 	$(BIN)/fetalbio demo

@@ -83,8 +83,11 @@ def main() -> int:
         model = keras.saving.load_model(run / "best.keras")
         h, w = model.input_shape[1:3]
         pred = model.predict(np.zeros((2, h, w, 1), np.float32), verbose=0)
-        report["loaded"] = {"bn": bn_statistics(model), "pred_shape": list(pred.shape),
-                            "pred_finite": bool(np.isfinite(pred).all())}
+        report["loaded"] = {
+            "bn": bn_statistics(model),
+            "pred_shape": list(pred.shape),
+            "pred_finite": bool(np.isfinite(pred).all()),
+        }
     report["exit_code"] = code
     report_path.write_text(json.dumps(report))
     return code

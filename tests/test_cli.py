@@ -35,9 +35,11 @@ def test_each_command_has_help(command):
 
 
 def test_help_does_not_import_tensorflow():
-    code = "import sys; from fetalbio.cli import main; sys.argv=['fetalbio','--help']\n" \
-           "try:\n    main()\nexcept SystemExit:\n    pass\n" \
-           "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'"
+    code = (
+        "import sys; from fetalbio.cli import main; sys.argv=['fetalbio','--help']\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "assert 'tensorflow' not in sys.modules and 'keras' not in sys.modules, 'heavy import'"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
 
@@ -46,8 +48,24 @@ def test_help_does_not_import_tensorflow():
 def tiny_run(synthetic_dataset, tmp_path_factory):
     """A segmentation model trained for a few steps through the real CLI."""
     out = tmp_path_factory.mktemp("runs") / "seg"
-    res = invoke("train-seg", synthetic_dataset, "--out", out, "--epochs", 2, "--batch-size", 2,
-                 "--image-size", "64x96", "--steps-per-epoch", 2, "--base-filters", 4, "--val-fraction", 0.25)
+    res = invoke(
+        "train-seg",
+        synthetic_dataset,
+        "--out",
+        out,
+        "--epochs",
+        2,
+        "--batch-size",
+        2,
+        "--image-size",
+        "64x96",
+        "--steps-per-epoch",
+        2,
+        "--base-filters",
+        4,
+        "--val-fraction",
+        0.25,
+    )
     assert res.exit_code == 0, res.output
     return out
 
@@ -77,9 +95,25 @@ def test_resume_carries_on(tiny_run, synthetic_dataset, tmp_path):
     run = tmp_path / "copy"
     shutil.copytree(tiny_run, run)
     cfg = json.loads((run / "config.json").read_text())
-    res = invoke("train-seg", synthetic_dataset, "--out", run, "--epochs", 3, "--batch-size", 2,
-                 "--image-size", "64x96", "--steps-per-epoch", 2, "--base-filters", 4,
-                 "--val-fraction", cfg["val_fraction"], "--resume")
+    res = invoke(
+        "train-seg",
+        synthetic_dataset,
+        "--out",
+        run,
+        "--epochs",
+        3,
+        "--batch-size",
+        2,
+        "--image-size",
+        "64x96",
+        "--steps-per-epoch",
+        2,
+        "--base-filters",
+        4,
+        "--val-fraction",
+        cfg["val_fraction"],
+        "--resume",
+    )
     assert res.exit_code == 0, res.output
     assert "Resuming after epoch 2" in res.output
     hist = list(csv.DictReader(open(run / "history.csv")))
@@ -102,15 +136,33 @@ def test_predict_goes_on_past_bad_scans(tiny_run, synthetic_dataset, tmp_path):
     bad = tmp_path / "bad"
     write_bad_scans(bad)
     out = tmp_path / "out"
-    res = invoke("predict", synthetic_dataset, bad, tmp_path / "missing.png", "--out", out,
-                 "--method", "segmentation", "--model", tiny_run, "--pixel-size", 0.2)
+    res = invoke(
+        "predict",
+        synthetic_dataset,
+        bad,
+        tmp_path / "missing.png",
+        "--out",
+        out,
+        "--method",
+        "segmentation",
+        "--model",
+        tiny_run,
+        "--pixel-size",
+        0.2,
+    )
     assert res.exit_code == 1  # some scans failed
     assert "Traceback" not in res.output
     rows = {r["file"].split("/")[-1]: r for r in csv.DictReader(open(out / "measurements.csv"))}
     # annotations are not scans
     assert not any("Annotation" in f for f in rows)
-    reasons = {"corrupt.png": "", "empty.png": "empty", "notes.png": "", "tiny.png": "too small",
-               "blank.png": "blank", "missing.png": "not exist"}
+    reasons = {
+        "corrupt.png": "",
+        "empty.png": "empty",
+        "notes.png": "",
+        "tiny.png": "too small",
+        "blank.png": "blank",
+        "missing.png": "not exist",
+    }
     for name, word in reasons.items():
         assert rows[name]["status"] == "error", name
         assert word in rows[name]["error"], (name, rows[name]["error"])
@@ -126,17 +178,29 @@ def test_predict_without_inputs_or_model_fails_cleanly(tmp_path):
     res = invoke("predict", tmp_path, "--out", tmp_path / "o")
     assert res.exit_code == 2 and "no scans found" in res.output
     cv2.imwrite(str(tmp_path / "a.png"), np.full((64, 64), 50, np.uint8))
-    res = invoke("predict", tmp_path / "a.png", "--model", tmp_path / "nope.keras", "--method", "segmentation")
+    res = invoke(
+        "predict", tmp_path / "a.png", "--model", tmp_path / "nope.keras", "--method", "segmentation"
+    )
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
 def test_evaluate_json(tiny_run, synthetic_dataset, tmp_path):
     out = tmp_path / "eval.json"
-    res = invoke("evaluate", synthetic_dataset, "--model", tiny_run, "--json", out, "--report", tmp_path / "rep")
+    res = invoke(
+        "evaluate", synthetic_dataset, "--model", tiny_run, "--json", out, "--report", tmp_path / "rep"
+    )
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
-    for key in ("n_images", "n_failed", "dice_mean", "hausdorff_mm_mean", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm",
-                "landmark_mre_mm"):
+    for key in (
+        "n_images",
+        "n_failed",
+        "dice_mean",
+        "hausdorff_mm_mean",
+        "hc_mae_mm",
+        "bpd_mae_mm",
+        "ofd_mae_mm",
+        "landmark_mre_mm",
+    ):
         assert key in data["summary"]
     assert data["summary"]["n_images"] == 8 and len(data["rows"]) == 8
     assert (tmp_path / "rep" / "summary.json").exists()

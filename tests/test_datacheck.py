@@ -198,14 +198,23 @@ def test_landmark_names_swapped_and_faulty_rows_flagged(lm_report) -> None:
     assert s["landmarks_rows_checked"] == 11
     assert s["landmarks_scans_without_row"] == 1
     assert _row(lm_report, NO_ROW)["lm_status"] == "missing"
-    expected = {PERP: ["not_perpendicular"], OFF: ["off_skull"], NOT_SWAPPED: ["bpd_longer"],
-                DUP_A: ["duplicate"], DUP_B: ["duplicate"]}
+    expected = {
+        PERP: ["not_perpendicular"],
+        OFF: ["off_skull"],
+        NOT_SWAPPED: ["bpd_longer"],
+        DUP_A: ["duplicate"],
+        DUP_B: ["duplicate"],
+    }
     flagged = {r["file"]: r["lm_reasons"] for r in lm_report.rows if r["lm_status"] == "suspect"}
     assert flagged == expected
     assert s["landmarks_suspect_rows"] == 5
     assert s["landmarks_suspect_share"] == pytest.approx(5 / 11, abs=1e-4)
-    assert s["landmarks_reason_counts"] == {"bpd_longer": 1, "not_perpendicular": 1, "off_skull": 1,
-                                            "duplicate": 2}
+    assert s["landmarks_reason_counts"] == {
+        "bpd_longer": 1,
+        "not_perpendicular": 1,
+        "off_skull": 1,
+        "duplicate": 2,
+    }
     # image checks are not affected by the landmarks
     assert s["n_errors"] == 0 and s["n_warnings"] == 0
 
@@ -231,8 +240,14 @@ def test_landmark_metrics_and_errors(lm_report) -> None:
 def test_usable_landmarks(lm_dataset) -> None:
     folder, csv_path, pts = lm_dataset
     points, info = usable_landmarks(folder, csv_path)
-    assert info == {"n_rows": 13, "n_used": len(GOOD), "n_suspect": 5, "n_without_scan": 2,
-                    "n_image_error": 0, "names_swapped": True}
+    assert info == {
+        "n_rows": 13,
+        "n_used": len(GOOD),
+        "n_suspect": 5,
+        "n_without_scan": 2,
+        "n_image_error": 0,
+        "names_swapped": True,
+    }
     assert sorted(points) == GOOD
     for name in GOOD:
         np.testing.assert_array_equal(points[name], Landmarks.from_array(pts[name]).as_array())

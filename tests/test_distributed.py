@@ -41,15 +41,39 @@ def env(**extra: str) -> dict:
 
 
 def train_args(dataset: Path, out: Path, strategy: str, epochs: int, batch: int) -> list[str]:
-    return ["train-seg", str(dataset), "--out", str(out), "--strategy", strategy, "--epochs", str(epochs),
-            "--batch-size", str(batch), "--image-size", "64x96", "--steps-per-epoch", str(STEPS),
-            "--base-filters", "4", "--depth", "2", "--val-fraction", "0.25"]
+    return [
+        "train-seg",
+        str(dataset),
+        "--out",
+        str(out),
+        "--strategy",
+        strategy,
+        "--epochs",
+        str(epochs),
+        "--batch-size",
+        str(batch),
+        "--image-size",
+        "64x96",
+        "--steps-per-epoch",
+        str(STEPS),
+        "--base-filters",
+        "4",
+        "--depth",
+        "2",
+        "--val-fraction",
+        "0.25",
+    ]
 
 
 def start(report: Path, args: list[str], environ: dict, log: Path) -> subprocess.Popen:
     with open(log, "wb") as f:
-        return subprocess.Popen([sys.executable, str(WORKER), str(report), *args], cwd=REPO, env=environ,
-                                stdout=f, stderr=subprocess.STDOUT)
+        return subprocess.Popen(
+            [sys.executable, str(WORKER), str(report), *args],
+            cwd=REPO,
+            env=environ,
+            stdout=f,
+            stderr=subprocess.STDOUT,
+        )
 
 
 def finish(procs: list[subprocess.Popen], logs: list[Path], timeout: float = TIMEOUT_S) -> list[str]:
@@ -68,8 +92,12 @@ def finish(procs: list[subprocess.Popen], logs: list[Path], timeout: float = TIM
             p.wait(10)
     outs = [log.read_text(errors="replace") for log in logs]
     if any(p.returncode for p in procs):
-        pytest.fail("\n".join(f"--- process {i}: exit {p.returncode} (limit {timeout} s)\n{out[-3000:]}"
-                               for i, (p, out) in enumerate(zip(procs, outs, strict=True))))
+        pytest.fail(
+            "\n".join(
+                f"--- process {i}: exit {p.returncode} (limit {timeout} s)\n{out[-3000:]}"
+                for i, (p, out) in enumerate(zip(procs, outs, strict=True))
+            )
+        )
     return outs
 
 
@@ -140,8 +168,14 @@ def multi_worker(synthetic_dataset, tmp_path_factory):
         logs.append(root / f"worker{i}.log")
         reports.append(root / f"report{i}.json")
         tf_config = json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}})
-        procs.append(start(reports[-1], train_args(synthetic_dataset, run, "multi-worker", 1, 2),
-                           env(TF_CONFIG=tf_config, TMPDIR=str(tmps[-1])), logs[-1]))
+        procs.append(
+            start(
+                reports[-1],
+                train_args(synthetic_dataset, run, "multi-worker", 1, 2),
+                env(TF_CONFIG=tf_config, TMPDIR=str(tmps[-1])),
+                logs[-1],
+            )
+        )
     yield {"procs": procs, "logs": logs, "reports": reports, "tmps": tmps, "run": run}
     for p in procs:
         if p.poll() is None:
@@ -156,8 +190,12 @@ def test_mirrored_sigkill_mid_epoch_then_resume(synthetic_dataset, tmp_path, mul
     run = tmp_path / "run"
     epochs = 3
     args = train_args(synthetic_dataset, run, "mirrored", epochs, 4)
-    first = start(tmp_path / "first.json", args,
-                  env(FETALBIO_CPU_REPLICAS="2", FETALBIO_TEST_STEP_DELAY_S="0.8"), tmp_path / "first.log")
+    first = start(
+        tmp_path / "first.json",
+        args,
+        env(FETALBIO_CPU_REPLICAS="2", FETALBIO_TEST_STEP_DELAY_S="0.8"),
+        tmp_path / "first.log",
+    )
     state = run / "checkpoint" / "state.json"
     deadline = time.monotonic() + TIMEOUT_S
     try:
@@ -178,8 +216,10 @@ def test_mirrored_sigkill_mid_epoch_then_resume(synthetic_dataset, tmp_path, mul
     assert [int(r["epoch"]) for r in history(run)] == [1]
 
     report = tmp_path / "second.json"
-    (out,) = finish([start(report, [*args, "--resume"], env(FETALBIO_CPU_REPLICAS="2"),
-                           tmp_path / "second.log")], [tmp_path / "second.log"])
+    (out,) = finish(
+        [start(report, [*args, "--resume"], env(FETALBIO_CPU_REPLICAS="2"), tmp_path / "second.log")],
+        [tmp_path / "second.log"],
+    )
     assert f"Resuming after epoch 1 of {epochs} (optimizer step {STEPS})" in out
     assert "MirroredStrategy: 2 replicas x 2 scans = global batch 4" in out
     hist = history(run)
@@ -219,17 +259,30 @@ def test_multi_worker_two_processes(multi_worker):
     assert [int(r["epoch"]) for r in history(run)] == [1] and metrics["optimizer_iterations"] == STEPS
     # both workers finished the epoch with the same weights; the saved model holds them
     assert other["result"]["optimizer_iterations"] == STEPS
-    assert_bn_agree({k: [v[0], other["bn_at_save"][k][0]] for k, v in chief["bn_at_save"].items()}, 2,
-                    {k: v[0] for k, v in chief["loaded"]["bn"].items()})
+    assert_bn_agree(
+        {k: [v[0], other["bn_at_save"][k][0]] for k, v in chief["bn_at_save"].items()},
+        2,
+        {k: v[0] for k, v in chief["loaded"]["bn"].items()},
+    )
     assert chief["loaded"]["pred_shape"] == [2, 64, 96, 1] and chief["loaded"]["pred_finite"]
     # only the chief shows progress
     assert "epoch 1/1" in outs[0] and "epoch 1/1" not in outs[1]
 
 
 def test_batch_not_divisible_by_replicas_fails_clearly(synthetic_dataset, tmp_path):
-    res = subprocess.run([sys.executable, "-m", "fetalbio.cli", *train_args(synthetic_dataset, tmp_path / "r",
-                          "mirrored", 1, 3)], cwd=REPO, env=env(FETALBIO_CPU_REPLICAS="2"),
-                         capture_output=True, text=True, timeout=TIMEOUT_S)
+    res = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fetalbio.cli",
+            *train_args(synthetic_dataset, tmp_path / "r", "mirrored", 1, 3),
+        ],
+        cwd=REPO,
+        env=env(FETALBIO_CPU_REPLICAS="2"),
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT_S,
+    )
     assert res.returncode == 2, res.stdout + res.stderr
     assert "--batch-size 3 is the global batch" in res.stderr and "Traceback" not in res.stderr
     assert not (tmp_path / "r").exists()

@@ -27,7 +27,9 @@ def random_ellipses(rng, n, shape=(540, 800), lo=80.0):
     for _ in range(n):
         a = rng.uniform(lo, 250)
         b = a * rng.uniform(0.6, 1.0)
-        yield Ellipse.from_axes(rng.uniform(0.4, 0.6) * w, rng.uniform(0.45, 0.55) * h, a, b, rng.uniform(0, 180))
+        yield Ellipse.from_axes(
+            rng.uniform(0.4, 0.6) * w, rng.uniform(0.45, 0.55) * h, a, b, rng.uniform(0, 180)
+        )
 
 
 def test_from_axes_normalises_order_and_angle():
@@ -110,7 +112,9 @@ def test_landmarks_round_trip_and_order():
     assert lm.ofd1[0] < lm.ofd2[0]
     assert lm.bpd1[1] < lm.bpd2[1]
     back = landmarks_to_ellipse(lm)
-    assert (back.cx_px, back.cy_px, back.semi_major_px, back.semi_minor_px) == pytest.approx((100, 80, 50, 30))
+    assert (back.cx_px, back.cy_px, back.semi_major_px, back.semi_minor_px) == pytest.approx(
+        (100, 80, 50, 30)
+    )
     assert back.angle_deg == pytest.approx(20.0)
     m = measure_landmarks(lm, (0.5, 0.5))
     assert (m.bpd, m.ofd) == pytest.approx((30.0, 50.0))
@@ -131,4 +135,13 @@ def test_pair_errors_are_order_invariant():
 
 def test_landmarks_to_dict_names():
     lm = Landmarks.from_array(np.arange(8).reshape(4, 2))
-    assert list(lm.to_dict()) == ["bpd1_x", "bpd1_y", "bpd2_x", "bpd2_y", "ofd1_x", "ofd1_y", "ofd2_x", "ofd2_y"]
+    assert list(lm.to_dict()) == [
+        "bpd1_x",
+        "bpd1_y",
+        "bpd2_x",
+        "bpd2_y",
+        "ofd1_x",
+        "ofd1_y",
+        "ofd2_x",
+        "ofd2_y",
+    ]

@@ -80,8 +80,14 @@ def make_dicom(
     return path
 
 
-def us_region(dx_cm: float, dy_cm: float, *, box: tuple[int, int, int, int] = (0, 0, 63, 47),
-              spatial_format: int = 1, units: tuple[int, int] = (3, 3)) -> Dataset:
+def us_region(
+    dx_cm: float,
+    dy_cm: float,
+    *,
+    box: tuple[int, int, int, int] = (0, 0, 63, 47),
+    spatial_format: int = 1,
+    units: tuple[int, int] = (3, 3),
+) -> Dataset:
     region = Dataset()
     region.RegionSpatialFormat = spatial_format
     region.RegionDataType = 1
@@ -164,8 +170,9 @@ def test_float_tiff_rescaled_to_uint16(tmp_path: Path) -> None:
     scan = read_scan(write_image(tmp_path / "float.tif", img))
     assert scan.pixels.dtype == np.uint16
     assert scan.pixels.min() == 0 and scan.pixels.max() == 65535
-    np.testing.assert_array_equal(np.argsort(scan.pixels, axis=None, kind="stable"),
-                                  np.argsort(img, axis=None, kind="stable"))
+    np.testing.assert_array_equal(
+        np.argsort(scan.pixels, axis=None, kind="stable"), np.argsort(img, axis=None, kind="stable")
+    )
 
 
 def test_float_tiff_with_nan_rejected(tmp_path: Path) -> None:
@@ -294,8 +301,9 @@ def test_pixel_csv_missing_file(tmp_path: Path) -> None:
 
 def test_dicom_mono2_with_ultrasound_region(tmp_path: Path) -> None:
     img = ramp()
-    path = make_dicom(tmp_path / "region.dcm", img,
-                      SequenceOfUltrasoundRegions=Sequence([us_region(0.01, 0.012)]))
+    path = make_dicom(
+        tmp_path / "region.dcm", img, SequenceOfUltrasoundRegions=Sequence([us_region(0.01, 0.012)])
+    )
     scan = read_scan(path)
     assert scan.pixels.dtype == np.uint8
     np.testing.assert_array_equal(scan.pixels, img)
@@ -304,28 +312,35 @@ def test_dicom_mono2_with_ultrasound_region(tmp_path: Path) -> None:
 
 
 def test_dicom_region_prefers_largest_2d_tissue_region_in_cm(tmp_path: Path) -> None:
-    regions = Sequence([
-        us_region(0.05, 0.05, units=(4, 7)),  # Doppler strip: seconds x cm/s, not a length
-        us_region(0.02, 0.02, box=(0, 0, 20, 20)),  # small 2-D region
-        us_region(0.03, 0.03, box=(0, 0, 63, 47), spatial_format=2),  # big, but M-mode
-        us_region(0.01, 0.012, box=(10, 5, 60, 45)),  # largest 2-D tissue region in cm
-    ])
+    regions = Sequence(
+        [
+            us_region(0.05, 0.05, units=(4, 7)),  # Doppler strip: seconds x cm/s, not a length
+            us_region(0.02, 0.02, box=(0, 0, 20, 20)),  # small 2-D region
+            us_region(0.03, 0.03, box=(0, 0, 63, 47), spatial_format=2),  # big, but M-mode
+            us_region(0.01, 0.012, box=(10, 5, 60, 45)),  # largest 2-D tissue region in cm
+        ]
+    )
     scan = read_scan(make_dicom(tmp_path / "multi.dcm", ramp(), SequenceOfUltrasoundRegions=regions))
     assert scan.spacing_mm == pytest.approx((0.1, 0.12))
 
 
 def test_dicom_region_falls_back_to_first_cm_region(tmp_path: Path) -> None:
-    regions = Sequence([us_region(0.05, 0.05, units=(0, 0)),
-                        us_region(0.02, 0.03, spatial_format=2),
-                        us_region(0.04, 0.04, spatial_format=3)])
+    regions = Sequence(
+        [
+            us_region(0.05, 0.05, units=(0, 0)),
+            us_region(0.02, 0.03, spatial_format=2),
+            us_region(0.04, 0.04, spatial_format=3),
+        ]
+    )
     scan = read_scan(make_dicom(tmp_path / "mmode.dcm", ramp(), SequenceOfUltrasoundRegions=regions))
     assert scan.spacing_mm == pytest.approx((0.2, 0.3))
 
 
 def test_dicom_region_not_in_cm_falls_through_to_pixelspacing(tmp_path: Path) -> None:
     regions = Sequence([us_region(0.05, 0.05, units=(0, 0))])
-    scan = read_scan(make_dicom(tmp_path / "r.dcm", ramp(), SequenceOfUltrasoundRegions=regions,
-                                PixelSpacing=[0.2, 0.15]))
+    scan = read_scan(
+        make_dicom(tmp_path / "r.dcm", ramp(), SequenceOfUltrasoundRegions=regions, PixelSpacing=[0.2, 0.15])
+    )
     assert scan.spacing_source == "dicom-pixelspacing"
 
 
@@ -350,8 +365,9 @@ def test_dicom_imagerpixelspacing(tmp_path: Path) -> None:
 
 
 def test_dicom_pixelspacing_beats_imagerpixelspacing(tmp_path: Path) -> None:
-    scan = read_scan(make_dicom(tmp_path / "both.dcm", ramp(), PixelSpacing=[0.2, 0.15],
-                                ImagerPixelSpacing=[0.3, 0.25]))
+    scan = read_scan(
+        make_dicom(tmp_path / "both.dcm", ramp(), PixelSpacing=[0.2, 0.15], ImagerPixelSpacing=[0.3, 0.25])
+    )
     assert scan.spacing_source == "dicom-pixelspacing"
 
 
@@ -461,8 +477,9 @@ def test_dicom_enhanced_pixel_measures(tmp_path: Path) -> None:
     group = Dataset()
     group.PixelMeasuresSequence = Sequence([measures])
     frames = np.stack([ramp(), 255 - ramp()])
-    path = make_dicom(tmp_path / "enh.dcm", frames, frames=2,
-                      SharedFunctionalGroupsSequence=Sequence([group]))
+    path = make_dicom(
+        tmp_path / "enh.dcm", frames, frames=2, SharedFunctionalGroupsSequence=Sequence([group])
+    )
     scan = read_scan(path, frame=1)
     assert (scan.spacing_mm, scan.spacing_source) == (pytest.approx((0.3, 0.4)), "dicom-pixelspacing")
 
@@ -599,9 +616,22 @@ def test_find_scans(tmp_path: Path) -> None:
     data = tmp_path / "data"
     (data / "sub" / "deeper").mkdir(parents=True)
     (data / ".cache").mkdir()
-    for rel in ["b.png", "a.PNG", "a_Annotation.png", "c_annotation.PNG", "notes.txt", ".hidden.png",
-                "sub/z.dcm", "sub/y.JPG", "sub/deeper/x.tiff", "sub/deeper/w.bmp", ".cache/v.png",
-                "sub/u.DICOM", "sub/t.jpeg", "sub/s.tif"]:
+    for rel in [
+        "b.png",
+        "a.PNG",
+        "a_Annotation.png",
+        "c_annotation.PNG",
+        "notes.txt",
+        ".hidden.png",
+        "sub/z.dcm",
+        "sub/y.JPG",
+        "sub/deeper/x.tiff",
+        "sub/deeper/w.bmp",
+        ".cache/v.png",
+        "sub/u.DICOM",
+        "sub/t.jpeg",
+        "sub/s.tif",
+    ]:
         (data / rel).write_bytes(b"x")
     odd = tmp_path / "explicit.weird"
     odd.write_bytes(b"x")
@@ -610,9 +640,15 @@ def test_find_scans(tmp_path: Path) -> None:
     scans, errors = find_scans([data, str(odd), missing, data / "b.png", data / "a_Annotation.png"])
     rel = [p.relative_to(tmp_path).as_posix() for p in scans]
     assert rel == [
-        "data/a.PNG", "data/b.png",
-        "data/sub/s.tif", "data/sub/t.jpeg", "data/sub/u.DICOM", "data/sub/y.JPG", "data/sub/z.dcm",
-        "data/sub/deeper/w.bmp", "data/sub/deeper/x.tiff",
+        "data/a.PNG",
+        "data/b.png",
+        "data/sub/s.tif",
+        "data/sub/t.jpeg",
+        "data/sub/u.DICOM",
+        "data/sub/y.JPG",
+        "data/sub/z.dcm",
+        "data/sub/deeper/w.bmp",
+        "data/sub/deeper/x.tiff",
         "explicit.weird",
     ]
     assert len(errors) == 1

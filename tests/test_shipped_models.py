@@ -10,7 +10,13 @@ import json
 import pytest
 from conftest import HC18_TRAIN, REPO, needs_data
 
-TOLERANCE = {"dice_mean": -0.003, "hc_mae_mm": 0.15, "bpd_mae_mm": 0.1, "ofd_mae_mm": 0.15, "landmark_mre_mm": 0.1}
+TOLERANCE = {
+    "dice_mean": -0.003,
+    "hc_mae_mm": 0.15,
+    "bpd_mae_mm": 0.1,
+    "ofd_mae_mm": 0.15,
+    "landmark_mre_mm": 0.1,
+}
 
 
 @needs_data()
@@ -24,7 +30,9 @@ def test_shipped_model_regression(method, tmp_path):
         pytest.fail(f"no shipped {method} model in {folder}")
     reg = json.loads((folder / "regression.json").read_text())
     assert 15 <= len(reg["val"]) <= 25
-    summary, rows = evaluate_dataset(HC18_TRAIN, load_engine(None, method), split_file=folder / "regression.json")
+    summary, rows = evaluate_dataset(
+        HC18_TRAIN, load_engine(None, method), split_file=folder / "regression.json"
+    )
     assert summary["n_images"] == len(reg["val"])
     assert summary["n_failed"] == reg["expected"]["n_failed"]
     for key, tol in TOLERANCE.items():
