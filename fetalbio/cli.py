@@ -354,7 +354,11 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
     ok = [r for r in rows if r["status"] == "ok"]
     if not ok or len(ok) > 50:
         return
-    t = Table("file", "method", "HC", "BPD", "OFD", "CI", "GA (Hadlock HC)", "flags")
+    t = Table(
+        "file", "method", "HC", "BPD", "OFD", "CI", "GA (Hadlock)", "flags", box=None, header_style="bold"
+    )
+    t.columns[0].no_wrap = True
+    short = {"segmentation": "seg", "landmarks": "landm."}
     for r in ok:
         u = r["unit"]
 
@@ -365,7 +369,7 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
         ga = r.get("ga_hadlock_hc_weeks")
         t.add_row(
             Path(r["file"]).name,
-            r["method"],
+            short.get(r["method"], r["method"]),
             f("hc"),
             f("bpd"),
             f("ofd"),
@@ -471,19 +475,33 @@ def demo(
 
     scans = write_samples(out / "scans")
     console.print(f"wrote {len(scans)} synthetic scans to {out / 'scans'} (true axes in truth.csv)")
-    predict(
-        [out / "scans"],
-        out=out / "results",
-        pixel_csv=out / "scans" / "pixel_size.csv",
-        method=Method.both,
-        model=None,
-        engine=EngineName.auto,
-        pixel_size=None,
-        overlays=True,
-        save_masks=False,
-        batch_size=8,
-        quiet=False,
-    )
+    try:
+        predict(
+            [out / "scans"],
+            out=out / "results",
+            pixel_csv=out / "scans" / "pixel_size.csv",
+            method=Method.both,
+            model=None,
+            engine=EngineName.auto,
+            pixel_size=None,
+            overlays=True,
+            save_masks=False,
+            batch_size=8,
+            quiet=False,
+        )
+    except typer.Exit as done:
+        import csv
+
+        truth = {r["filename"]: r for r in csv.DictReader(open(out / "scans" / "truth.csv"))}
+        console.print(
+            "truth (drawn skull centre line): "
+            + ", ".join(
+                f"{k}: HC {v['hc_mm']} BPD {v['bpd_mm']} OFD {v['ofd_mm']} mm" for k, v in truth.items()
+            ),
+            highlight=False,
+        )
+        console.print(f"overlays: {out / 'results' / 'overlays'}")
+        raise done
 
 
 def main() -> None:
