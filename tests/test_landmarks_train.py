@@ -12,9 +12,29 @@ from fetalbio.cli import app
 runner = CliRunner()
 
 
+def write_swapped_landmark_csv(dataset, path):
+    """A role-challenge-style CSV from the annotations: pair names swapped, the first row corrupted."""
+    from fetalbio.datasets import find_samples, load_truth
+
+    lines = ["image_name,ofd_1_x,ofd_1_y,ofd_2_x,ofd_2_y,bpd_1_x,bpd_1_y,bpd_2_x,bpd_2_y"]
+    for i, s in enumerate(find_samples(dataset)):
+        p = load_truth(s.annotation_path).landmarks.as_array().round(2)
+        if i == 0:
+            p[2] += (0, 70)
+        lines.append(",".join([s.name, *(str(v) for v in p.reshape(-1))]))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 @pytest.mark.parametrize("arch", ["unet", "hrnet", "resnet"])
 def test_each_arch_trains_predicts_and_evaluates(arch, synthetic_dataset, tmp_path):
     out = tmp_path / arch
+    # the U-Net run trains from a faulty four-point CSV: checked, corrected and filtered first
+    extra = (
+        ["--landmarks", str(write_swapped_landmark_csv(synthetic_dataset, tmp_path / "lm.csv"))]
+        if arch == "unet"
+        else []
+    )
     res = runner.invoke(
         app,
         [
@@ -36,9 +56,12 @@ def test_each_arch_trains_predicts_and_evaluates(arch, synthetic_dataset, tmp_pa
             "4",
             "--val-fraction",
             "0.25",
+            *extra,
         ],
     )
     assert res.exit_code == 0, res.output
+    if arch == "unet":
+        assert "1 suspect rows left out" in res.output and "names swapped: yes" in res.output
     info = json.loads((out / "model.json").read_text())
     assert info["method"] == "landmarks" and info["arch"] == arch
     res = runner.invoke(
