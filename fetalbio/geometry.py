@@ -194,18 +194,23 @@ def boundary_points(mask: np.ndarray, prob: np.ndarray | None = None, level: flo
     return np.concatenate(pts, axis=0) if pts else np.zeros((0, 2))
 
 
-def fit_ellipse_mask(mask: np.ndarray, prob: np.ndarray | None = None) -> EllipseFit:
-    """Fit an ellipse to the outer boundary of a filled mask ((H, W), nonzero = inside).
+def mask_boundary_points(mask: np.ndarray, prob: np.ndarray | None = None) -> np.ndarray:
+    """Sub-pixel outer-boundary points ((N, 2), x, y in px) of a filled mask, without the image border.
 
-    Boundary cracks on the image border are left out, so a head cut by the edge of the scan is fitted
-    to the visible part of its outline only.
+    Cracks on the image border are left out, so a head cut by the edge of the scan is described by
+    the visible part of its outline only.
     """
     m = np.asarray(mask) > 0
     padded = np.pad(m, 1)  # pad so that every crack is inside the array, then drop border cracks
     pts = boundary_points(padded, None if prob is None else np.pad(prob, 1, mode="edge")) - 1.0
     h, w = m.shape
     inside = (pts[:, 0] > -0.25) & (pts[:, 0] < w - 0.75) & (pts[:, 1] > -0.25) & (pts[:, 1] < h - 0.75)
-    return fit_ellipse(pts[inside])
+    return pts[inside]
+
+
+def fit_ellipse_mask(mask: np.ndarray, prob: np.ndarray | None = None) -> EllipseFit:
+    """Fit an ellipse to the outer boundary of a filled mask ((H, W), nonzero = inside)."""
+    return fit_ellipse(mask_boundary_points(mask, prob))
 
 
 def fit_ellipse_outline(outline: np.ndarray) -> EllipseFit:

@@ -54,3 +54,13 @@ def test_collapsed_landmark_output_is_an_error_not_a_crash():
     assert res.error and "no head" in res.error
     row = measurement_row("x.png", res, (0.2, 0.2), "cli")
     assert row["status"] == "error" and row.get("hc_mm") is None
+
+
+def test_a_bite_out_of_the_skull_does_not_shrink_the_ellipse():
+    # the net misses a piece of the skull (acoustic shadow): the mask has a concave bite
+    e = Ellipse(200.0, 150.0, 120.0, 90.0, 0.0)
+    mask = draw_ellipse_mask((300, 400), e).astype(np.float32)
+    mask[120:180, 290:330] = 0.0
+    res = segment_to_ellipse(mask)
+    assert res.fit.ellipse.semi_major_px == pytest.approx(120.0, rel=3e-3)
+    assert res.fit.ellipse.semi_minor_px == pytest.approx(90.0, rel=3e-3)
