@@ -228,3 +228,15 @@ def test_data_check_cli(synthetic_dataset, tmp_path):
     assert summary["landmarks_suspect_rows"] == 1
     res = invoke("data", "check", tmp_path / "nowhere")
     assert res.exit_code == 2 and "does not exist" in res.output and "Traceback" not in res.output
+
+
+def test_atomic_writes_have_ordinary_permissions(tmp_path):
+    import os
+
+    from fetalbio.writers import write_json_atomic
+
+    p = write_json_atomic(tmp_path / "x.json", {"a": 1})
+    umask = os.umask(0)
+    os.umask(umask)
+    assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)
+    assert json.loads(p.read_text()) == {"a": 1}

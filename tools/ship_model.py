@@ -43,7 +43,7 @@ def main() -> None:
     rows = [("scans (failed)", f"{s['n_images']} ({s['n_failed']})")]
     if s.get("dice_mean") is not None:
         rows += [
-            ("Dice (mean)", f"{s['dice_mean']:.4f}"),
+            ("Dice (mean): fitted ellipse (HC18 convention) / raw mask", f"{s['dice_mean']:.4f} / {s['dice_mask_mean']:.4f}"),
             ("Hausdorff (mean)", f"{s['hausdorff_mm_mean']:.2f} mm"),
         ]
     for m in ("hc", "bpd", "ofd"):
