@@ -43,3 +43,24 @@ def test_shipped_model_regression(method, tmp_path):
             assert summary[key] >= want + tol, (key, summary[key], want)
         else:
             assert summary[key] <= want + tol, (key, summary[key], want)
+
+
+def test_demo_measures_synthetic_heads_with_the_shipped_models(tmp_path):
+    """The README's first run: synthetic scans, shipped models, HC close to the drawn truth."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from fetalbio.cli import app
+
+    res = CliRunner().invoke(app, ["demo", "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    truth = {r["filename"]: float(r["hc_mm"]) for r in csv.DictReader(open(tmp_path / "scans" / "truth.csv"))}
+    rows = list(csv.DictReader(open(tmp_path / "results" / "measurements.csv")))
+    seg = [r for r in rows if r["method"] == "segmentation"]
+    assert len(seg) == len(truth) == 4
+    for r in seg:
+        name = r["file"].split("/")[-1]
+        # the net was trained on HC18's outline convention; synthetic skull walls are thick, so allow 6 %
+        assert abs(float(r["hc_mm"]) - truth[name]) < 0.06 * truth[name], (name, r["hc_mm"], truth[name])
+    assert len(list((tmp_path / "results" / "overlays").glob("*.png"))) == len(rows)
