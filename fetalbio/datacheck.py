@@ -97,7 +97,7 @@ import numpy as np
 
 from fetalbio.datasets import Sample, Truth, find_pixel_csv, find_samples, load_truth
 from fetalbio.geometry import Ellipse, Landmarks, measure_ellipse, pair_errors_mm
-from fetalbio.io import ScanError, read_pixel_csv, read_scan
+from fetalbio.io import ScanError, read_csv_file, read_pixel_csv, read_scan
 
 __all__ = [
     "HC_TOLERANCE_MM",
@@ -181,18 +181,7 @@ def read_landmarks_csv(path: str | Path) -> dict[str, np.ndarray]:
             finite number, or an image listed twice with different points (the reason names the
             line and the image).
     """
-    path = Path(path)
-    if not path.exists():
-        raise ScanError(path, "does not exist")
-    if path.is_dir():
-        raise ScanError(path, "is a directory, expected a CSV file")
-    try:
-        with path.open(newline="", encoding="utf-8-sig") as fh:
-            return _parse_landmarks(path, csv.reader(fh))
-    except ScanError:
-        raise
-    except (OSError, UnicodeDecodeError, csv.Error) as exc:
-        raise ScanError(path, f"cannot read CSV: {type(exc).__name__}: {exc}") from exc
+    return read_csv_file(path, lambda p, fh: _parse_landmarks(p, csv.reader(fh)))
 
 
 def _parse_landmarks(path: Path, reader: Any) -> dict[str, np.ndarray]:
@@ -349,11 +338,18 @@ def _check_landmarks(
     err_suspect: list[float] = []
     for row in rows:
         name = row["file"]
-        row.update({
-            "lm_status": "missing", "lm_reasons": [], "lm_angle_dev_deg": None,
-            "lm_midpoint_offset_rel": None, "lm_off_skull_max_rel": None, "lm_off_skull_max_mm": None,
-            **{f"lm_err_{p}_mm": None for p in _LM_POINT_NAMES}, "lm_err_max_mm": None,
-        })
+        row.update(
+            {
+                "lm_status": "missing",
+                "lm_reasons": [],
+                "lm_angle_dev_deg": None,
+                "lm_midpoint_offset_rel": None,
+                "lm_off_skull_max_rel": None,
+                "lm_off_skull_max_mm": None,
+                **{f"lm_err_{p}_mm": None for p in _LM_POINT_NAMES},
+                "lm_err_max_mm": None,
+            }
+        )
         if name not in fixed:
             continue
         truth = truths.get(name)
@@ -408,9 +404,16 @@ def _check_image(sample: Sample, has_csv: bool) -> tuple[dict[str, Any], Truth |
     errors: list[str] = []
     warnings: list[str] = []
     row: dict[str, Any] = {
-        "file": sample.name, "status": "ok", "problems": [], "width_px": None, "height_px": None,
-        "pixel_size_mm": sample.pixel_size_mm, "hc_csv_mm": sample.hc_csv_mm, "hc_fit_mm": None,
-        "hc_abs_diff_mm": None, "fit_residual_px": None,
+        "file": sample.name,
+        "status": "ok",
+        "problems": [],
+        "width_px": None,
+        "height_px": None,
+        "pixel_size_mm": sample.pixel_size_mm,
+        "hc_csv_mm": sample.hc_csv_mm,
+        "hc_fit_mm": None,
+        "hc_abs_diff_mm": None,
+        "fit_residual_px": None,
     }
     scan_hw: tuple[int, int] | None = None
     try:
@@ -427,8 +430,11 @@ def _check_image(sample: Sample, has_csv: bool) -> tuple[dict[str, Any], Truth |
         try:
             truth = load_truth(sample.annotation_path)
         except ScanError as exc:
-            errors.append("empty annotation" if "empty" in exc.reason and "no outline" in exc.reason
-                          else f"unreadable annotation: {exc.reason}")
+            errors.append(
+                "empty annotation"
+                if "empty" in exc.reason and "no outline" in exc.reason
+                else f"unreadable annotation: {exc.reason}"
+            )
         except ValueError as exc:  # fewer than 5 outline pixels, degenerate fit
             errors.append(f"no ellipse in annotation: {exc}")
     if truth is not None:
@@ -621,17 +627,25 @@ def print_report(report: DataCheckReport, console: Any) -> None:
     if "landmarks_rows" in s:
         figures += [
             ("landmark rows", s["landmarks_rows"]),
-            ("landmark names swapped ('bpd' longer)",
-             f"{_fmt(s['landmarks_names_swapped'])} ({100 * s['landmarks_swapped_share']:.1f} %)"),
-            ("landmark rows checked / without scan",
-             f"{s['landmarks_rows_checked']} / {s['landmarks_rows_without_scan']}"),
-            ("landmark rows suspect",
-             f"{s['landmarks_suspect_rows']} ({100 * (s['landmarks_suspect_share'] or 0):.1f} %)"),
+            (
+                "landmark names swapped ('bpd' longer)",
+                f"{_fmt(s['landmarks_names_swapped'])} ({100 * s['landmarks_swapped_share']:.1f} %)",
+            ),
+            (
+                "landmark rows checked / without scan",
+                f"{s['landmarks_rows_checked']} / {s['landmarks_rows_without_scan']}",
+            ),
+            (
+                "landmark rows suspect",
+                f"{s['landmarks_suspect_rows']} ({100 * (s['landmarks_suspect_share'] or 0):.1f} %)",
+            ),
             ("suspect reasons", s["landmarks_reason_counts"]),
             ("scans without landmark row", s["landmarks_scans_without_row"]),
-            ("median max point error mm, ok / suspect",
-             f"{_fmt(s['landmarks_err_max_mm_median_ok'])} / "
-             f"{_fmt(s['landmarks_err_max_mm_median_suspect'])}"),
+            (
+                "median max point error mm, ok / suspect",
+                f"{_fmt(s['landmarks_err_max_mm_median_ok'])} / "
+                f"{_fmt(s['landmarks_err_max_mm_median_suspect'])}",
+            ),
         ]
     for label, value in figures:
         table.add_row(label, _fmt(value))
@@ -655,10 +669,11 @@ def print_report(report: DataCheckReport, console: Any) -> None:
             status = f"[{style}]{label}[/]"
             rows_table.add_row(r["file"], status, "; ".join(notes))
         console.print(rows_table)
-    for label, names in (("CSV rows without scan", report.csv_rows_without_scan),
-                         ("extra files", report.extra_files)):
+    for label, names in (
+        ("CSV rows without scan", report.csv_rows_without_scan),
+        ("extra files", report.extra_files),
+    ):
         if names:
             more = f" (+{len(names) - 5} more)" if len(names) > 5 else ""
             console.print(f"{label}: {', '.join(names[:5])}{more}")
     console.print(f"checked in {s['seconds']:.1f} s")
-

@@ -18,13 +18,15 @@ import contextlib
 import csv
 import math
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO, TypeVar
 
 import cv2
 import numpy as np
+
+T = TypeVar("T")
 
 __all__ = [
     "SCAN_SUFFIXES",
@@ -96,8 +98,9 @@ class Scan:
 
     def __post_init__(self) -> None:
         if self.pixels.ndim != 2 or self.pixels.dtype not in (np.uint8, np.uint16):
-            raise ValueError(f"pixels must be a 2-D uint8/uint16 array, got {self.pixels.dtype} "
-                             f"{self.pixels.shape}")
+            raise ValueError(
+                f"pixels must be a 2-D uint8/uint16 array, got {self.pixels.dtype} {self.pixels.shape}"
+            )
         if self.spacing_source not in SPACING_SOURCES:
             raise ValueError(f"unknown spacing_source {self.spacing_source!r}")
         if (self.spacing_mm is None) != (self.spacing_source == "none"):
@@ -141,6 +144,11 @@ def read_pixel_csv(path: Path) -> dict[str, float]:
         ScanError: missing/unreadable file, missing column, or a row whose file name is empty or
             whose pixel size is not a finite positive number (the reason names the row's line).
     """
+    return read_csv_file(path, _parse_pixel_csv)
+
+
+def read_csv_file(path: str | Path, parse: Callable[[Path, TextIO], T]) -> T:
+    """Open a CSV file and hand it to ``parse(path, fh)``; every failure becomes a one-line ScanError."""
     path = Path(path)
     if not path.exists():
         raise ScanError(path, "does not exist")
@@ -149,7 +157,7 @@ def read_pixel_csv(path: Path) -> dict[str, float]:
     try:
         # newline='' lets csv handle CRLF itself; utf-8-sig drops a BOM written by spreadsheet apps.
         with path.open(newline="", encoding="utf-8-sig") as fh:
-            return _parse_pixel_csv(path, fh)
+            return parse(path, fh)
     except ScanError:
         raise
     except (OSError, UnicodeDecodeError, csv.Error) as exc:
@@ -273,8 +281,7 @@ def read_scan(
     pixels = np.ascontiguousarray(_to_uint(path, grey))
 
     spacing, spacing_source = _resolve_spacing(path, pixel_size_mm, pixel_csv, dataset, frame)
-    return Scan(pixels=pixels, spacing_mm=spacing, source=path, spacing_source=spacing_source,
-                frame=frame)
+    return Scan(pixels=pixels, spacing_mm=spacing, source=path, spacing_source=spacing_source, frame=frame)
 
 
 # ---- rasters (OpenCV) ----------------------------------------------------------------------------
@@ -498,8 +505,10 @@ def _resolve_spacing(
         # Region deltas are in cm per pixel (units code 3); the rest of fetalbio works in mm.
         return _checked(path, (float(dx) * 10.0, float(dy) * 10.0), "DICOM region spacing"), "dicom-region"
 
-    for keyword, source in (("PixelSpacing", "dicom-pixelspacing"),
-                            ("ImagerPixelSpacing", "dicom-imagerpixelspacing")):
+    for keyword, source in (
+        ("PixelSpacing", "dicom-pixelspacing"),
+        ("ImagerPixelSpacing", "dicom-imagerpixelspacing"),
+    ):
         value = _find_spacing_tag(ds, keyword, frame)
         if value is None:
             continue
@@ -535,7 +544,8 @@ def _pick_region(ds: Any) -> Any:
     """
     regions = ds.get("SequenceOfUltrasoundRegions") or []
     in_cm = [
-        r for r in regions
+        r
+        for r in regions
         if r.get("PhysicalUnitsXDirection") == _CM_UNITS and r.get("PhysicalUnitsYDirection") == _CM_UNITS
     ]
     if not in_cm:
@@ -629,8 +639,11 @@ def _walk_scans(root: Path) -> Iterator[Path]:
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
             candidate = Path(dirpath) / name
-            if (not name.startswith(".") and candidate.suffix.lower() in SCAN_SUFFIXES
-                    and not _is_annotation(candidate)):
+            if (
+                not name.startswith(".")
+                and candidate.suffix.lower() in SCAN_SUFFIXES
+                and not _is_annotation(candidate)
+            ):
                 yield candidate
 
 

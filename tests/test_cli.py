@@ -207,17 +207,10 @@ def test_evaluate_json(tiny_run, synthetic_dataset, tmp_path):
 
 
 def test_data_check_cli(synthetic_dataset, tmp_path):
-    from fetalbio.datasets import find_samples, load_truth
+    from _draw import write_swapped_landmark_csv
 
     # a landmark CSV whose pair names are swapped (the role-challenge fault), one row moved off the head
-    lines = ["image_name,ofd_1_x,ofd_1_y,ofd_2_x,ofd_2_y,bpd_1_x,bpd_1_y,bpd_2_x,bpd_2_y"]
-    for i, s in enumerate(find_samples(synthetic_dataset)):
-        p = load_truth(s.annotation_path).landmarks.as_array().round(1)
-        if i == 0:
-            p[0] += (60, 0)
-        lines.append(",".join([s.name, *map(str, p[0]), *map(str, p[1]), *map(str, p[2]), *map(str, p[3])]))
-    lm = tmp_path / "landmarks.csv"
-    lm.write_text("\n".join(lines) + "\n")
+    lm = write_swapped_landmark_csv(synthetic_dataset, tmp_path / "landmarks.csv", shift=(60, 0))
     out = tmp_path / "check.json"
     res = invoke("data", "check", synthetic_dataset, "--landmarks", lm, "--json", out)
     assert res.exit_code == 0, res.output

@@ -5,25 +5,12 @@ import json
 
 import numpy as np
 import pytest
+from _draw import write_swapped_landmark_csv
 from typer.testing import CliRunner
 
 from fetalbio.cli import app
 
 runner = CliRunner()
-
-
-def write_swapped_landmark_csv(dataset, path):
-    """A role-challenge-style CSV from the annotations: pair names swapped, the first row corrupted."""
-    from fetalbio.datasets import find_samples, load_truth
-
-    lines = ["image_name,ofd_1_x,ofd_1_y,ofd_2_x,ofd_2_y,bpd_1_x,bpd_1_y,bpd_2_x,bpd_2_y"]
-    for i, s in enumerate(find_samples(dataset)):
-        p = load_truth(s.annotation_path).landmarks.as_array().round(2)
-        if i == 0:
-            p[2] += (0, 70)
-        lines.append(",".join([s.name, *(str(v) for v in p.reshape(-1))]))
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 @pytest.mark.parametrize("arch", ["unet", "hrnet", "resnet"])
