@@ -69,7 +69,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(7, 4))
     ax.boxplot([r["errs"] for r in results], showfliers=False)
-    ax.set_xticks(range(1, len(results) + 1), [r["arch"] for r in results])
+    ax.set_xticks(range(1, len(results) + 1), [Path(r["run"]).name for r in results])
     ax.set(ylabel="point error (mm, order-invariant)", title="Landmark error on the validation split")
     fig.savefig(args.out / "landmarks_errors.png", dpi=110, bbox_inches="tight")
     lines = [
@@ -80,7 +80,7 @@ def main() -> None:
     for r in results:
         s = r["summary"]
         lines.append(
-            f"| {r['arch']} | {r['params'] / 1e6:.2f} M | {r['epochs']} ({r['best_epoch']}) | {r['train_minutes']:.0f} "
+            f"| {Path(r['run']).name} ({r['arch']}) | {r['params'] / 1e6:.2f} M | {r['epochs']} ({r['best_epoch']}) | {r['train_minutes']:.0f} "
             f"| {s['landmark_mre_mm']:.2f} | {s['bpd_mae_mm']:.2f} | {s['ofd_mae_mm']:.2f} | {s['hc_mae_mm']:.2f} "
             f"| {100 * s['share_all_points_within_2mm']:.0f}% / {100 * s['share_all_points_within_4mm']:.0f}% "
             f"| {s['n_failed']}/{s['n_images']} | {r['cpu_ms']:.0f} |"
