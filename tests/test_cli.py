@@ -16,6 +16,10 @@ runner = CliRunner()
 COMMANDS = ["train-seg", "train-landmarks", "predict", "evaluate", "export", "data", "data check"]
 
 
+# a model small enough to train in seconds
+TINY = ["--batch-size", 2, "--image-size", "64x96", "--steps-per-epoch", 2, "--base-filters", 4]
+
+
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
 
@@ -55,14 +59,7 @@ def tiny_run(synthetic_dataset, tmp_path_factory):
         out,
         "--epochs",
         2,
-        "--batch-size",
-        2,
-        "--image-size",
-        "64x96",
-        "--steps-per-epoch",
-        2,
-        "--base-filters",
-        4,
+        *TINY,
         "--val-fraction",
         0.25,
     )
@@ -102,14 +99,7 @@ def test_resume_carries_on(tiny_run, synthetic_dataset, tmp_path):
         run,
         "--epochs",
         3,
-        "--batch-size",
-        2,
-        "--image-size",
-        "64x96",
-        "--steps-per-epoch",
-        2,
-        "--base-filters",
-        4,
+        *TINY,
         "--val-fraction",
         cfg["val_fraction"],
         "--resume",

@@ -30,6 +30,14 @@ from keras import layers
 from fetalbio.models import BN_MOMENTUM
 
 
+def heatmap_output(x, out_channels: int):
+    """The linear 1x1 heatmap layer (float32 under mixed precision), zero-initialised so that
+    training starts at an all-zero output and the first gradients point at the peaks."""
+    return layers.Conv2D(
+        out_channels, 1, activation="linear", dtype="float32", kernel_initializer="zeros", name="heatmaps"
+    )(x)
+
+
 def conv_bn(x, filters: int, kernel: int, name: str, strides: int = 1, relu: bool = True):
     """Conv (no bias) + synchronized BatchNorm (+ ReLU)."""
     conv = layers.Conv2D(
@@ -146,9 +154,7 @@ class HRNetLite(keras.Model):
         y = layers.UpSampling2D(2, interpolation="bilinear", name="head_to_full")(y)
         y = layers.Concatenate(name="head_cat_full")([y, full])
         y = conv_bn(y, b, 3, "head_full")
-        outputs = layers.Conv2D(
-            out_channels, 1, activation="linear", dtype="float32", kernel_initializer="zeros", name="heatmaps"
-        )(y)
+        outputs = heatmap_output(y, out_channels)
 
         kwargs.setdefault("name", "hrnet_lite")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)

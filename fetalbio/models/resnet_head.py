@@ -25,7 +25,7 @@ import keras
 from keras import layers
 
 from fetalbio.models import BN_MOMENTUM
-from fetalbio.models.hrnet import conv_bn
+from fetalbio.models.hrnet import conv_bn, heatmap_output
 
 
 def res_block(x, filters: int, strides: int, name: str):
@@ -94,9 +94,7 @@ class ResNetHeatmap(keras.Model):
                 lateral = conv_bn(feats[level], f, 1, f"dec{level}_skip", relu=False)
                 x = layers.Add(name=f"dec{level}_add")([x, lateral])
             x = conv_bn(x, f, 3, f"dec{level}_conv")
-        outputs = layers.Conv2D(
-            out_channels, 1, activation="linear", dtype="float32", kernel_initializer="zeros", name="heatmaps"
-        )(x)
+        outputs = heatmap_output(x, out_channels)
 
         kwargs.setdefault("name", "resnet_heatmap")
         super().__init__(inputs=inputs, outputs=outputs, **kwargs)
