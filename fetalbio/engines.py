@@ -38,6 +38,7 @@ def default_model_path(method: str, engine: str = "keras") -> Path:
 class Engine(Protocol):
     method: str
     heatmap_sigma_px: float  # the training sigma, for heatmap confidences
+    low_point_confidence: float | None  # the model's own low-confidence threshold, if calibrated
     image_size: tuple[int, int]
     path: Path
 
@@ -106,9 +107,8 @@ class KerasEngine:
         self.image_size = (int(shape[1]), int(shape[2]))
         info = _sidecar(self.path)
         self.heatmap_sigma_px = float(info.get("heatmap_sigma_px", 3.0))
-        self.method = info.get("method") or _method_from_channels(
-            self.model.output_shape[-1], self.path
-        )
+        self.low_point_confidence = info.get("low_point_confidence")
+        self.method = info.get("method") or _method_from_channels(self.model.output_shape[-1], self.path)
         self._fn = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -139,9 +139,8 @@ class LiteRTEngine:
         self.image_size = (int(self.inp["shape"][1]), int(self.inp["shape"][2]))
         info = _sidecar(self.path)
         self.heatmap_sigma_px = float(info.get("heatmap_sigma_px", 3.0))
-        self.method = info.get("method") or _method_from_channels(
-            int(self.out["shape"][-1]), self.path
-        )
+        self.low_point_confidence = info.get("low_point_confidence")
+        self.method = info.get("method") or _method_from_channels(int(self.out["shape"][-1]), self.path)
         self._batch = int(self.inp["shape"][0])
         self.interp.allocate_tensors()
 

@@ -35,6 +35,7 @@ def outputs_to_result(
     spacing_mm: tuple[float, float] | None,
     threshold: float = 0.5,
     sigma_px: float = 3.0,
+    low_confidence: float | None = None,
 ) -> Result:
     """Post-process one model output ((in_h, in_w, C)) into a :class:`Result` in original pixels."""
     if method == "segmentation":
@@ -57,7 +58,9 @@ def outputs_to_result(
 
         pts_in, conf = decode_heatmaps(np.asarray(output, np.float32), sigma_px=sigma_px)
         lm = Landmarks.from_array(letterbox.to_original(pts_in))
-        flags = ["low_confidence"] if min(conf) < LOW_POINT_CONFIDENCE else []
+        # a model may carry its own threshold (calibrated on its validation split, see model.json)
+        limit = LOW_POINT_CONFIDENCE if low_confidence is None else low_confidence
+        flags = ["low_confidence"] if min(conf) < limit else []
         pts = lm.as_array()
         # a collapsed pair (both points on one spot) is no measurement: an empty or degenerate output
         if min(np.hypot(*(pts[1] - pts[0])), np.hypot(*(pts[3] - pts[2]))) < MIN_AXIS_PX:
@@ -213,7 +216,14 @@ def predict_paths(paths: list, engines: dict, out_dir, opts: PredictOptions, pro
             outs = eng.predict(np.stack([x for x, _ in inputs])[..., None]) if inputs else []
             by_method[method] = []
             for (p, scan), (_, lb), o in zip(ready, inputs, outs, strict=True):
-                res = outputs_to_result(method, o, lb, scan.spacing_mm, sigma_px=eng.heatmap_sigma_px)
+                res = outputs_to_result(
+                    method,
+                    o,
+                    lb,
+                    scan.spacing_mm,
+                    eng.heatmap_sigma_px,
+                    low_confidence=eng.low_point_confidence,
+                )
                 row = measurement_row(str(p), res, scan.spacing_mm, scan.spacing_source)
                 by_method[method].append(row)
                 if opts.overlays and not res.error:

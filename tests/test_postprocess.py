@@ -64,3 +64,17 @@ def test_a_bite_out_of_the_skull_does_not_shrink_the_ellipse():
     res = segment_to_ellipse(mask)
     assert res.fit.ellipse.semi_major_px == pytest.approx(120.0, rel=3e-3)
     assert res.fit.ellipse.semi_minor_px == pytest.approx(90.0, rel=3e-3)
+
+
+def test_low_confidence_threshold_can_come_from_the_model():
+    from fetalbio.heatmaps import render_heatmaps
+    from fetalbio.predict import outputs_to_result
+    from fetalbio.preprocess import Letterbox
+
+    lb = Letterbox.fit((270, 400), (64, 96))
+    pts = np.array([[48, 12], [48, 52], [20, 32], [76, 32]], float)
+    weak = render_heatmaps(pts, (64, 96), 2.0) * 0.2  # an honest but timid net: low peaks
+    assert "low_confidence" in outputs_to_result("landmarks", weak, lb, None, 2.0).flags
+    assert (
+        "low_confidence" not in outputs_to_result("landmarks", weak, lb, None, 2.0, low_confidence=0.05).flags
+    )
