@@ -138,7 +138,12 @@ def evaluate_dataset(
         outs = engine.predict(np.stack([x for x, _ in prepared])[..., None])
         for (s, scan, truth), (_, lb), o in zip(ready, prepared, outs, strict=True):
             res = outputs_to_result(
-                engine.method, o, lb, scan.spacing_mm, engine.heatmap_sigma_px, engine.low_point_confidence
+                engine.method,
+                o,
+                lb,
+                scan.spacing_mm,
+                sigma_px=engine.heatmap_sigma_px,
+                low_confidence=engine.low_point_confidence,
             )
             rows.append(score_prediction(res, truth, s.pixel_size_mm, s.name))
     return summarise(rows), rows

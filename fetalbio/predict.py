@@ -33,6 +33,7 @@ def outputs_to_result(
     output: np.ndarray,
     letterbox: Letterbox,
     spacing_mm: tuple[float, float] | None,
+    *,
     threshold: float = 0.5,
     sigma_px: float = 3.0,
     low_confidence: float | None = None,
@@ -221,7 +222,7 @@ def predict_paths(paths: list, engines: dict, out_dir, opts: PredictOptions, pro
                     o,
                     lb,
                     scan.spacing_mm,
-                    eng.heatmap_sigma_px,
+                    sigma_px=eng.heatmap_sigma_px,
                     low_confidence=eng.low_point_confidence,
                 )
                 row = measurement_row(str(p), res, scan.spacing_mm, scan.spacing_source)

@@ -74,7 +74,8 @@ def test_low_confidence_threshold_can_come_from_the_model():
     lb = Letterbox.fit((270, 400), (64, 96))
     pts = np.array([[48, 12], [48, 52], [20, 32], [76, 32]], float)
     weak = render_heatmaps(pts, (64, 96), 2.0) * 0.2  # an honest but timid net: low peaks
-    assert "low_confidence" in outputs_to_result("landmarks", weak, lb, None, 2.0).flags
+    assert "low_confidence" in outputs_to_result("landmarks", weak, lb, None, sigma_px=2.0).flags
     assert (
-        "low_confidence" not in outputs_to_result("landmarks", weak, lb, None, 2.0, low_confidence=0.05).flags
+        "low_confidence"
+        not in outputs_to_result("landmarks", weak, lb, None, sigma_px=2.0, low_confidence=0.05).flags
     )
