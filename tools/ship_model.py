@@ -43,7 +43,10 @@ def main() -> None:
     rows = [("scans (failed)", f"{s['n_images']} ({s['n_failed']})")]
     if s.get("dice_mean") is not None:
         rows += [
-            ("Dice (mean): fitted ellipse (HC18 convention) / raw mask", f"{s['dice_mean']:.4f} / {s['dice_mask_mean']:.4f}"),
+            (
+                "Dice (mean): fitted ellipse (HC18 convention) / raw mask",
+                f"{s['dice_mean']:.4f} / {s['dice_mask_mean']:.4f}",
+            ),
             ("Hausdorff (mean)", f"{s['hausdorff_mm_mean']:.2f} mm"),
         ]
     for m in ("hc", "bpd", "ofd"):
@@ -61,6 +64,9 @@ def main() -> None:
             f"{100 * s['share_all_points_within_2mm']:.0f}% / {100 * s['share_all_points_within_4mm']:.0f}%",
         ),
     ]
+    trained_on = metrics.get("trained_on") or (
+        f"{platform.processor() or platform.machine()} CPU, 2 cores, TensorFlow 2.21 / Keras 3.15, no accelerator"
+    )
     table = "\n".join(f"| {k} | {v} |" for k, v in rows)
     card = f"""# fetalbio {method} model
 
@@ -75,8 +81,7 @@ def main() -> None:
   ({subjects(split["val"])} subjects). The split is `splits.json` here.
 - **Command**: `{args.command}`
 - **Training**: {cfg["epochs"]} epochs (best epoch {metrics["best_epoch"]}), global batch {cfg["batch_size"]},
-  AdamW lr {cfg["lr"]} (cosine), {metrics["train_seconds"] / 60:.0f} min on {platform.processor() or platform.machine()}
-  CPU, 2 cores, TensorFlow 2.21 / Keras 3.15, no accelerator.
+  AdamW lr {cfg["lr"]} (cosine), {metrics["train_seconds"] / 60:.0f} min on {trained_on}.
 {args.notes}
 
 ## Validation figures (the run's validation split, through `fetalbio evaluate`)

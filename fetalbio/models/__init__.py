@@ -14,6 +14,20 @@ ARCHS = ("unet", "hrnet", "resnet")
 BN_MOMENTUM = 0.9
 
 
+def batch_norm(name: str):
+    """BatchNorm with BN_MOMENTUM, synchronized across replicas where the backend supports it.
+
+    Keras synchronizes BatchNorm on the TensorFlow backend only (``tf.distribute`` replicas); on JAX
+    (single-device GPU training, tools/train_packed.py) it is the plain layer. The weights are the same,
+    so a model trained on either backend loads on the other.
+    """
+    import keras
+
+    return keras.layers.BatchNormalization(
+        synchronized=keras.backend.backend() == "tensorflow", momentum=BN_MOMENTUM, name=name
+    )
+
+
 def build_landmark_model(
     arch: str, image_shape: tuple[int, int, int] = (256, 384, 1), base_filters: int = 16, **kwargs: Any
 ):

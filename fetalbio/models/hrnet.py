@@ -27,7 +27,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from fetalbio.models import BN_MOMENTUM
+from fetalbio.models import batch_norm
 
 
 def heatmap_output(x, out_channels: int):
@@ -44,7 +44,7 @@ def conv_bn(x, filters: int, kernel: int, name: str, strides: int = 1, relu: boo
         filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv"
     )
     x = conv(x)
-    x = layers.BatchNormalization(synchronized=True, momentum=BN_MOMENTUM, name=f"{name}_bn")(x)
+    x = batch_norm(f"{name}_bn")(x)
     if relu:
         x = layers.ReLU(name=f"{name}_relu")(x)
     return x

@@ -24,7 +24,7 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from fetalbio.models import BN_MOMENTUM
+from fetalbio.models import batch_norm
 from fetalbio.models.hrnet import conv_bn, heatmap_output
 
 
@@ -86,7 +86,7 @@ class ResNetHeatmap(keras.Model):
                 f, 4, strides=2, padding="same", use_bias=False, name=f"dec{level}_up"
             )
             x = up(x)
-            x = layers.BatchNormalization(synchronized=True, momentum=BN_MOMENTUM, name=f"dec{level}_up_bn")(
+            x = batch_norm(f"dec{level}_up_bn")(
                 x
             )
             x = layers.ReLU(name=f"dec{level}_up_relu")(x)

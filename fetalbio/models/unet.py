@@ -5,14 +5,14 @@ from __future__ import annotations
 import keras
 from keras import layers
 
-from fetalbio.models import BN_MOMENTUM
+from fetalbio.models import batch_norm
 
 
 def conv_block(x, filters: int, name: str, dropout: float = 0.0):
     """Two 3x3 conv + BatchNorm + ReLU. BatchNorm is synchronized so replicas agree on its statistics."""
     for i in (1, 2):
         x = layers.Conv2D(filters, 3, padding="same", use_bias=False, name=f"{name}_conv{i}")(x)
-        x = layers.BatchNormalization(synchronized=True, momentum=BN_MOMENTUM, name=f"{name}_bn{i}")(x)
+        x = batch_norm(f"{name}_bn{i}")(x)
         x = layers.ReLU(name=f"{name}_relu{i}")(x)
     if dropout > 0:
         x = layers.SpatialDropout2D(dropout, name=f"{name}_drop")(x)

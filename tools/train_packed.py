@@ -1,0 +1,300 @@
+"""Train a landmark heatmap model from a pack (tools/pack_landmarks.py) on any Keras backend.
+
+Written for a GPU host that has JAX but no TensorFlow (``KERAS_BACKEND=jax``); it also runs here on the
+CPU with either backend (that is how it is tested). The product's own trainer (``fetalbio
+train-landmarks``, fetalbio/train.py) stays the ``tf.distribute`` one; this script reuses its parts:
+the model builders, the joint augmentation (OpenCV affine matrices, canonical order re-applied), the
+foreground-weighted heatmap loss and the sub-pixel decoder, so a model trained here is the same kind of
+model, and its ``.keras`` file loads in TensorFlow.
+
+    KERAS_BACKEND=jax python tools/train_packed.py --pack .gpu/hc18_256x384.npz --arch unet \
+        --budget-s 300 --out OUTDIR
+
+* The heatmap targets are rendered inside the loss from the (B, 4, 2) points (the same Gaussians as
+  ``heatmaps.render_heatmaps``), so the CPU workers only warp scans.
+* Training runs for a wall-clock budget rather than a number of epochs: the learning rate follows a
+  cosine of the elapsed share of the budget (after a 2-epoch warm-up), so the run ends annealed whatever
+  the host's speed.
+* Every ``--val-every`` epochs and at the end: validation in mm on the pack's validation scans
+  (decoded with the product's decoder, mapped back to original pixels, order-invariant point error).
+* Writes ``OUTDIR/<name>.keras`` (the final model, no optimizer) and ``OUTDIR/<name>.json``
+  (configuration, history, figures, and decoded points of a few validation scans for checking the
+  model after it is loaded elsewhere).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import multiprocessing as mp
+import os
+import sys
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from fetalbio.augment import AugmentConfig, augment  # noqa: E402
+from fetalbio.geometry import pair_errors_mm  # noqa: E402
+from fetalbio.heatmaps import FOREGROUND_WEIGHT, decode_heatmaps  # noqa: E402
+from tools.pack_landmarks import load_images  # noqa: E402
+
+# the pack, in the main process and in each augmentation worker
+_DATA: dict = {}
+
+
+def load_pack(path: Path) -> None:
+    with np.load(path) as pack:
+        _DATA.update({k: pack[k] for k in pack.files if k not in ("webp", "webp_offsets")})
+        _DATA["images"] = load_images(pack)
+    _DATA["aug"] = AugmentConfig()
+
+
+def _init_worker(path: Path) -> None:
+    cv2.setNumThreads(1)  # the workers are the parallelism
+    load_pack(path)
+
+
+def normalised(i: int) -> np.ndarray:
+    """The model input of scan i: (u8 - mean) / sd inside the scan, 0 in the padding."""
+    d = _DATA
+    mean, sd = d["mean_sd"][i]
+    x = (d["images"][i].astype(np.float32) - mean) / sd
+    _, _, _, _, nh, nw, py, px = d["letterbox"][i]
+    out = np.zeros_like(x)
+    out[py : py + nh, px : px + nw] = x[py : py + nh, px : px + nw]
+    return out
+
+
+def augment_batch(args: tuple[int, int, list[int]]) -> tuple[np.ndarray, np.ndarray]:
+    """(seed, epoch, indices) -> images (B, H, W, 1) float16 and points (B, 4, 2) float32."""
+    seed, epoch, idx = args
+    rng = np.random.default_rng([seed, epoch, idx[0]])
+    cfg = _DATA["aug"]
+    ims, pts = [], []
+    for i in idx:
+        im, _, pt = augment(rng, normalised(i), None, _DATA["points_in"][i], cfg)
+        ims.append(im)
+        pts.append(pt)
+    return np.stack(ims)[..., None].astype(np.float16), np.stack(pts).astype(np.float32)
+
+
+def heatmap_points_loss(sigma_px: float, hw: tuple[int, int], foreground_weight: float = FOREGROUND_WEIGHT):
+    """The loss of ``heatmaps.heatmap_loss`` with its target rendered from (B, 4, 2) points on the device."""
+    from keras import ops
+
+    h, w = hw
+    inv = 1.0 / (2.0 * sigma_px**2)
+
+    def loss(points, y_pred):
+        points = ops.cast(points, "float32")
+        xs = ops.arange(w, dtype="float32")
+        ys = ops.arange(h, dtype="float32")
+        gx = ops.exp(-ops.square(xs[None, None, :] - points[..., 0:1]) * inv)  # (B, 4, W)
+        gy = ops.exp(-ops.square(ys[None, None, :] - points[..., 1:2]) * inv)  # (B, 4, H)
+        target = ops.transpose(gy[..., :, None] * gx[..., None, :], (0, 2, 3, 1))  # (B, H, W, 4)
+        y_pred = ops.cast(y_pred, "float32")
+        weight = 1.0 + foreground_weight * target
+        return ops.mean(weight * ops.square(y_pred - target), axis=(1, 2, 3))
+
+    return loss
+
+
+def to_original(points_in: np.ndarray, lb: np.ndarray) -> np.ndarray:
+    """Input px -> original px (the inverse of ``Letterbox.to_input``); lb is the pack's 8 integers."""
+    oh, ow, _, _, nh, nw, py, px = (float(v) for v in lb)
+    sx, sy = nw / ow, nh / oh
+    return np.stack(
+        [(points_in[:, 0] - px + 0.5) / sx - 0.5, (points_in[:, 1] - py + 0.5) / sy - 0.5], axis=1
+    )
+
+
+def validate(model, val_idx: np.ndarray, x_val: np.ndarray, sigma_px: float) -> tuple[dict, np.ndarray]:
+    """Validation figures (mm) of the model on the pack's validation scans, and the decoded points."""
+    out = np.asarray(model.predict(x_val, batch_size=32, verbose=0))
+    d = _DATA
+    pt_err, bpd_err, ofd_err, decoded = [], [], [], []
+    for k, i in enumerate(val_idx):
+        p_in, _ = decode_heatmaps(out[k], sigma_px)
+        decoded.append(p_in)
+        pred = to_original(p_in, d["letterbox"][i])
+        true = d["points_orig"][i]
+        sp = float(d["spacing_mm"][i])
+        pt_err.append(pair_errors_mm(pred, true, (sp, sp)))
+        for j, acc in ((0, bpd_err), (2, ofd_err)):
+            acc.append(float(np.hypot(*(pred[j] - pred[j + 1])) - np.hypot(*(true[j] - true[j + 1]))) * sp)
+    pe = np.array(pt_err)
+    figures = {
+        "landmark_mre_mm": float(pe.mean()),
+        "bpd_mae_mm": float(np.mean(np.abs(bpd_err))),
+        "ofd_mae_mm": float(np.mean(np.abs(ofd_err))),
+        "bpd_bias_mm": float(np.mean(bpd_err)),
+        "ofd_bias_mm": float(np.mean(ofd_err)),
+        "share_all_points_within_2mm": float(np.mean(pe.max(axis=1) <= 2.0)),
+        "share_all_points_within_4mm": float(np.mean(pe.max(axis=1) <= 4.0)),
+    }
+    return figures, np.array(decoded)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--pack", type=Path, required=True)
+    ap.add_argument("--arch", default="unet", choices=("unet", "hrnet", "resnet"))
+    ap.add_argument("--name", default=None, help="output file stem (default: the arch)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--budget-s", type=float, default=300.0, help="training wall-clock budget")
+    ap.add_argument(
+        "--deadline-s",
+        type=float,
+        default=None,
+        help="seconds from the start of this process by which training must end (the budget shrinks to fit)",
+    )
+    ap.add_argument("--max-epochs", type=int, default=100000)
+    ap.add_argument("--batch-size", type=int, default=16)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--weight-decay", type=float, default=1e-4)
+    ap.add_argument("--sigma", type=float, default=3.0)
+    ap.add_argument("--base-filters", type=int, default=16)
+    ap.add_argument("--workers", type=int, default=4)
+    ap.add_argument("--val-every", type=int, default=5)
+    ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N training scans (tests)")
+    ap.add_argument("--val-limit", type=int, default=None, help="validate on the first N only (tests)")
+    args = ap.parse_args()
+    name = args.name or args.arch
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    t_start = t_load = time.time()
+    load_pack(args.pack)
+    train_idx = np.flatnonzero(_DATA["is_val"] == 0)[: args.limit]
+    val_idx = np.flatnonzero(_DATA["is_val"] == 1)[: args.val_limit]
+    hw = tuple(int(v) for v in _DATA["images"].shape[1:3])
+    steps = max(1, len(train_idx) // args.batch_size)
+    print(
+        f"{name}: {len(train_idx)} train / {len(val_idx)} val scans at {hw}, loaded in {time.time() - t_load:.1f}s",
+        flush=True,
+    )
+
+    # spawned, not forked: a fork can copy a lock held by one of OpenCV's threads and hang the worker
+    pool = mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(args.pack,))
+
+    def epoch_tasks(epoch: int):
+        order = np.random.default_rng([args.seed, epoch]).permutation(train_idx)
+        tasks = [
+            (args.seed, epoch, order[s * args.batch_size : (s + 1) * args.batch_size].tolist())
+            for s in range(steps)
+        ]
+        return [pool.apply_async(augment_batch, (t,)) for t in tasks]
+
+    import keras
+
+    from fetalbio.models import build_landmark_model
+
+    keras.utils.set_random_seed(args.seed)
+    model = build_landmark_model(args.arch, (*hw, 1), base_filters=args.base_filters)
+    optimizer = keras.optimizers.AdamW(learning_rate=args.lr / 10, weight_decay=args.weight_decay)
+    model.compile(optimizer=optimizer, loss=heatmap_points_loss(args.sigma, hw))
+    x_val = np.stack([normalised(i) for i in val_idx])[..., None]
+
+    def save(trained) -> None:
+        """The model without its optimizer (a third of the size), written atomically."""
+        plain = build_landmark_model(args.arch, (*hw, 1), base_filters=args.base_filters)
+        plain.set_weights(trained.get_weights())
+        tmp = args.out / f".{name}.tmp.keras"
+        plain.save(tmp)
+        os.replace(tmp, args.out / f"{name}.keras")
+
+    state = {"t0": None, "epoch_s": [], "history": [], "budget_s": args.budget_s}
+    warmup_epochs = 2
+
+    def lr_at(epoch: int) -> float:
+        if epoch < warmup_epochs:
+            return args.lr * (0.1 + 0.9 * epoch / warmup_epochs)
+        frac = min(1.0, (time.time() - state["t0"]) / state["budget_s"])
+        return args.lr * (0.01 + 0.99 * 0.5 * (1.0 + math.cos(math.pi * frac)))
+
+    pending = epoch_tasks(0)
+    epoch = 0
+    t_compile = time.time()
+    while epoch < args.max_epochs:
+        if state["t0"] is None and epoch == 1:
+            state["t0"] = time.time()  # the budget counts from the end of the first (compiling) epoch
+            if args.deadline_s:
+                # keep ~20 s for the last epoch, validation and saving
+                budget = min(args.budget_s, args.deadline_s - (state["t0"] - t_start) - 20.0)
+                state["budget_s"] = max(budget, 1.0)
+        lr = lr_at(epoch) if state["t0"] is not None else args.lr / 10
+        optimizer.learning_rate = lr
+        t_epoch = time.time()
+        batches = [r.get() for r in pending]
+        pending = epoch_tasks(epoch + 1)  # the next epoch is warped while this one trains
+        losses = []
+        for xb, yb in batches:
+            losses.append(model.train_on_batch(xb.astype(np.float32), yb))
+        loss = float(np.mean([float(v) for v in losses]))
+        seconds = time.time() - t_epoch
+        if epoch == 0:
+            print(f"{name}: first epoch (with compilation) {time.time() - t_compile:.1f}s", flush=True)
+        else:
+            state["epoch_s"].append(seconds)
+        epoch += 1
+        done = state["t0"] is not None and time.time() - state["t0"] >= state["budget_s"]
+        done = done or epoch >= args.max_epochs
+        row = {"epoch": epoch, "loss": loss, "lr": lr, "seconds": round(seconds, 2)}
+        if epoch % args.val_every == 0 or done:
+            figures, _ = validate(model, val_idx, x_val, args.sigma)
+            row.update(figures)
+            print(
+                f"{name}: epoch {epoch} loss {loss:.5f} lr {lr:.2e} point {figures['landmark_mre_mm']:.2f} "
+                f"BPD {figures['bpd_mae_mm']:.2f} OFD {figures['ofd_mae_mm']:.2f} mm "
+                f"({seconds:.1f}s/epoch, {len(train_idx) / max(seconds, 1e-9):.0f} scans/s)",
+                flush=True,
+            )
+        state["history"].append(row)
+        if "landmark_mre_mm" in row and not done:
+            save(model)  # a run stopped from outside still leaves its latest validated model
+        if done:
+            break
+    pool.terminate()
+
+    figures, decoded = validate(model, val_idx, x_val, args.sigma)
+    save(model)
+    train_s = sum(state["epoch_s"])
+    result = {
+        "name": name,
+        "arch": args.arch,
+        "backend": keras.backend.backend(),
+        "device": str(__import__("jax").devices()[0]) if keras.backend.backend() == "jax" else "",
+        "image_size": list(hw),
+        "heatmap_sigma_px": args.sigma,
+        "base_filters": args.base_filters,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "weight_decay": args.weight_decay,
+        "seed": args.seed,
+        "epochs": epoch,
+        "steps": int(optimizer.iterations),
+        "train_seconds": round(train_s, 1),
+        "budget_s": round(state["budget_s"], 1),
+        "scans_per_s": round(len(train_idx) * len(state["epoch_s"]) / max(train_s, 1e-9), 1),
+        "params": int(model.count_params()),
+        "n_train": int(len(train_idx)),
+        "n_val": int(len(val_idx)),
+        "val": figures,
+        "history": state["history"],
+        "check_names": [str(_DATA["names"][i]) for i in val_idx[:8]],
+        "check_points_in": decoded[:8].tolist(),
+        "augment": _DATA["aug"].to_dict(),
+    }
+    tmp = args.out / f".{name}.tmp.json"
+    tmp.write_text(json.dumps(result, indent=1))
+    os.replace(tmp, args.out / f"{name}.json")
+    print(f"{name}: done, {epoch} epochs in {train_s:.0f}s; " + json.dumps(figures), flush=True)
+
+
+if __name__ == "__main__":
+    main()
