@@ -12,7 +12,8 @@ landmark k of bpd1, bpd2, ofd1, ofd2 (canonical order).
 * :func:`decode_heatmaps` takes the arg-max of each channel and refines it with a weighted
   least-squares Gaussian fit (a parabola fitted to the log of the values) in a small window around
   it; the fit is exact for a Gaussian, also where the window is cut by the image border. It falls
-  back to a local soft-argmax where the fit is degenerate.
+  back to a local soft-argmax where the fit is degenerate. A pair whose two points land on the same
+  spot is decoded jointly: the two strongest separate peaks of the pair's summed maps.
 
 Rendering and decoding use numpy only; the loss uses ``keras.ops`` (imported lazily) so that it runs
 inside the training step on any backend.
@@ -38,6 +39,12 @@ FOREGROUND_WEIGHT = 10.0
 # are left out of the log-parabola fit (their logs are dominated by noise).
 DECODE_RADIUS = 3
 FIT_MIN_FRACTION = 0.1
+
+# The two ends of a pair (a skull diameter apart) decoded closer than this many sigmas mean the pair has
+# collapsed: both channels fire at the same end, as happens for heads near the 45-degree switch of the
+# canonical order (which end is "first" is ambiguous there). Such a pair is decoded jointly instead.
+PAIR_MIN_SEPARATION_SIGMAS = 4.0
+PAIRS = ((0, 1), (2, 3))
 
 
 # --- rendering -------------------------------------------------------------------------------------
@@ -148,12 +155,17 @@ def _fit_log_parabola(win: np.ndarray, dx: np.ndarray, dy: np.ndarray, peak: flo
     return float(off[0]), float(off[1]), spread
 
 
-def _decode_channel(ch: np.ndarray, sigma_px: float, radius: int) -> tuple[float, float, float]:
-    """(x, y, confidence) of one (H, W) heatmap channel."""
+def _decode_channel(
+    ch: np.ndarray, sigma_px: float, radius: int, at: tuple[int, int] | None = None
+) -> tuple[float, float, float]:
+    """(x, y, confidence) of one (H, W) heatmap channel: its arg-max refined, or the peak at ``at``
+    ((row, col) of a local maximum) refined."""
     h, w = ch.shape
     finite = np.where(np.isfinite(ch), ch, -np.inf)
-    idx = int(np.argmax(finite))
-    r, c = divmod(idx, w)
+    if at is None:
+        r, c = divmod(int(np.argmax(finite)), w)
+    else:
+        r, c = int(at[0]), int(at[1])
     peak = float(finite[r, c])
     if not math.isfinite(peak) or peak <= 1e-6:
         return float(c), float(r), 0.0
@@ -219,7 +231,46 @@ def decode_heatmaps(
         x, y, cf = _decode_channel(np.asarray(arr[..., k], dtype=np.float64), float(sigma_px), int(radius))
         pts[k] = (x, y)
         conf[k] = cf
+    if n == 4:
+        for (a, b), (c, d) in zip(PAIRS, PAIRS[::-1], strict=True):
+            # a head's diameters differ by well under 2x (cephalic index ~0.7-0.9)
+            sep = max(PAIR_MIN_SEPARATION_SIGMAS * sigma_px, 0.5 * float(np.hypot(*(pts[c] - pts[d]))))
+            if np.hypot(*(pts[a] - pts[b])) < sep:
+                joint = _decode_collapsed_pair(arr[..., a], arr[..., b], float(sigma_px), int(radius), sep)
+                # kept only where it resolves a collapse: a clean short pair decodes to itself
+                if (
+                    joint is not None
+                    and np.hypot(*(joint[0] - joint[1])) > np.hypot(*(pts[a] - pts[b])) + 1.0
+                ):
+                    pts[a], pts[b] = joint
+                    conf[a] = conf[b] = min(conf[a], conf[b])
     return pts, conf
+
+
+def _decode_collapsed_pair(
+    ch_a: np.ndarray, ch_b: np.ndarray, sigma_px: float, radius: int, sep_px: float
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """Both ends of a pair from the sum of its two maps: the strongest peak, and the strongest local
+    maximum at least ``sep_px`` away from it, in canonical order. None when there is no such second peak
+    (then the per-channel points stand)."""
+    import cv2
+
+    from fetalbio.geometry import canonical_pair
+
+    total = np.nan_to_num(np.asarray(ch_a, np.float64) + np.asarray(ch_b, np.float64), nan=0.0)
+    x1, y1, _ = _decode_channel(total, sigma_px, radius)
+    h, w = total.shape
+    yy, xx = np.ogrid[0:h, 0:w]
+    size = 2 * radius + 1
+    t32 = total.astype(np.float32)
+    local_max = t32 >= cv2.dilate(t32, np.ones((size, size), np.uint8))
+    candidates = local_max & (total > 1e-6) & ((xx - x1) ** 2 + (yy - y1) ** 2 >= sep_px**2)
+    if not candidates.any():
+        return None
+    r, c = divmod(int(np.argmax(np.where(candidates, total, -np.inf))), w)
+    x2, y2, _ = _decode_channel(total, sigma_px, radius, at=(r, c))
+    p, q = canonical_pair((x1, y1), (x2, y2))
+    return np.array(p, np.float64), np.array(q, np.float64)
 
 
 def decode_batch(

@@ -179,3 +179,26 @@ def test_flip_swaps_channel_identities(axis, ofd_angle_deg):
     # and decoding the flipped-and-swapped heatmaps gives the canonical flipped points
     dec, _ = decode_heatmaps(np.ascontiguousarray(hm_flipped[..., perm]))
     np.testing.assert_allclose(dec, new_pts, atol=0.05)
+
+
+def test_collapsed_pair_is_decoded_jointly():
+    """Both OFD channels firing at the same end (the failure near the 45-degree switch of the canonical
+    order) still give both ends: the pair is decoded from its summed maps, in canonical order."""
+    h, w, sigma = 96, 128, 3.0
+    bpd = np.array([[40.0, 50.3], [88.6, 49.7]])
+    a, b = np.array([63.2, 20.4]), np.array([65.7, 80.1])  # the OFD ends
+    hm = render_heatmaps(np.vstack([bpd, [a, a]]), (h, w), sigma)
+    hm[..., 3] += 0.6 * render_heatmaps(b[None], (h, w), sigma)[..., 0]  # the other end, weaker
+    dec, conf = decode_heatmaps(hm, sigma_px=sigma)
+    np.testing.assert_allclose(dec[:2], bpd, atol=0.05)
+    got = sorted(map(tuple, dec[2:].round(2)))
+    np.testing.assert_allclose(got, sorted(map(tuple, np.round([a, b], 2))), atol=0.05)
+    assert dec[2, 1] < dec[3, 1]  # canonical: a near-vertical axis starts at its upper end
+    assert conf[2] == conf[3] <= 1.0
+
+
+def test_collapsed_pair_without_a_second_peak_is_left_alone():
+    h, w, sigma = 96, 128, 3.0
+    pts = np.array([[40.0, 50.0], [88.0, 50.0], [63.0, 20.0], [63.0, 20.0]])
+    dec, _ = decode_heatmaps(render_heatmaps(pts, (h, w), sigma), sigma_px=sigma)
+    np.testing.assert_allclose(dec, pts, atol=0.05)

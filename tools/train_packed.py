@@ -162,6 +162,9 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=4)
     ap.add_argument("--val-every", type=int, default=5)
     ap.add_argument("--seed", type=int, default=42)
+    ap.add_argument(
+        "--init-from", type=Path, default=None, help="a .keras model of the same arch to start from"
+    )
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training scans (tests)")
     ap.add_argument("--val-limit", type=int, default=None, help="validate on the first N only (tests)")
     args = ap.parse_args()
@@ -196,6 +199,18 @@ def main() -> None:
 
     keras.utils.set_random_seed(args.seed)
     model = build_landmark_model(args.arch, (*hw, 1), base_filters=args.base_filters)
+    if args.init_from:
+        import fetalbio.models.hrnet  # noqa: F401  (registers the classes a .keras file names)
+        import fetalbio.models.resnet_head  # noqa: F401
+        import fetalbio.models.unet  # noqa: F401
+
+        if args.init_from.suffix == ".npz":  # weights only (float16 travels in half the space)
+            with np.load(args.init_from) as f:
+                start = [f[f"arr_{i}"].astype(np.float32) for i in range(len(f.files))]
+        else:
+            start = keras.models.load_model(args.init_from, compile=False).get_weights()
+        model.set_weights(start)
+        print(f"{name}: starting from {args.init_from}", flush=True)
     optimizer = keras.optimizers.AdamW(learning_rate=args.lr / 10, weight_decay=args.weight_decay)
     model.compile(optimizer=optimizer, loss=heatmap_points_loss(args.sigma, hw))
     x_val = np.stack([normalised(i) for i in val_idx])[..., None]
@@ -276,6 +291,7 @@ def main() -> None:
         "lr": args.lr,
         "weight_decay": args.weight_decay,
         "seed": args.seed,
+        "init_from": str(args.init_from) if args.init_from else None,
         "epochs": epoch,
         "steps": int(optimizer.iterations),
         "train_seconds": round(train_s, 1),
