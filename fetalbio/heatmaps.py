@@ -45,6 +45,9 @@ FIT_MIN_FRACTION = 0.1
 # canonical order (which end is "first" is ambiguous there). Such a pair is decoded jointly instead.
 PAIR_MIN_SEPARATION_SIGMAS = 4.0
 PAIRS = ((0, 1), (2, 3))
+# ... and the result is kept only if it gives a head shape: short / long axis (the cephalic index, about
+# 0.7-0.9 in life) at least this.
+MIN_CEPHALIC_INDEX = 0.55
 
 
 # --- rendering -------------------------------------------------------------------------------------
@@ -237,13 +240,22 @@ def decode_heatmaps(
             sep = max(PAIR_MIN_SEPARATION_SIGMAS * sigma_px, 0.5 * float(np.hypot(*(pts[c] - pts[d]))))
             if np.hypot(*(pts[a] - pts[b])) < sep:
                 joint = _decode_collapsed_pair(arr[..., a], arr[..., b], float(sigma_px), int(radius), sep)
-                # kept only where it resolves a collapse: a clean short pair decodes to itself
-                if (
-                    joint is not None
-                    and np.hypot(*(joint[0] - joint[1])) > np.hypot(*(pts[a] - pts[b])) + 1.0
-                ):
+                if joint is None:
+                    continue
+                new_len = float(np.hypot(*(joint[0] - joint[1])))
+                other = float(np.hypot(*(pts[c] - pts[d])))
+                # kept only where it resolves a collapse (a clean short pair decodes to itself) into a
+                # head-shaped pair of pairs
+                longer = new_len > np.hypot(*(pts[a] - pts[b])) + 1.0
+                if longer and min(new_len, other) / max(new_len, other) >= MIN_CEPHALIC_INDEX:
                     pts[a], pts[b] = joint
                     conf[a] = conf[b] = min(conf[a], conf[b])
+        # the BPD is the head's short axis by definition: head-shaped pairs decoded the other way round
+        # are swapped (a pair still collapsed is left for the low-confidence flag)
+        bpd_len, ofd_len = np.hypot(*(pts[0] - pts[1])), np.hypot(*(pts[2] - pts[3]))
+        if bpd_len > ofd_len and ofd_len / bpd_len >= MIN_CEPHALIC_INDEX:
+            pts = pts[[2, 3, 0, 1]]
+            conf = conf[[2, 3, 0, 1]]
     return pts, conf
 
 

@@ -18,6 +18,15 @@ from fetalbio.heatmaps import (
 H, W = 64, 96
 
 
+def head_like(pts: np.ndarray) -> np.ndarray:
+    """Random points made head-like in the one way the decoder relies on: the BPD pair (the first) is
+    the shorter one, as a head's short axis is the BPD by definition."""
+    p = np.array(pts, dtype=np.float64)
+    if np.hypot(*(p[0] - p[1])) > np.hypot(*(p[2] - p[3])):
+        p = p[[2, 3, 0, 1]]
+    return p
+
+
 def test_render_peak_at_true_subpixel_position():
     pts = np.array([[10.3, 20.7], [50.0, 8.0], [0.25, 63.0], [95.5, 0.4]])
     hm = render_heatmaps(pts, (H, W), 2.5)
@@ -49,6 +58,7 @@ def test_decode_recovers_subpixel_positions(sigma):
         # two of the four near a border (within 1.5 px of it, corners included)
         pts[0] = (rng.uniform(0.0, 1.5), rng.uniform(0, H - 1))
         pts[1] = (rng.uniform(W - 2.5, W - 1), rng.uniform(H - 2.5, H - 1))
+        pts = head_like(pts)
         hm = render_heatmaps(pts, (H, W), sigma)
         dec, conf = decode_heatmaps(hm, sigma_px=sigma)
         assert dec.shape == (4, 2) and conf.shape == (4,)
@@ -59,7 +69,7 @@ def test_decode_recovers_subpixel_positions(sigma):
 
 def test_decode_batch_matches_single():
     rng = np.random.default_rng(3)
-    pts = rng.uniform(5, 55, size=(3, 4, 2))
+    pts = np.stack([head_like(p) for p in rng.uniform(5, 55, size=(3, 4, 2))])
     hms = np.stack([render_heatmaps(p, (H, W), 3.0) for p in pts])
     dec, conf = decode_batch(hms)
     assert dec.shape == (3, 4, 2) and conf.shape == (3, 4)
@@ -71,7 +81,7 @@ def test_decode_batch_matches_single():
 
 def test_decode_with_noise_is_close():
     rng = np.random.default_rng(4)
-    pts = np.array([[20.4, 30.6], [70.2, 30.1], [45.5, 10.9], [45.1, 50.3]])
+    pts = head_like([[20.4, 30.6], [70.2, 30.1], [45.5, 10.9], [45.1, 50.3]])
     hm = 0.9 * render_heatmaps(pts, (H, W), 3.0) + rng.normal(0, 0.02, (H, W, 4)).astype(np.float32)
     dec, conf = decode_heatmaps(hm)
     assert np.hypot(*(dec - pts).T).max() < 0.5
@@ -79,7 +89,7 @@ def test_decode_with_noise_is_close():
 
 
 def test_confidence_high_for_clean_low_for_empty_flat_wide_or_ambiguous():
-    pts = np.array([[20.4, 30.6], [70.2, 30.1], [45.5, 10.9], [45.1, 50.3]])
+    pts = head_like([[20.4, 30.6], [70.2, 30.1], [45.5, 10.9], [45.1, 50.3]])
     _, conf = decode_heatmaps(render_heatmaps(pts, (H, W), 3.0))
     assert np.all(conf > 0.8) and np.all(conf <= 1.0)
 
@@ -202,3 +212,10 @@ def test_collapsed_pair_without_a_second_peak_is_left_alone():
     pts = np.array([[40.0, 50.0], [88.0, 50.0], [63.0, 20.0], [63.0, 20.0]])
     dec, _ = decode_heatmaps(render_heatmaps(pts, (h, w), sigma), sigma_px=sigma)
     np.testing.assert_allclose(dec, pts, atol=0.05)
+
+
+def test_pairs_decoded_the_wrong_way_round_are_swapped():
+    """The BPD is the short axis by definition: maps whose 'BPD' pair is the longer one swap pairs."""
+    pts = np.array([[10.0, 32.0], [86.0, 32.0], [48.0, 8.0], [48.0, 56.0]])  # 'BPD' 76 px, 'OFD' 48 px
+    dec, conf = decode_heatmaps(render_heatmaps(pts, (H, W), 3.0), sigma_px=3.0)
+    np.testing.assert_allclose(dec, pts[[2, 3, 0, 1]], atol=0.05)
