@@ -195,7 +195,9 @@ def train_seg(
 def train_landmarks(
     dataset: Annotated[Path, typer.Argument(help="Annotated folder, e.g. hc18/training_set.")],
     out: Annotated[Path, typer.Option("--out", help="Run folder.")],
-    arch: Annotated[str, typer.Option(help="Heatmap network: unet, hrnet or resnet.")] = "unet",
+    arch: Annotated[
+        str, typer.Option(help="Heatmap network: resnet (default, see docs/landmarks.md), unet or hrnet.")
+    ] = defaults.LANDMARK_ARCH,
     landmarks: Annotated[
         Path | None, typer.Option(help="Train from a four-point CSV instead of the ellipses.")
     ] = None,

@@ -27,3 +27,7 @@ METHOD_DISAGREEMENT_HC_MM = 5.0
 
 # Landmark heatmaps: Gaussian sigma in input pixels (at 256x384, 1 px ~ 0.25-0.5 mm).
 HEATMAP_SIGMA_PX = 3.0
+
+# Landmark network: the residual encoder with an upsampling head had the lowest point, BPD and OFD
+# errors of the three architectures at equal training time (docs/landmarks.md), and is the fastest.
+LANDMARK_ARCH = "resnet"

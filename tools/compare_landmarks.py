@@ -67,9 +67,10 @@ def main() -> None:
             }
         )
     args.out.mkdir(parents=True, exist_ok=True)
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, ax = plt.subplots(figsize=(max(7, 1.1 * len(results)), 4.5))
     ax.boxplot([r["errs"] for r in results], showfliers=False)
-    ax.set_xticks(range(1, len(results) + 1), [Path(r["run"]).name for r in results])
+    ax.set_xticks(range(1, len(results) + 1), [Path(r["run"]).name for r in results], rotation=30, ha="right")
+    ax.grid(axis="y", alpha=0.3)
     ax.set(ylabel="point error (mm, order-invariant)", title="Landmark error on the validation split")
     fig.savefig(args.out / "landmarks_errors.png", dpi=110, bbox_inches="tight")
     lines = [

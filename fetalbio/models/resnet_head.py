@@ -86,9 +86,7 @@ class ResNetHeatmap(keras.Model):
                 f, 4, strides=2, padding="same", use_bias=False, name=f"dec{level}_up"
             )
             x = up(x)
-            x = batch_norm(f"dec{level}_up_bn")(
-                x
-            )
+            x = batch_norm(f"dec{level}_up_bn")(x)
             x = layers.ReLU(name=f"dec{level}_up_relu")(x)
             if skips:
                 lateral = conv_bn(feats[level], f, 1, f"dec{level}_skip", relu=False)
