@@ -15,17 +15,19 @@ landmark k of bpd1, bpd2, ofd1, ofd2 (canonical order).
   back to a local soft-argmax where the fit is degenerate. A pair whose two points land on the same
   spot is decoded jointly: the two strongest separate peaks of the pair's summed maps.
 
-Rendering and decoding use numpy only; the loss uses ``keras.ops`` (imported lazily) so that it runs
-inside the training step on any backend.
+Rendering and decoding use numpy (and OpenCV's dilation for local maxima); the loss uses
+``keras.ops`` (imported lazily) so that it runs inside the training step on any backend.
 """
 
 from __future__ import annotations
 
 import math
 
+import cv2
 import numpy as np
 
 from fetalbio.defaults import HEATMAP_SIGMA_PX
+from fetalbio.geometry import canonical_pair
 
 N_POINTS = 4
 
@@ -265,10 +267,6 @@ def _decode_collapsed_pair(
     """Both ends of a pair from the sum of its two maps: the strongest peak, and the strongest local
     maximum at least ``sep_px`` away from it, in canonical order. None when there is no such second peak
     (then the per-channel points stand)."""
-    import cv2
-
-    from fetalbio.geometry import canonical_pair
-
     total = np.nan_to_num(np.asarray(ch_a, np.float64) + np.asarray(ch_b, np.float64), nan=0.0)
     x1, y1, _ = _decode_channel(total, sigma_px, radius)
     h, w = total.shape

@@ -92,13 +92,10 @@ def main() -> None:
     from fetalbio.evaluate import evaluate_dataset
     from fetalbio.heatmaps import decode_heatmaps
     from tools import train_packed
-    from tools.pack_landmarks import load_images
 
     engine = KerasEngine(args.out)
     # the same points here (TensorFlow) as where it was trained (JAX)?
-    with np.load(args.pack) as pack:
-        train_packed._DATA.update({k: pack[k] for k in pack.files if k not in ("webp", "webp_offsets")})
-        train_packed._DATA["images"] = load_images(pack)
+    train_packed.load_pack(args.pack)
     names = [str(n) for n in train_packed._DATA["names"]]
     idx = [names.index(n) for n in info["check_names"]]
     x = np.stack([train_packed.normalised(i) for i in idx])[..., None]

@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fetalbio.augment import AugmentConfig, augment  # noqa: E402
 from fetalbio.geometry import pair_errors_mm  # noqa: E402
 from fetalbio.heatmaps import FOREGROUND_WEIGHT, decode_heatmaps  # noqa: E402
+from fetalbio.preprocess import Letterbox  # noqa: E402
 from tools.pack_landmarks import load_images  # noqa: E402
 
 # the pack, in the main process and in each augmentation worker
@@ -105,12 +106,8 @@ def heatmap_points_loss(sigma_px: float, hw: tuple[int, int], foreground_weight:
 
 
 def to_original(points_in: np.ndarray, lb: np.ndarray) -> np.ndarray:
-    """Input px -> original px (the inverse of ``Letterbox.to_input``); lb is the pack's 8 integers."""
-    oh, ow, _, _, nh, nw, py, px = (float(v) for v in lb)
-    sx, sy = nw / ow, nh / oh
-    return np.stack(
-        [(points_in[:, 0] - px + 0.5) / sx - 0.5, (points_in[:, 1] - py + 0.5) / sy - 0.5], axis=1
-    )
+    """Input px -> original px; lb is the pack's 8 integers, the fields of a :class:`Letterbox`."""
+    return Letterbox(*(int(v) for v in lb)).to_original(points_in)
 
 
 def validate(model, val_idx: np.ndarray, x_val: np.ndarray, sigma_px: float) -> tuple[dict, np.ndarray]:
@@ -138,6 +135,17 @@ def validate(model, val_idx: np.ndarray, x_val: np.ndarray, sigma_px: float) -> 
         "share_all_points_within_4mm": float(np.mean(pe.max(axis=1) <= 4.0)),
     }
     return figures, np.array(decoded)
+
+
+def jax_device() -> str:
+    """The device JAX trained on ('cuda:0'), or '' on another backend."""
+    import keras
+
+    if keras.backend.backend() != "jax":
+        return ""
+    import jax
+
+    return str(jax.devices()[0])
 
 
 def main() -> None:
@@ -283,7 +291,7 @@ def main() -> None:
         "name": name,
         "arch": args.arch,
         "backend": keras.backend.backend(),
-        "device": str(__import__("jax").devices()[0]) if keras.backend.backend() == "jax" else "",
+        "device": jax_device(),
         "image_size": list(hw),
         "heatmap_sigma_px": args.sigma,
         "base_filters": args.base_filters,
