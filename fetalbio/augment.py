@@ -19,18 +19,18 @@ from fetalbio.geometry import canonical_order
 
 @dataclass(frozen=True)
 class AugmentConfig:
-    """Ranges of the random transforms (see defaults.py for why these values)."""
+    """Ranges of the random transforms (each field's comment says why)."""
 
-    rotation_deg: float = 25.0
-    scale_range: tuple[float, float] = (0.85, 1.15)
-    translate_frac: float = 0.08
-    hflip: float = 0.5
-    vflip: float = 0.5
-    brightness: float = 0.2  # added, in SDs of the normalised scan
-    contrast: tuple[float, float] = (0.8, 1.25)
-    gamma: tuple[float, float] = (0.8, 1.25)
-    noise_sd: float = 0.08
-    p_intensity: float = 0.8
+    rotation_deg: float = 25.0  # +/- degrees: heads lie at any angle in HC18; the order rule re-applies
+    scale_range: tuple[float, float] = (0.85, 1.15)  # head sizes vary ~3x over pregnancy
+    translate_frac: float = 0.08  # of the input size: heads are not always centred
+    hflip: float = 0.5  # probability; left-right is arbitrary in an axial view
+    vflip: float = 0.5  # probability; probes are held either way up
+    brightness: float = 0.2  # added, in SDs of the normalised scan: gain differs between machines
+    contrast: tuple[float, float] = (0.8, 1.25)  # multiplicative, same reason
+    gamma: tuple[float, float] = (0.8, 1.25)  # machines' grey maps differ
+    noise_sd: float = 0.08  # Gaussian, in SDs: speckle and electronic noise
+    p_intensity: float = 0.8  # probability of the intensity changes (some scans stay as acquired)
 
     def to_dict(self) -> dict:
         return asdict(self)

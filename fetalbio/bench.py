@@ -244,7 +244,9 @@ def write_readme(readme: Path, table: str) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m fetalbio.bench", description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=40, help="number of scans (default 40)")
-    ap.add_argument("--method", choices=("segmentation", "landmarks"), default="segmentation")
+    from fetalbio import methods
+
+    ap.add_argument("--method", choices=methods.PRIMARY, default=methods.PRIMARY[0])
     ap.add_argument("--model", type=Path, help="a .keras model or run folder (default: the shipped one)")
     ap.add_argument(
         "--readme",

@@ -31,17 +31,6 @@ console = Console()
 err_console = Console(stderr=True)
 
 
-class Method(StrEnum):
-    segmentation = "segmentation"
-    landmarks = "landmarks"
-    both = "both"
-
-
-class TrainMethod(StrEnum):
-    segmentation = "segmentation"
-    landmarks = "landmarks"
-
-
 class EngineName(StrEnum):
     auto = "auto"
     keras = "keras"
@@ -115,10 +104,91 @@ def data_check(
     raise typer.Exit(1 if report.summary.get("n_errors") else 0)
 
 
+# --- options declared once (Typer Annotated aliases), grouped in --help by panel ---
+
+INPUTS, OUTPUTS, MODEL, TRAINING, DISTRIBUTION = "Inputs", "Outputs", "Model", "Training", "Distribution"
+
+Dataset = Annotated[
+    Path, typer.Argument(help="Annotated folder (NAME.png + NAME_Annotation.png), e.g. hc18/training_set.")
+]
+RunOut = Annotated[
+    Path,
+    typer.Option(
+        "--out", help="Run folder (config, splits, history, model, metrics).", rich_help_panel=OUTPUTS
+    ),
+]
+PixelCsv = Annotated[
+    Path | None,
+    typer.Option(
+        help="Pixel-size CSV (filename,pixel size(mm)); found in or beside the folder if omitted.",
+        rich_help_panel=INPUTS,
+    ),
+]
+Epochs = Annotated[int, typer.Option(min=1, help="Training epochs.", rich_help_panel=TRAINING)]
+BatchSize = Annotated[
+    int, typer.Option(min=1, help="GLOBAL batch, split evenly over replicas.", rich_help_panel=DISTRIBUTION)
+]
+ImageSize = Annotated[
+    str, typer.Option(help="Model input HxW (letterboxed, aspect ratio kept).", rich_help_panel=MODEL)
+]
+Lr = Annotated[
+    float,
+    typer.Option(
+        min=0.0, help="Learning rate for a global batch of 8 (scaled linearly).", rich_help_panel=TRAINING
+    ),
+]
+Seed = Annotated[
+    int, typer.Option(help="Seed of the subject split, augmentation and weights.", rich_help_panel=TRAINING)
+]
+ValFraction = Annotated[
+    float,
+    typer.Option(
+        min=0.0, max=0.9, help="Share of SUBJECTS held out for validation.", rich_help_panel=TRAINING
+    ),
+]
+StrategyOpt = Annotated[
+    Strategy,
+    typer.Option(
+        help="tf.distribute strategy (auto: mirrored when several devices).", rich_help_panel=DISTRIBUTION
+    ),
+]
+BaseFilters = Annotated[
+    int, typer.Option(min=4, help="Network width (filters of the first level).", rich_help_panel=MODEL)
+]
+StepsPerEpoch = Annotated[
+    int | None, typer.Option(min=1, help="Limit steps per epoch (quick runs).", rich_help_panel=TRAINING)
+]
+MaxSamples = Annotated[
+    int | None, typer.Option(min=2, help="Use only the first N scans (quick runs).", rich_help_panel=INPUTS)
+]
+Resume = Annotated[
+    bool,
+    typer.Option(
+        "--resume", help="Carry on from the run folder's last checkpoint.", rich_help_panel=TRAINING
+    ),
+]
+ModelPath = Annotated[
+    Path | None,
+    typer.Option(
+        help="A .keras/.tflite file or a run folder (default: the shipped model).", rich_help_panel=MODEL
+    ),
+]
+EngineOpt = Annotated[
+    EngineName,
+    typer.Option(help="auto: LiteRT for .tflite files, else Keras when installed.", rich_help_panel=MODEL),
+]
+MethodOpt = Annotated[
+    str, typer.Option(help="segmentation, landmarks, or both (any registered method).", rich_help_panel=MODEL)
+]
+JsonOut = Annotated[
+    Path | None, typer.Option("--json", help="Write a JSON report here.", rich_help_panel=OUTPUTS)
+]
+
+
 # --- training ---
 
 
-def _train(method: str, dataset: Path, out: Path, resume: bool, **kw) -> None:
+def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str, **kw) -> None:
     quiet_tensorflow()
     from fetalbio.io import ScanError
     from fetalbio.train import TrainConfig, train
@@ -127,7 +197,10 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, **kw) -> None:
         raise fail(f"{dataset}: dataset folder does not exist")
     if resume and not (out / "config.json").exists():
         raise fail(f"{out}: nothing to resume (no config.json)")
-    cfg = TrainConfig(method=method, dataset=str(dataset), out=str(out), **kw)
+    kw = {k: str(v) if isinstance(v, Path) else v for k, v in kw.items()}
+    cfg = TrainConfig(
+        method=method, dataset=str(dataset), out=str(out), image_size=parse_size(image_size), **kw
+    )
     try:
         result = train(cfg, resume=resume, console=console)
     except (ScanError, ValueError, FileExistsError) as exc:
@@ -140,52 +213,47 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, **kw) -> None:
     console.print(f"[bold green]done[/]: best epoch {result['best_epoch']}  {figures}\nrun folder: {out}")
 
 
-ImageSize = Annotated[str, typer.Option(help="Model input HxW (letterboxed, aspect ratio kept).")]
-StrategyOpt = Annotated[Strategy, typer.Option(help="tf.distribute strategy.")]
+DEFAULT_SIZE = "x".join(map(str, defaults.IMAGE_SIZE))
 
 
 @app.command("train-seg")
 def train_seg(
-    dataset: Annotated[Path, typer.Argument(help="Annotated folder, e.g. hc18/training_set.")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder (config, splits, history, model, metrics).")],
-    epochs: Annotated[int, typer.Option(min=1)] = defaults.EPOCHS,
-    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.")] = defaults.BATCH_SIZE,
-    image_size: ImageSize = "x".join(map(str, defaults.IMAGE_SIZE)),
-    lr: Annotated[float, typer.Option(min=0.0, help="Learning rate for a global batch of 8.")] = defaults.LR,
-    seed: int = defaults.SEED,
-    val_fraction: Annotated[
-        float, typer.Option(min=0.0, max=0.9, help="Share of SUBJECTS held out.")
-    ] = defaults.VAL_FRACTION,
+    dataset: Dataset,
+    out: RunOut,
+    epochs: Epochs = defaults.EPOCHS,
+    batch_size: BatchSize = defaults.BATCH_SIZE,
+    image_size: ImageSize = DEFAULT_SIZE,
+    lr: Lr = defaults.LR,
+    seed: Seed = defaults.SEED,
+    val_fraction: ValFraction = defaults.VAL_FRACTION,
     strategy: StrategyOpt = Strategy.auto,
-    base_filters: Annotated[int, typer.Option(min=4, help="U-Net width.")] = defaults.SEG_BASE_FILTERS,
-    depth: Annotated[int, typer.Option(min=2, max=6, help="U-Net depth.")] = defaults.SEG_DEPTH,
-    pixel_csv: Annotated[
-        Path | None, typer.Option(help="Pixel-size CSV (found beside the folder if omitted).")
-    ] = None,
-    steps_per_epoch: Annotated[int | None, typer.Option(min=1, help="Limit steps (quick runs).")] = None,
-    max_samples: Annotated[
-        int | None, typer.Option(min=2, help="Use only the first N scans (quick runs).")
-    ] = None,
-    resume: Annotated[
-        bool, typer.Option("--resume", help="Carry on from the run folder's last checkpoint.")
-    ] = False,
+    base_filters: BaseFilters = defaults.SEG_BASE_FILTERS,
+    depth: Annotated[
+        int, typer.Option(min=2, max=6, help="U-Net depth.", rich_help_panel=MODEL)
+    ] = defaults.SEG_DEPTH,
+    pixel_csv: PixelCsv = None,
+    steps_per_epoch: StepsPerEpoch = None,
+    max_samples: MaxSamples = None,
+    resume: Resume = False,
 ) -> None:
     """Train the skull-segmentation U-Net (HC, BPD, OFD from a fitted ellipse)."""
+    from fetalbio.methods.segmentation import Segmentation
+
     _train(
-        "segmentation",
+        Segmentation.name,
         dataset,
         out,
         resume,
+        image_size,
         epochs=epochs,
         batch_size=batch_size,
-        image_size=parse_size(image_size),
         lr=lr,
         seed=seed,
         val_fraction=val_fraction,
         strategy=strategy.value,
         base_filters=base_filters,
         depth=depth,
-        pixel_csv=str(pixel_csv) if pixel_csv else None,
+        pixel_csv=pixel_csv,
         steps_per_epoch=steps_per_epoch,
         max_samples=max_samples,
     )
@@ -193,57 +261,67 @@ def train_seg(
 
 @app.command("train-landmarks")
 def train_landmarks(
-    dataset: Annotated[Path, typer.Argument(help="Annotated folder, e.g. hc18/training_set.")],
-    out: Annotated[Path, typer.Option("--out", help="Run folder.")],
+    dataset: Dataset,
+    out: RunOut,
     arch: Annotated[
-        str, typer.Option(help="Heatmap network: resnet (default, see docs/landmarks.md), unet or hrnet.")
+        str,
+        typer.Option(
+            help="Heatmap network: resnet (default, see docs/landmarks.md), unet or hrnet.",
+            rich_help_panel=MODEL,
+        ),
     ] = defaults.LANDMARK_ARCH,
     landmarks: Annotated[
-        Path | None, typer.Option(help="Train from a four-point CSV instead of the ellipses.")
+        Path | None,
+        typer.Option(help="Train from a four-point CSV instead of the ellipses.", rich_help_panel=INPUTS),
     ] = None,
     init_from: Annotated[
         Path | None,
-        typer.Option(help="Start from a .keras model's matching layers (e.g. the segmentation U-Net)."),
+        typer.Option(
+            help="Start from a .keras model's matching layers (e.g. the segmentation U-Net).",
+            rich_help_panel=MODEL,
+        ),
     ] = None,
     sigma: Annotated[
-        float, typer.Option(min=0.5, help="Heatmap Gaussian sigma (input px).")
+        float, typer.Option(min=0.5, help="Heatmap Gaussian sigma (input px).", rich_help_panel=MODEL)
     ] = defaults.HEATMAP_SIGMA_PX,
-    epochs: Annotated[int, typer.Option(min=1)] = defaults.EPOCHS,
-    batch_size: Annotated[int, typer.Option(min=1, help="Global batch size.")] = defaults.BATCH_SIZE,
-    image_size: ImageSize = "x".join(map(str, defaults.IMAGE_SIZE)),
-    lr: Annotated[float, typer.Option(min=0.0)] = defaults.LR,
-    seed: int = defaults.SEED,
-    val_fraction: Annotated[float, typer.Option(min=0.0, max=0.9)] = defaults.VAL_FRACTION,
+    epochs: Epochs = defaults.EPOCHS,
+    batch_size: BatchSize = defaults.BATCH_SIZE,
+    image_size: ImageSize = DEFAULT_SIZE,
+    lr: Lr = defaults.LR,
+    seed: Seed = defaults.SEED,
+    val_fraction: ValFraction = defaults.VAL_FRACTION,
     strategy: StrategyOpt = Strategy.auto,
-    base_filters: Annotated[int, typer.Option(min=4)] = defaults.SEG_BASE_FILTERS,
-    pixel_csv: Annotated[Path | None, typer.Option()] = None,
-    steps_per_epoch: Annotated[int | None, typer.Option(min=1)] = None,
-    max_samples: Annotated[int | None, typer.Option(min=2)] = None,
-    resume: Annotated[bool, typer.Option("--resume")] = False,
+    base_filters: BaseFilters = defaults.SEG_BASE_FILTERS,
+    pixel_csv: PixelCsv = None,
+    steps_per_epoch: StepsPerEpoch = None,
+    max_samples: MaxSamples = None,
+    resume: Resume = False,
 ) -> None:
     """Train a heatmap CNN for the four BPD/OFD end points."""
     from fetalbio.models import ARCHS
 
     if arch not in ARCHS:
         raise fail(f"--arch {arch!r}: choose one of {', '.join(ARCHS)}")
+    from fetalbio.methods.landmarks import LandmarkMethod
+
     _train(
-        "landmarks",
+        LandmarkMethod.name,
         dataset,
         out,
         resume,
+        image_size,
         arch=arch,
         heatmap_sigma_px=sigma,
         epochs=epochs,
         batch_size=batch_size,
-        image_size=parse_size(image_size),
         lr=lr,
         seed=seed,
         val_fraction=val_fraction,
         strategy=strategy.value,
         base_filters=base_filters,
-        pixel_csv=str(pixel_csv) if pixel_csv else None,
-        landmarks_csv=str(landmarks) if landmarks else None,
-        init_from=str(init_from) if init_from else None,
+        pixel_csv=pixel_csv,
+        landmarks_csv=landmarks,
+        init_from=init_from,
         steps_per_epoch=steps_per_epoch,
         max_samples=max_samples,
     )
@@ -252,8 +330,16 @@ def train_landmarks(
 # --- predict / evaluate ---
 
 
-def _methods(method: Method) -> tuple[str, ...]:
-    return ("segmentation", "landmarks") if method == Method.both else (method.value,)
+def _methods(method: str) -> tuple[str, ...]:
+    """``both`` -> the shipped methods; otherwise one registered method (a one-line error if unknown)."""
+    from fetalbio import methods
+
+    if method == "both":
+        return methods.PRIMARY
+    try:
+        return (methods.get(method).name,)
+    except ValueError as exc:
+        raise fail(f"--method: {exc}") from None
 
 
 def _load_engines(methods: tuple[str, ...], model: Path | None, engine: EngineName) -> dict:
@@ -269,12 +355,12 @@ def _load_engines(methods: tuple[str, ...], model: Path | None, engine: EngineNa
         raise fail(str(exc)) from None
 
 
-def _available_methods(method: Method, model: Path | None, engine: EngineName) -> tuple[str, ...]:
+def _available_methods(method: str, model: Path | None, engine: EngineName) -> tuple[str, ...]:
     """``both`` runs what is shipped: a missing landmark model is said, not fatal."""
-    from fetalbio.engines import default_engine, default_model_path
+    from fetalbio.modelinfo import default_engine, default_model_path
 
     methods = _methods(method)
-    if method == Method.both and model is None:
+    if method == "both" and model is None:
         kind = default_engine(engine.value)  # auto: Keras when installed, else the shipped int8 .tflite
         missing = [m for m in methods if not default_model_path(m, kind).exists()]
         if missing and len(missing) < len(methods):
@@ -290,13 +376,9 @@ def _available_methods(method: Method, model: Path | None, engine: EngineName) -
 def predict(
     inputs: Annotated[list[Path], typer.Argument(help="Scan files and/or folders (searched recursively).")],
     out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("fetalbio-out"),
-    method: Annotated[Method, typer.Option(help="segmentation, landmarks or both.")] = Method.both,
-    model: Annotated[
-        Path | None, typer.Option(help="A .keras/.tflite file or a run folder (default: shipped).")
-    ] = None,
-    engine: Annotated[
-        EngineName, typer.Option(help="auto: LiteRT for .tflite, else Keras.")
-    ] = EngineName.auto,
+    method: MethodOpt = "both",
+    model: ModelPath = None,
+    engine: EngineOpt = EngineName.auto,
     pixel_size: Annotated[
         float | None, typer.Option(min=0.0, help="Pixel size in mm (overrides everything).")
     ] = None,
@@ -319,10 +401,10 @@ def predict(
         csv_map = read_pixel_csv(pixel_csv) if pixel_csv else None
     except ScanError as exc:
         raise fail(str(exc)) from None
+    methods = _available_methods(method, model, engine)
     paths, missing = find_scans(inputs)
     if not paths and not missing:
         raise fail("no scans found in " + ", ".join(map(str, inputs)))
-    methods = _available_methods(method, model, engine)
     engines = _load_engines(methods, model, engine)
     opts = PredictOptions(
         methods=methods,
@@ -360,7 +442,8 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
         "file", "method", "HC", "BPD", "OFD", "CI", "GA (Hadlock)", "flags", box=None, header_style="bold"
     )
     t.columns[0].no_wrap = True
-    short = {"segmentation": "seg", "landmarks": "landm."}
+    from fetalbio import methods
+
     for r in ok:
         u = r["unit"]
 
@@ -371,7 +454,7 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
         ga = r.get("ga_hadlock_hc_weeks")
         t.add_row(
             Path(r["file"]).name,
-            short.get(r["method"], r["method"]),
+            methods.get(r["method"]).short_name,
             f("hc"),
             f("bpd"),
             f("ofd"),
@@ -385,12 +468,10 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
 @app.command("evaluate")
 def evaluate(
     dataset: Annotated[Path, typer.Argument(help="Annotated folder (NAME.png + NAME_Annotation.png).")],
-    method: Annotated[Method, typer.Option()] = Method.segmentation,
-    model: Annotated[
-        Path | None, typer.Option(help="A .keras/.tflite file or run folder (default: shipped).")
-    ] = None,
-    engine: Annotated[EngineName, typer.Option()] = EngineName.auto,
-    pixel_csv: Annotated[Path | None, typer.Option()] = None,
+    method: MethodOpt = "segmentation",
+    model: ModelPath = None,
+    engine: EngineOpt = EngineName.auto,
+    pixel_csv: PixelCsv = None,
     split: Annotated[
         Path | None, typer.Option(help="A run's splits.json: evaluate its 'val' scans only.")
     ] = None,
@@ -433,7 +514,12 @@ def evaluate(
 @app.command("export")
 def export(
     out: Annotated[Path, typer.Option("--out", help="The .tflite file to write (sidecar JSON beside it).")],
-    method: Annotated[TrainMethod, typer.Option()] = TrainMethod.segmentation,
+    method: Annotated[
+        str,
+        typer.Option(
+            help="The method whose model to convert: segmentation or landmarks.", rich_help_panel=MODEL
+        ),
+    ] = "segmentation",
     model: Annotated[
         Path | None, typer.Option(help="A .keras file or run folder (default: shipped).")
     ] = None,
@@ -457,7 +543,7 @@ def export(
     from fetalbio.export import ExportError, export_model, print_verification
 
     try:
-        report = export_model(model, method.value, out, quantize.value, calibration, console=console)
+        report = export_model(model, _methods(method)[0], out, quantize.value, calibration, console=console)
     except ExportError as exc:
         raise fail(str(exc)) from None
     print_verification(report, console)
@@ -482,7 +568,7 @@ def demo(
             [out / "scans"],
             out=out / "results",
             pixel_csv=out / "scans" / "pixel_size.csv",
-            method=Method.both,
+            method="both",
             model=None,
             engine=EngineName.auto,
             pixel_size=None,

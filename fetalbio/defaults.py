@@ -19,9 +19,6 @@ WARMUP_EPOCHS = 1
 SEED = 42
 VAL_FRACTION = 0.2  # of SUBJECTS, not images
 
-# Post-processing: threshold of the skull probability.
-SEG_THRESHOLD = 0.5
-
 # predict: two methods disagreeing by more than this on HC are flagged.
 METHOD_DISAGREEMENT_HC_MM = 5.0
 

@@ -10,78 +10,71 @@ beside a ``.keras`` file, and in a ``<name>.json`` sidecar beside a ``.tflite`` 
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 
-METHODS = ("segmentation", "landmarks")
-
-
-class ModelError(Exception):
-    """A model that cannot be loaded or used; str() is one line naming the file."""
-
-
-def models_dir() -> Path:
-    """The shipped models: ``$FETALBIO_MODELS`` or ``models/`` at the top of the checkout."""
-    env = os.environ.get("FETALBIO_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
-
-
-def default_model_path(method: str, engine: str = "keras") -> Path:
-    name = "model.keras" if engine == "keras" else "model_int8.tflite"
-    return models_dir() / method / name
+from fetalbio.modelinfo import (  # noqa: F401  (re-exported: the engines' public names)
+    ModelError,
+    ModelInfo,
+    choose_model,
+    default_engine,
+    default_model_path,
+    keras_available,
+    models_dir,
+    resolve_model_path,
+)
 
 
 class Engine(Protocol):
-    method: str
-    heatmap_sigma_px: float  # the training sigma, for heatmap confidences
-    low_point_confidence: float | None  # the model's own low-confidence threshold, if calibrated
-    image_size: tuple[int, int]
     path: Path
+    info: ModelInfo  # method, input size, heatmap sigma, calibrated thresholds
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def image_size(self) -> tuple[int, int]: ...
 
     def predict(self, x: np.ndarray) -> np.ndarray: ...
 
 
-def _sidecar(path: Path) -> dict:
-    for cand in (path.with_suffix(".json"), path.parent / "model.json"):
-        if cand.exists():
-            try:
-                return json.loads(cand.read_text())
-            except json.JSONDecodeError as exc:
-                raise ModelError(f"{cand}: not valid JSON ({exc.msg})") from None
-    return {}
+def _complete_info(path: Path, info: ModelInfo | None, channels: int, input_hw: tuple[int, int]) -> ModelInfo:
+    """The sidecar, with the method (from the output channels) and input size filled in where absent."""
+    from fetalbio import methods
+
+    info = info or ModelInfo()
+    if info.method is None:
+        m = methods.for_channels(channels)
+        if m is None:
+            raise ModelError(
+                f"{path}: model has {channels} output channels and no sidecar naming its method; expected "
+                + " or ".join(f"{methods.get(n).out_channels} ({n})" for n in methods.PRIMARY)
+            )
+        info.method = m.name
+    info.image_size = input_hw
+    return info
 
 
-def _method_from_channels(c: int, path: Path) -> str:
-    if c == 1:
-        return "segmentation"
-    if c == 4:
-        return "landmarks"
-    raise ModelError(f"{path}: model has {c} output channels; expected 1 (segmentation) or 4 (landmarks)")
+class _EngineBase:
+    path: Path
+    info: ModelInfo
+
+    @property
+    def method(self) -> str:
+        return self.info.method
+
+    @property
+    def image_size(self) -> tuple[int, int]:
+        return self.info.image_size
 
 
-def resolve_model_path(path: str | Path) -> Path:
-    """A ``.keras``/``.tflite`` file, or a run folder (its ``best.keras``)."""
-    p = Path(path)
-    if p.is_dir():
-        for name in ("best.keras", "model.keras"):
-            if (p / name).exists():
-                return p / name
-        raise ModelError(f"{p}: folder holds no best.keras or model.keras")
-    if not p.exists():
-        raise ModelError(f"{p}: model file does not exist")
-    return p
-
-
-class KerasEngine:
+class KerasEngine(_EngineBase):
     """A ``.keras`` model run by Keras (TensorFlow backend)."""
 
-    def __init__(self, path: str | Path):
-        import importlib
-
+    def __init__(self, path: Path, info: ModelInfo | None = None):
+        """``path``: a ``.keras`` file or run folder; ``info``: its sidecar (read here when None)."""
         try:
             import keras
         except ImportError:
@@ -90,13 +83,11 @@ class KerasEngine:
                 "(or run an exported .tflite with --engine litert)"
             ) from None
 
-        # importing the builders registers their classes with Keras' deserialiser
-        for mod in ("unet", "hrnet", "resnet_head"):
-            try:
-                importlib.import_module(f"fetalbio.models.{mod}")
-            except ModuleNotFoundError:
-                pass
+        from fetalbio.models import register_keras_classes
+
+        register_keras_classes()
         self.path = resolve_model_path(path)
+        info = info or ModelInfo.read(self.path)
         try:
             self.model = keras.models.load_model(self.path, compile=False)
         except Exception as exc:  # Keras raises many kinds; the user needs one line
@@ -104,11 +95,9 @@ class KerasEngine:
                 f"{self.path}: cannot load Keras model ({exc.__class__.__name__}: {exc})"
             ) from None
         shape = self.model.input_shape
-        self.image_size = (int(shape[1]), int(shape[2]))
-        info = _sidecar(self.path)
-        self.heatmap_sigma_px = float(info.get("heatmap_sigma_px", 3.0))
-        self.low_point_confidence = info.get("low_point_confidence")
-        self.method = info.get("method") or _method_from_channels(self.model.output_shape[-1], self.path)
+        self.info = _complete_info(
+            self.path, info, int(self.model.output_shape[-1]), (int(shape[1]), int(shape[2]))
+        )
         self._fn = None
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -119,10 +108,11 @@ class KerasEngine:
         return np.asarray(self._fn(tf.constant(x, tf.float32)))
 
 
-class LiteRTEngine:
+class LiteRTEngine(_EngineBase):
     """A ``.tflite`` model run by LiteRT (``ai-edge-litert``), without TensorFlow."""
 
-    def __init__(self, path: str | Path, num_threads: int | None = None):
+    def __init__(self, path: Path, info: ModelInfo | None = None, num_threads: int | None = None):
+        """``path``: a ``.tflite`` file; ``info``: its sidecar (read here when None)."""
         try:
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
@@ -130,17 +120,19 @@ class LiteRTEngine:
                 "the LiteRT engine needs ai-edge-litert: pip install 'fetalbio[litert]'"
             ) from None
         self.path = resolve_model_path(path)
+        info = info or ModelInfo.read(self.path)
         try:
             self.interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
         except Exception as exc:
             raise ModelError(f"{self.path}: cannot load TFLite model ({exc})") from None
         self.inp = self.interp.get_input_details()[0]
         self.out = self.interp.get_output_details()[0]
-        self.image_size = (int(self.inp["shape"][1]), int(self.inp["shape"][2]))
-        info = _sidecar(self.path)
-        self.heatmap_sigma_px = float(info.get("heatmap_sigma_px", 3.0))
-        self.low_point_confidence = info.get("low_point_confidence")
-        self.method = info.get("method") or _method_from_channels(int(self.out["shape"][-1]), self.path)
+        self.info = _complete_info(
+            self.path,
+            info,
+            int(self.out["shape"][-1]),
+            (int(self.inp["shape"][1]), int(self.inp["shape"][2])),
+        )
         self._batch = int(self.inp["shape"][0])
         self.interp.allocate_tensors()
 
@@ -168,37 +160,28 @@ class LiteRTEngine:
         return np.asarray(y, np.float32)
 
 
-def keras_available() -> bool:
-    """Whether TensorFlow and Keras are installed (not in an inference-only ``.[litert]`` install)."""
-    import importlib.util
-
-    try:
-        return all(importlib.util.find_spec(m) is not None for m in ("tensorflow", "keras"))
-    except (ImportError, ValueError):
-        return False
-
-
-def default_engine(engine: str = "auto") -> str:
-    """The engine for the SHIPPED model: Keras when installed, else LiteRT (``auto``); else as given."""
-    if engine != "auto":
-        return engine
-    return "keras" if keras_available() else "litert"
-
-
 def load_engine(path: str | Path | None, method: str, engine: str = "auto") -> Engine:
-    """Load the model for ``method`` (the shipped one when ``path`` is None).
+    """Load the model that ``method`` runs on (the shipped one when ``path`` is None).
 
     ``engine='auto'`` picks LiteRT for ``.tflite`` files and Keras otherwise; for the shipped model,
     Keras when TensorFlow is installed, else the shipped int8 LiteRT file.
     """
-    if path is None:
-        engine = default_engine(engine)
-        path = default_model_path(method, engine)
-        if not Path(path).exists():
-            raise ModelError(f"{path}: no shipped {method} model (train one, or give --model)")
-    p = resolve_model_path(path)
-    kind = engine if engine != "auto" else ("litert" if p.suffix == ".tflite" else "keras")
-    eng: Engine = LiteRTEngine(p) if kind == "litert" else KerasEngine(p)
-    if eng.method != method:
-        raise ModelError(f"{p}: is a {eng.method} model, not a {method} model")
+    from fetalbio import methods
+
+    wanted = methods.get(method).model_method
+    p, kind = choose_model(wanted, path, engine)
+    info = ModelInfo.read(p)
+    eng: Engine = LiteRTEngine(p, info) if kind == "litert" else KerasEngine(p, info)
+    if eng.method != wanted:
+        raise ModelError(f"{p}: is a {eng.method} model, not a {wanted} model")
     return eng
+
+
+class CallableEngine(_EngineBase):
+    """Any ``(N, H, W, 1) -> (N, H, W, C)`` function as an engine (a model being trained, in validation)."""
+
+    def __init__(self, fn, info: ModelInfo, path: str | Path = "<in memory>"):
+        self.path, self.info, self._fn = Path(path), info, fn
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return np.asarray(self._fn(np.asarray(x, np.float32)))

@@ -13,13 +13,18 @@ from typing import Any
 import numpy as np
 
 from fetalbio.datasets import Truth
-from fetalbio.geometry import draw_ellipse_mask, measure_ellipse, measure_landmarks, pair_errors_mm
+from fetalbio.geometry import draw_ellipse_mask, measure_ellipse, pair_errors_mm
 from fetalbio.postprocess import dice, hausdorff_mm
 
 
-def score_prediction(result, truth: Truth, pixel_size_mm: float | None, name: str = "") -> dict[str, Any]:
-    """One per-image row. Without a pixel size the 'mm' figures are in pixels (and say so)."""
-    sp = (pixel_size_mm, pixel_size_mm) if pixel_size_mm else (1.0, 1.0)
+def score_prediction(
+    result, truth: Truth, spacing_mm: tuple[float, float] | None, name: str = ""
+) -> dict[str, Any]:
+    """One per-image row, with the scan's own (x, y) spacing. Without a spacing the '_mm' figures are in
+    pixels and the row says ``unit = px``; :func:`summarise` keeps such rows out of the mm figures."""
+    from fetalbio import methods
+
+    sp = spacing_mm if spacing_mm else (1.0, 1.0)
     true = measure_ellipse(truth.ellipse, sp)
     row: dict[str, Any] = {
         "file": name,
@@ -30,15 +35,11 @@ def score_prediction(result, truth: Truth, pixel_size_mm: float | None, name: st
         "hc_true_mm": true.hc,
         "bpd_true_mm": true.bpd,
         "ofd_true_mm": true.ofd,
-        "unit": "mm" if pixel_size_mm else "px",
+        "unit": "mm" if spacing_mm else "px",
     }
     if result.error:
         return row
-    pred = (
-        measure_landmarks(result.landmarks, sp)
-        if result.method == "landmarks"
-        else measure_ellipse(result.ellipse, sp)
-    )
+    pred = methods.get(result.method).measure(result, sp)
     row.update(
         hc_mm=pred.hc,
         bpd_mm=pred.bpd,
@@ -72,9 +73,19 @@ def _stats(values: list[float]) -> dict[str, float]:
 
 
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
-    """Aggregate rows: MAE/median/p95 of |differences|, signed means, Dice, Hausdorff, point errors."""
-    ok = [r for r in rows if r["status"] == "ok"]
-    s: dict[str, Any] = {"n_images": len(rows), "n_failed": len(rows) - len(ok)}
+    """Aggregate rows: MAE/median/p95 of |differences|, signed means, Dice, Hausdorff, point errors.
+
+    Only rows measured in mm enter the ``_mm`` figures; rows without a pixel size are counted in
+    ``n_px_only``, and Hausdorff distances that could not be computed (an empty mask) in
+    ``n_hausdorff_undefined``.
+    """
+    measured = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in measured if r.get("unit") == "mm"]
+    s: dict[str, Any] = {
+        "n_images": len(rows),
+        "n_failed": len(rows) - len(measured),
+        "n_px_only": len(measured) - len(ok),
+    }
     for m in ("hc", "bpd", "ofd"):
         diffs = [r[f"{m}_diff_mm"] for r in ok]
         st = _stats([abs(d) for d in diffs])
@@ -83,8 +94,10 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     for key in ("dice", "dice_mask"):
         vals = [r[key] for r in ok if key in r]
         s[f"{key}_mean"] = float(np.mean(vals)) if vals else None
-    hd = [r["hausdorff_mm"] for r in ok if "hausdorff_mm" in r and math.isfinite(r["hausdorff_mm"])]
+    hd_all = [r["hausdorff_mm"] for r in ok if "hausdorff_mm" in r]
+    hd = [h for h in hd_all if math.isfinite(h)]
     s["hausdorff_mm_mean"] = float(np.mean(hd)) if hd else None
+    s["n_hausdorff_undefined"] = len(hd_all) - len(hd)
     pts = [r[f"{n}_err_mm"] for r in ok for n in ("bpd1", "bpd2", "ofd1", "ofd2")]
     s["landmark_mre_mm"] = float(np.mean(pts)) if pts else float("nan")
     worst = [r["point_err_max_mm"] for r in ok]
@@ -110,8 +123,7 @@ def evaluate_dataset(
 
     from fetalbio.datasets import find_samples, load_truth
     from fetalbio.io import ScanError, read_scan
-    from fetalbio.predict import outputs_to_result
-    from fetalbio.preprocess import prepare_input
+    from fetalbio.pipeline import Predictor
 
     samples = [s for s in find_samples(dataset, pixel_csv) if s.annotation_path is not None]
     if split_file:
@@ -121,31 +133,22 @@ def evaluate_dataset(
         samples = samples[:limit]
     if not samples:
         raise ScanError(Path(dataset), "no annotated scans to evaluate")
+    truths: dict[str, Truth] = {}
+
+    def read(s):  # the truth is read with the scan: an unreadable annotation fails the sample
+        scan = read_scan(s.scan_path, pixel_size_mm=s.pixel_size_mm)
+        truths[s.name] = load_truth(s.annotation_path)
+        return scan
+
     rows: list[dict] = []
-    for i in range(0, len(samples), batch_size):
-        ready = []
-        for s in samples[i : i + batch_size]:
-            try:
-                scan = read_scan(s.scan_path, pixel_size_mm=s.pixel_size_mm)
-                ready.append((s, scan, load_truth(s.annotation_path)))
-            except ScanError as exc:
-                rows.append(
-                    {"file": s.name, "method": engine.method, "status": "error", "error": str(exc.reason)}
-                )
-        if not ready:
-            continue
-        prepared = [prepare_input(scan.pixels, engine.image_size) for _, scan, _ in ready]
-        outs = engine.predict(np.stack([x for x, _ in prepared])[..., None])
-        for (s, scan, truth), (_, lb), o in zip(ready, prepared, outs, strict=True):
-            res = outputs_to_result(
-                engine.method,
-                o,
-                lb,
-                scan.spacing_mm,
-                sigma_px=engine.heatmap_sigma_px,
-                low_confidence=engine.low_point_confidence,
-            )
-            rows.append(score_prediction(res, truth, s.pixel_size_mm, s.name))
+    for batch in Predictor({engine.method: engine}, batch_size).run(samples, read):
+        for pred in batch:
+            s = pred.source
+            if pred.error is not None:
+                rows.append({"file": s.name, "method": engine.method, "status": "error", "error": pred.error})
+                continue
+            res = pred.results[engine.method]
+            rows.append(score_prediction(res, truths.pop(s.name), pred.scan.spacing_mm, s.name))
     return summarise(rows), rows
 
 
@@ -233,10 +236,11 @@ def _worst_overlay(report_dir: Path, dataset: Path, row: dict) -> Path:
     import cv2
 
     from fetalbio.datasets import load_truth, read_grey
+    from fetalbio.io import annotation_path
     from fetalbio.writers import write_png_atomic
 
     scan = read_grey(dataset / row["file"])
-    truth = load_truth(dataset / row["file"].replace(".png", "_Annotation.png"))
+    truth = load_truth(annotation_path(dataset / row["file"]))
     img = cv2.cvtColor(scan, cv2.COLOR_GRAY2BGR)
     for e, colour in ((truth.ellipse, (0, 0, 255)),):
         cv2.ellipse(img, e.to_cv2(), colour, 1, cv2.LINE_AA)

@@ -195,12 +195,12 @@ def check_runs_on_litert(tflite: bytes, out: Path) -> None:
 
 
 def _load_keras(model: str | Path | None, method: str):
-    from fetalbio.engines import ModelError, default_model_path
+    from fetalbio.modelinfo import ModelError, choose_model
 
-    if model is None:
-        model = default_model_path(method)
-        if not Path(model).exists():
-            raise ExportError(f"{model}: no shipped {method} model (train one, or give --model)")
+    try:
+        model, _ = choose_model(method, model, "keras")
+    except ModelError as exc:
+        raise ExportError(str(exc)) from None
     try:
         import keras  # noqa: F401
         import tensorflow  # noqa: F401
@@ -307,51 +307,41 @@ def io_details(tflite: bytes) -> tuple[dict, dict]:
 def sidecar_content(
     engine, quantize: str, tflite: bytes, inp: dict, outp: dict, source: ScanSource | None
 ) -> dict:
-    """What the LiteRT engine needs beside the file: the source's model.json + export facts."""
-    from fetalbio.engines import _sidecar
-    from fetalbio.train import TrainConfig, model_info
+    """What the LiteRT engine needs beside the file: the source model's info + export facts."""
+    import dataclasses
 
-    info = dict(_sidecar(engine.path))
-    if not info:
-        info = model_info(TrainConfig(method=engine.method, image_size=engine.image_size))
-    info["method"] = engine.method
-    info["image_size"] = list(engine.image_size)
+    from fetalbio import methods
+
+    info = dataclasses.replace(engine.info, extra=dict(engine.info.extra))
+    if not info.output:
+        info.output = methods.get(engine.method).output_description
     out_h = outp["shape"][1]
-    info.update(
-        {
-            "output_stride": engine.image_size[0] // out_h if out_h and out_h > 0 else 1,
-            "quantize": quantize,
-            "source_model": str(engine.path),
-            "source_model_sha256": hashlib.sha256(Path(engine.path).read_bytes()).hexdigest(),
-            "tflite_sha256": hashlib.sha256(tflite).hexdigest(),
-            "input_tensor": inp,
-            "output_tensor": outp,
-            "calibration": f"{len(source.calibration)} {source.description}"
-            if quantize == "int8" and source
-            else None,
-            "runtime": "LiteRT (ai-edge-litert); no TensorFlow ops",
-        }
-    )
-    return info
+    info.output_stride = engine.image_size[0] // out_h if out_h and out_h > 0 else 1
+    info.quantize = quantize
+    info.source_model = str(engine.path)
+    info.source_model_sha256 = hashlib.sha256(Path(engine.path).read_bytes()).hexdigest()
+    info.tflite_sha256 = hashlib.sha256(tflite).hexdigest()
+    info.input_tensor, info.output_tensor = inp, outp
+    if quantize == "int8" and source:
+        info.calibration = f"{len(source.calibration)} {source.description}"
+    info.runtime = "LiteRT (ai-edge-litert); no TensorFlow ops"
+    return info.to_dict()
 
 
 # --- verification -------------------------------------------------------------------------------------------
 
 
-def _measures(method: str, output: np.ndarray, lb, spacing: tuple[float, float], engine):
-    """HC/BPD/OFD (mm) through the same post-processing as ``predict``; (None, reason) when none."""
-    from fetalbio.geometry import measure_ellipse, measure_landmarks
-    from fetalbio.predict import outputs_to_result
+def _measures(output: np.ndarray, lb, spacing: tuple[float, float], engine):
+    """HC/BPD/OFD (mm) through the same decoding as ``predict``; (None, reason) when none."""
+    from fetalbio import methods
+    from fetalbio.pipeline import Predictor
 
-    sigma = getattr(engine, "heatmap_sigma_px", None)
-    kw = {"sigma_px": sigma} if sigma is not None else {}
+    method = engine.method
     try:
-        res = outputs_to_result(method, output, lb, spacing, **kw)
+        res = Predictor({method: engine}).decode(method, output[None], [lb])[0]
         if res.error:
             return None, res.error
-        if method == "landmarks":
-            return measure_landmarks(res.landmarks, spacing), None
-        return measure_ellipse(res.ellipse, spacing), None
+        return methods.get(method).measure(res, spacing), None
     except (ValueError, ArithmeticError) as exc:  # degenerate points (e.g. an untrained model)
         return None, f"{exc.__class__.__name__}: {exc}"
 
@@ -359,6 +349,7 @@ def _measures(method: str, output: np.ndarray, lb, spacing: tuple[float, float],
 def verify(tflite_path: Path, keras_engine, scans: list) -> dict:
     """Run the TFLite file (LiteRT) and the Keras model on ``scans``; compare outputs and mm."""
     from fetalbio.engines import LiteRTEngine, ModelError
+    from fetalbio.pipeline import Predictor
     from fetalbio.preprocess import prepare_input
 
     try:
@@ -368,12 +359,13 @@ def verify(tflite_path: Path, keras_engine, scans: list) -> dict:
     if lite.image_size != keras_engine.image_size:
         raise ExportError(f"{tflite_path}: input size {lite.image_size} differs from the Keras model's")
     prepared = [prepare_input(pixels, keras_engine.image_size) for _, pixels, _ in scans]
-    x = np.stack([p for p, _ in prepared])[..., None]
+    inputs = [p for p, _ in prepared]
+    m = keras_engine.method
     t0 = time.perf_counter()
-    y_keras = keras_engine.predict(x)
+    y_keras = Predictor({m: keras_engine}).infer(m, inputs)
     t_keras = time.perf_counter() - t0
     t0 = time.perf_counter()
-    y_lite = lite.predict(x)
+    y_lite = Predictor({m: lite}).infer(m, inputs)
     t_lite = time.perf_counter() - t0
     rows = []
     assumed = False
@@ -383,8 +375,8 @@ def verify(tflite_path: Path, keras_engine, scans: list) -> dict:
             spacing, assumed = (ASSUMED_PIXEL_SIZE_MM, ASSUMED_PIXEL_SIZE_MM), True
             row["pixel_size_assumed"] = True
         row["pixel_size_mm"] = float(spacing[0])
-        mk, ek = _measures(keras_engine.method, yk, lb, spacing, keras_engine)
-        ml, el = _measures(keras_engine.method, yl, lb, spacing, lite)
+        mk, ek = _measures(yk, lb, spacing, keras_engine)
+        ml, el = _measures(yl, lb, spacing, lite)
         if mk is None or ml is None:
             row["status"] = "both failed" if mk is None and ml is None else "one failed"
             row["error"] = f"keras: {ek or 'ok'}; litert: {el or 'ok'}"
@@ -481,7 +473,7 @@ def export_model(
         "input_tensor": inp,
         "output_tensor": outp,
         "scans": source.to_dict(),
-        "calibration": sidecar["calibration"],
+        "calibration": sidecar.get("calibration"),
         "verification": verification,
         "convert_seconds": round(convert_s, 1),
         "seconds": round(time.perf_counter() - t_start, 1),

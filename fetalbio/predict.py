@@ -2,76 +2,17 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
+from fetalbio import methods
+from fetalbio.methods.base import Result
 
-from fetalbio.geometry import Ellipse, Landmarks, ellipse_to_landmarks, landmarks_to_ellipse
-from fetalbio.postprocess import segment_to_ellipse
-from fetalbio.preprocess import Letterbox
-
-MIN_AXIS_PX = 4.0  # a BPD or OFD pair closer than this (original px) is not a head
-
-
-@dataclass
-class Result:
-    """One method's result on one scan, in ORIGINAL pixels."""
-
-    method: str
-    ellipse: Ellipse | None = None
-    landmarks: Landmarks | None = None
-    mask: np.ndarray | None = None  # (H, W) uint8 0/1, segmentation only
-    flags: list[str] = field(default_factory=list)
-    confidence: float = 0.0
-    point_confidence: list[float] | None = None
-    fit_residual_px: float | None = None
-    error: str | None = None
-
-
-def outputs_to_result(
-    method: str,
-    output: np.ndarray,
-    letterbox: Letterbox,
-    spacing_mm: tuple[float, float] | None,
-    *,
-    threshold: float = 0.5,
-    sigma_px: float = 3.0,
-    low_confidence: float | None = None,
-) -> Result:
-    """Post-process one model output ((in_h, in_w, C)) into a :class:`Result` in original pixels."""
-    if method == "segmentation":
-        prob = letterbox.map_to_original(np.asarray(output, np.float32)[..., 0])
-        seg = segment_to_ellipse(prob, threshold)
-        if seg.fit is None:
-            return Result(method, mask=seg.mask, flags=seg.flags, error=seg.error)
-        e = seg.fit.ellipse
-        return Result(
-            method,
-            e,
-            ellipse_to_landmarks(e),
-            seg.mask,
-            seg.flags,
-            seg.confidence,
-            fit_residual_px=seg.fit.residual_px,
-        )
-    if method == "landmarks":
-        from fetalbio.heatmaps import LOW_POINT_CONFIDENCE, decode_heatmaps
-
-        pts_in, conf = decode_heatmaps(np.asarray(output, np.float32), sigma_px=sigma_px)
-        lm = Landmarks.from_array(letterbox.to_original(pts_in))
-        # a model may carry its own threshold (calibrated on its validation split, see model.json)
-        limit = LOW_POINT_CONFIDENCE if low_confidence is None else low_confidence
-        flags = ["low_confidence"] if min(conf) < limit else []
-        pts = lm.as_array()
-        # a collapsed pair (both points on one spot) is no measurement: an empty or degenerate output
-        if min(np.hypot(*(pts[1] - pts[0])), np.hypot(*(pts[3] - pts[2]))) < MIN_AXIS_PX:
-            return Result(
-                method, landmarks=lm, flags=["no_head", *flags], error="no head found (landmarks collapsed)"
-            )
-        return Result(
-            method, landmarks_to_ellipse(lm), lm, None, flags, float(np.mean(conf)), list(map(float, conf))
-        )
-    raise ValueError(f"unknown method {method!r}")
+if TYPE_CHECKING:
+    from fetalbio.io import Scan
+    from fetalbio.pipeline import Prediction
 
 
 # --- measurements ---
@@ -115,13 +56,13 @@ COLUMNS = [
 ]
 
 
-def measurement_row(
-    file: str, result: Result, spacing_mm: tuple[float, float] | None, spacing_source: str
-) -> dict:
-    """One output row (see COLUMNS). Millimetre columns stay empty when the spacing is unknown."""
-    from fetalbio.biometry import BPD_CONVENTION, biometry_from_axes
-    from fetalbio.geometry import measure_ellipse, measure_landmarks
+def measurement_row(file: str, result: Result, scan: Scan) -> dict:
+    """One output row (see COLUMNS), with the scan's own spacing. Millimetre columns stay empty when the
+    spacing is unknown."""
+    from fetalbio.biometry import biometry_from_axes
 
+    spacing_mm, spacing_source = scan.spacing_mm, scan.spacing_source
+    method = methods.get(result.method)
     row: dict = {
         "file": file,
         "method": result.method,
@@ -135,14 +76,12 @@ def measurement_row(
     }
     if result.error:
         return row
-    measure = measure_landmarks if result.method == "landmarks" else measure_ellipse
-    obj = result.landmarks if result.method == "landmarks" else result.ellipse
-    px = measure(obj, None)
+    px = method.measure(result, None)
     row.update(
         hc_px=px.hc, bpd_px=px.bpd, ofd_px=px.ofd, cephalic_index=100.0 * px.bpd / px.ofd if px.ofd else None
     )
     if spacing_mm:
-        mm = measure(obj, spacing_mm)
+        mm = method.measure(result, spacing_mm)
         bio = biometry_from_axes(mm.bpd, mm.ofd, mm.hc)
         row.update(
             hc_mm=mm.hc,
@@ -163,9 +102,7 @@ def measurement_row(
         ellipse_angle_deg=e.angle_deg,
         fit_residual_px=result.fit_residual_px,
         confidence=result.confidence,
-        bpd_convention=BPD_CONVENTION
-        if result.method == "segmentation"
-        else "distance between the two predicted BPD points",
+        bpd_convention=method.bpd_convention,
     )
     return row
 
@@ -174,12 +111,12 @@ def error_row(file: str, method: str, reason: str) -> dict:
     return {"file": file, "method": method, "status": "error", "error": reason, "unit": "", "flags": ""}
 
 
-# --- the batch pipeline ---
+# --- the batch run ---
 
 
 @dataclass
 class PredictOptions:
-    methods: tuple[str, ...] = ("segmentation",)
+    methods: tuple[str, ...] = methods.PRIMARY  # the registered methods to run, in row order
     pixel_size_mm: float | None = None
     pixel_csv: dict[str, float] | None = None
     overlays: bool = True
@@ -188,131 +125,59 @@ class PredictOptions:
     disagreement_hc_mm: float = 5.0
 
 
-def predict_paths(paths: list, engines: dict, out_dir, opts: PredictOptions, progress=None) -> list[dict]:
+def predict_paths(
+    paths: list, engines: dict, out_dir, opts: PredictOptions, progress: Callable[[int], None] | None = None
+) -> list[dict]:
     """Run every engine (``{method: Engine}``) over scan paths; write overlays/masks; return rows.
 
     A scan that fails gets an ``error`` row per method and the batch goes on.
     """
-    from pathlib import Path
+    from fetalbio.io import read_scan
+    from fetalbio.pipeline import Predictor
 
-    from fetalbio.io import ScanError, read_scan
-    from fetalbio.preprocess import prepare_input
-    from fetalbio.writers import write_png_atomic
-
-    out_dir = Path(out_dir)
+    predictor = Predictor({m: engines[m] for m in opts.methods}, opts.batch_size)
     rows: list[dict] = []
-    for start in range(0, len(paths), opts.batch_size):
-        chunk = paths[start : start + opts.batch_size]
-        ready = []
-        for p in chunk:
-            try:
-                scan = read_scan(p, pixel_size_mm=opts.pixel_size_mm, pixel_csv=opts.pixel_csv)
-                ready.append((p, scan))
-            except ScanError as exc:
-                rows.extend(error_row(str(p), m, exc.reason) for m in opts.methods)
-        by_method: dict[str, list[dict]] = {}
-        for method in opts.methods:
-            eng = engines[method]
-            inputs = [prepare_input(s.pixels, eng.image_size) for _, s in ready]
-            outs = eng.predict(np.stack([x for x, _ in inputs])[..., None]) if inputs else []
-            by_method[method] = []
-            for (p, scan), (_, lb), o in zip(ready, inputs, outs, strict=True):
-                res = outputs_to_result(
-                    method,
-                    o,
-                    lb,
-                    scan.spacing_mm,
-                    sigma_px=eng.heatmap_sigma_px,
-                    low_confidence=eng.low_point_confidence,
-                )
-                row = measurement_row(str(p), res, scan.spacing_mm, scan.spacing_source)
-                by_method[method].append(row)
-                if opts.overlays and not res.error:
-                    write_png_atomic(
-                        out_dir / "overlays" / f"{Path(p).stem}_{method}.png",
-                        draw_overlay(scan.pixels, res, row),
-                    )
-                if opts.save_masks and res.mask is not None:
-                    write_png_atomic(out_dir / "masks" / f"{Path(p).stem}_mask.png", res.mask * 255)
-        if len(opts.methods) == 2:
-            flag_disagreement(by_method, opts.disagreement_hc_mm)
-        for i in range(len(ready)):
-            rows.extend(by_method[m][i] for m in opts.methods)
+
+    def read(p):
+        return read_scan(p, pixel_size_mm=opts.pixel_size_mm, pixel_csv=opts.pixel_csv)
+
+    for batch in predictor.run(paths, read):
+        for pred in batch:
+            rows.extend(_scan_rows(pred, Path(out_dir), opts))
         if progress:
-            progress(len(chunk))
+            progress(len(batch))
     return rows
 
 
-def flag_disagreement(by_method: dict[str, list[dict]], threshold_mm: float) -> None:
-    """Flag both rows of a scan whose two methods' HC differ by more than ``threshold_mm``."""
-    for a, b in zip(by_method["segmentation"], by_method["landmarks"], strict=True):
-        key = "hc_mm" if a.get("hc_mm") is not None and b.get("hc_mm") is not None else "hc_px"
-        if a.get(key) is None or b.get(key) is None:
-            continue
-        if key == "hc_mm" and abs(a[key] - b[key]) > threshold_mm:
-            for r in (a, b):
+def _scan_rows(pred: Prediction, out_dir: Path, opts: PredictOptions) -> list[dict]:
+    """The rows of one scan (one per method), with its overlays and masks written."""
+    from fetalbio.writers import write_png_atomic
+
+    file = str(pred.source)
+    if pred.error is not None:
+        return [error_row(file, m, pred.error) for m in opts.methods]
+    rows = []
+    for method in opts.methods:
+        res = pred.results[method]
+        row = measurement_row(file, res, pred.scan)
+        rows.append(row)
+        if opts.overlays and not res.error:
+            from fetalbio.overlay import draw_overlay
+
+            write_png_atomic(
+                out_dir / "overlays" / f"{Path(file).stem}_{method}.png",
+                draw_overlay(pred.scan.pixels, res, row),
+            )
+        if opts.save_masks and res.mask is not None:
+            write_png_atomic(out_dir / "masks" / f"{Path(file).stem}_mask.png", res.mask * 255)
+    flag_disagreement(rows, opts.disagreement_hc_mm)
+    return rows
+
+
+def flag_disagreement(rows: list[dict], threshold_mm: float) -> None:
+    """Flag every row of a scan when its methods' HC (mm) differ by more than ``threshold_mm``."""
+    hcs = [r["hc_mm"] for r in rows if r.get("hc_mm") is not None]
+    if len(hcs) >= 2 and max(hcs) - min(hcs) > threshold_mm:
+        for r in rows:
+            if r.get("hc_mm") is not None:
                 r["flags"] = ";".join(filter(None, [r["flags"], "methods_disagree"]))
-
-
-def draw_overlay(pixels: np.ndarray, result: Result, row: dict) -> np.ndarray:
-    """The scan (BGR uint8) with the ellipse, the BPD (green) and OFD (orange) calipers and values."""
-    import cv2
-
-    img = pixels
-    if img.dtype != np.uint8:
-        img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    bgr = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    scale = max(1, round(max(img.shape) / 800))
-    s = 1 << 4  # drawing with 4 fractional bits keeps sub-pixel positions
-    if result.ellipse is not None:
-        e = result.ellipse
-        cv2.ellipse(
-            bgr,
-            (round(e.cx_px * s), round(e.cy_px * s)),
-            (round(e.semi_major_px * s), round(e.semi_minor_px * s)),
-            e.angle_deg,
-            0,
-            360,
-            (255, 255, 0),
-            scale,
-            cv2.LINE_AA,
-            4,
-        )
-    pts = result.landmarks.as_array()
-    for (i, j), colour in (((0, 1), (0, 220, 0)), ((2, 3), (0, 140, 255))):
-        p, q = (tuple(int(round(v * s)) for v in pts[k]) for k in (i, j))
-        cv2.line(bgr, p, q, colour, scale, cv2.LINE_AA, 4)
-        for k in (p, q):
-            cv2.drawMarker(bgr, (k[0] // s, k[1] // s), colour, cv2.MARKER_CROSS, 10 * scale, scale)
-    unit = row.get("unit", "px")
-
-    def val(k: str) -> str:
-        v = row.get(f"{k}_mm") if unit == "mm" else row.get(f"{k}_px")
-        return "-" if v is None else f"{v:.1f} {unit}"
-
-    lines = [f"{result.method}", f"HC {val('hc')}", f"BPD {val('bpd')}", f"OFD {val('ofd')}"]
-    if result.flags:
-        lines.append("flags: " + ",".join(result.flags))
-    for n, text in enumerate(lines):
-        y = (22 + 22 * n) * scale
-        cv2.putText(
-            bgr,
-            text,
-            (10 * scale, y),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.6 * scale,
-            (0, 0, 0),
-            3 * scale,
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            bgr,
-            text,
-            (10 * scale, y),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.6 * scale,
-            (255, 255, 255),
-            scale,
-            cv2.LINE_AA,
-        )
-    return bgr

@@ -27,8 +27,6 @@ Environment:
 
 * ``FETALBIO_CPU_REPLICAS=N`` splits the CPU into N logical devices before TensorFlow starts, so
   ``--strategy mirrored`` (or ``auto``) runs N replicas on a machine without GPUs (tests, debugging).
-* ``FETALBIO_TEST_STEP_DELAY_S=S`` (test hook, not for users) sleeps S seconds after every training
-  step, so a test can kill a run in the middle of an epoch.
 
 Multi-worker: every worker runs the same command (same ``--out``); only the chief writes the run folder,
 the others write to a temporary folder that is removed at the end. ``--resume`` reads the chief's
@@ -53,34 +51,47 @@ from pathlib import Path
 
 import numpy as np
 
-from fetalbio import defaults
+from fetalbio import defaults, methods
 from fetalbio.augment import AugmentConfig, augment
 from fetalbio.datasets import Sample, Truth, find_samples, load_or_make_split, load_truth
+from fetalbio.distribute import (
+    is_chief,
+    make_strategy,
+    per_replica_batch,
+    scaled_lr,
+    strategy_name,
+    task_name,
+)
 from fetalbio.io import read_scan
+from fetalbio.modelinfo import ModelInfo
 from fetalbio.preprocess import Letterbox, prepare_input
 from fetalbio.writers import write_bytes_atomic, write_csv_atomic, write_json_atomic
 
-REFERENCE_BATCH = 8
+VAL_BATCH = 16  # scans per validation call (inference only, so larger than the training batch)
 
 
 @dataclass
 class TrainConfig:
-    method: str = "segmentation"  # or 'landmarks'
+    """A training run's whole configuration (written to ``config.json``); defaults from :mod:`defaults`."""
+
+    method: str = methods.PRIMARY[0]  # a registered method (fetalbio.methods)
     dataset: str = ""
     out: str = ""
-    arch: str = "unet"
+    arch: str | None = (
+        None  # None: the method's default (segmentation: unet, landmarks: defaults.LANDMARK_ARCH)
+    )
     epochs: int = defaults.EPOCHS
-    batch_size: int = defaults.BATCH_SIZE
-    image_size: tuple[int, int] = defaults.IMAGE_SIZE
-    lr: float = defaults.LR
+    batch_size: int = defaults.BATCH_SIZE  # global
+    image_size: tuple[int, int] = defaults.IMAGE_SIZE  # (H, W) model input, px
+    lr: float = defaults.LR  # for a global batch of 8
     weight_decay: float = defaults.WEIGHT_DECAY
     warmup_epochs: int = defaults.WARMUP_EPOCHS
     seed: int = defaults.SEED
-    val_fraction: float = defaults.VAL_FRACTION
+    val_fraction: float = defaults.VAL_FRACTION  # of subjects
     strategy: str = "auto"
     base_filters: int = defaults.SEG_BASE_FILTERS
-    depth: int = defaults.SEG_DEPTH
-    heatmap_sigma_px: float = defaults.HEATMAP_SIGMA_PX
+    depth: int = defaults.SEG_DEPTH  # U-Net depth of the segmentation model
+    heatmap_sigma_px: float = defaults.HEATMAP_SIGMA_PX  # landmark targets, input px
     pixel_csv: str | None = None
     landmarks_csv: str | None = None
     init_from: str | None = None  # a .keras model whose same-named, same-shaped layers seed this one
@@ -88,10 +99,24 @@ class TrainConfig:
     steps_per_epoch: int | None = None  # None = the whole training split
     augment: dict = field(default_factory=lambda: AugmentConfig().to_dict())
 
+    def __post_init__(self) -> None:
+        if self.arch is None:
+            self.arch = methods.get(self.method).default_arch
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["image_size"] = list(self.image_size)
         return d
+
+    def model_info(self) -> ModelInfo:
+        """What inference needs beside the trained weights (written as ``model.json``)."""
+        return ModelInfo(
+            method=self.method,
+            arch=self.arch,
+            image_size=tuple(self.image_size),
+            output=methods.get(self.method).output_description,
+            heatmap_sigma_px=self.heatmap_sigma_px,
+        )
 
 
 @dataclass
@@ -101,6 +126,7 @@ class Prepared:
     sample: Sample
     truth: Truth
     letterbox: Letterbox
+    spacing_mm: tuple[float, float] | None  # (x, y) of the original scan
     image: np.ndarray  # (H, W) float32, normalised
     mask: np.ndarray  # (H, W) float32 0..1 (area-resampled, so soft at the border)
     points: np.ndarray  # (4, 2) bpd1, bpd2, ofd1, ofd2 in input pixels
@@ -115,134 +141,20 @@ def prepare_samples(
     for s in samples:
         if s.annotation_path is None:
             continue
-        scan = read_scan(s.scan_path)
+        scan = read_scan(s.scan_path, pixel_size_mm=s.pixel_size_mm)
         truth = load_truth(s.annotation_path)
         image, lb = prepare_input(scan.pixels, image_size)
         mask = lb.image_to_input(truth.mask().astype(np.float32))
         src = points[s.name] if points is not None and s.name in points else truth.landmarks.as_array()
-        out.append(Prepared(s, truth, lb, image, mask, lb.to_input(src)))
+        out.append(Prepared(s, truth, lb, scan.spacing_mm, image, mask, lb.to_input(src)))
     return out
 
 
-# --- strategies ---
-
-CPU_REPLICAS_ENV = "FETALBIO_CPU_REPLICAS"
-STEP_DELAY_ENV = "FETALBIO_TEST_STEP_DELAY_S"  # test hook: seconds to sleep after each step
-
-
-def configure_cpu_replicas() -> int:
-    """Split the CPU into ``$FETALBIO_CPU_REPLICAS`` logical devices; returns the number (0 = unset).
-
-    Must run before TensorFlow initialises its devices (before the first op), hence in a fresh process.
-    """
-    text = os.environ.get(CPU_REPLICAS_ENV, "").strip()
-    if not text:
-        return 0
-    try:
-        n = int(text)
-    except ValueError:
-        raise ValueError(f"{CPU_REPLICAS_ENV}={text!r}: expected a whole number of CPU devices") from None
-    if n < 1:
-        raise ValueError(f"{CPU_REPLICAS_ENV}={n}: expected 1 or more")
-    import tensorflow as tf
-
-    cpus = tf.config.list_physical_devices("CPU")
-    current = tf.config.get_logical_device_configuration(cpus[0])
-    if current is not None and len(current) == n:
-        return n
-    try:
-        tf.config.set_logical_device_configuration(
-            cpus[0], [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
-        )
-    except RuntimeError:
-        raise ValueError(
-            f"{CPU_REPLICAS_ENV}={n}: TensorFlow had already started; set it before the process starts"
-        ) from None
-    return n
-
-
-def make_strategy(name: str):
-    """``auto``: MirroredStrategy when several GPUs (or logical CPUs) are visible, else the default."""
-    import tensorflow as tf
-
-    configure_cpu_replicas()
-    if name == "multi-worker":
-        # created before any other op: collective ops are configured at start-up
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy multi-worker needs TF_CONFIG (see README)")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    gpus = [d.name for d in tf.config.list_logical_devices("GPU")]
-    cpus = [d.name for d in tf.config.list_logical_devices("CPU")]
-    if name == "auto":
-        if len(gpus) > 1 or (not gpus and len(cpus) > 1):
-            return tf.distribute.MirroredStrategy(devices=gpus if gpus else cpus)
-        return tf.distribute.get_strategy()
-    if name == "one-device":
-        return tf.distribute.OneDeviceStrategy(gpus[0] if gpus else cpus[0])
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy(devices=gpus or cpus)
-    raise ValueError(f"unknown strategy {name!r}: choose auto, one-device, mirrored or multi-worker")
-
-
-def is_chief(strategy) -> bool:
-    """Only the chief writes checkpoints, models and logs (worker 0 when there is no chief)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return True
-    return resolver.task_type == "chief" or (resolver.task_type == "worker" and resolver.task_id == 0)
-
-
-def task_name(strategy) -> str:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not getattr(resolver, "task_type", None):
-        return "local"
-    return f"{resolver.task_type}:{resolver.task_id}"
-
-
-def strategy_name(strategy) -> str:
-    name = type(strategy).__name__
-    return {
-        "CollectiveAllReduceStrategy": "MultiWorkerMirroredStrategy",
-        "_DefaultDistributionStrategy": "default",
-    }.get(name, name)
-
-
-def per_replica_batch(global_batch: int, replicas: int) -> int:
-    """The batch rule: the global batch is split evenly over the replicas."""
-    if global_batch < replicas or global_batch % replicas:
-        lower = global_batch // replicas * replicas
-        tries = " or ".join(str(b) for b in (lower, lower + replicas) if b)
-        raise ValueError(
-            f"--batch-size {global_batch} is the global batch and must be a multiple of the {replicas} "
-            f"replicas (devices x workers), each replica taking batch-size / {replicas}: "
-            f"try --batch-size {tries}"
-        )
-    return global_batch // replicas
-
-
-def scaled_lr(lr: float, global_batch: int) -> float:
-    """The learning-rate rule: linear in the global batch, ``lr`` being the rate for a batch of 8."""
-    return lr * global_batch / REFERENCE_BATCH
-
-
-# --- tasks: what differs between segmentation and landmarks ------------------------------------------
-
-
 def build_model(cfg: TrainConfig):
-    from fetalbio.models.unet import UNet
-
-    h, w = cfg.image_size
-    if cfg.method == "segmentation":
-        return UNet(
-            (h, w, 1),
-            base_filters=cfg.base_filters,
-            depth=cfg.depth,
-            out_channels=1,
-            out_activation="sigmoid",
-        )
-    from fetalbio.models import build_landmark_model
-
-    return build_landmark_model(cfg.arch, (h, w, 1), base_filters=cfg.base_filters)
+    """The method's model for this configuration."""
+    return methods.get(cfg.method).build_model(
+        cfg.arch, tuple(cfg.image_size), cfg.base_filters, depth=cfg.depth
+    )
 
 
 def init_weights_from(model, source: Path) -> int:
@@ -253,7 +165,7 @@ def init_weights_from(model, source: Path) -> int:
     """
     import keras
 
-    from fetalbio.engines import resolve_model_path
+    from fetalbio.modelinfo import resolve_model_path
 
     src = keras.models.load_model(resolve_model_path(source), compile=False)
     by_name = {layer.name: layer for layer in src.layers}
@@ -271,58 +183,50 @@ def init_weights_from(model, source: Path) -> int:
     return copied
 
 
-def seg_loss(y_true, y_pred):
-    """Per-example BCE + soft Dice: Dice keeps the thin-walled, imbalanced mask from vanishing."""
-    import keras
-    from keras import ops
+def epoch_batch(cfg: TrainConfig, train_set: list[Prepared], epoch: int, n: int, aug: AugmentConfig):
+    """The epoch's ``n`` augmented training pairs (x (n, H, W, 1), y (n, H, W, C)), float32.
 
-    eps = 1e-6
-    bce = ops.mean(keras.losses.binary_crossentropy(y_true, y_pred), axis=(1, 2))
-    inter = ops.sum(y_true * y_pred, axis=(1, 2, 3))
-    denom = ops.sum(y_true, axis=(1, 2, 3)) + ops.sum(y_pred, axis=(1, 2, 3))
-    dice = 1.0 - (2.0 * inter + 1.0) / (denom + 1.0 + eps)
-    return bce + dice
-
-
-def make_targets(cfg: TrainConfig, masks: np.ndarray, points: np.ndarray) -> np.ndarray:
-    if cfg.method == "segmentation":
-        return masks[..., None]
-    from fetalbio.heatmaps import render_heatmaps
-
-    return np.stack([render_heatmaps(p, cfg.image_size, cfg.heatmap_sigma_px) for p in points])
-
-
-def loss_fn(cfg: TrainConfig):
-    if cfg.method == "segmentation":
-        return seg_loss
-    from fetalbio.heatmaps import heatmap_loss
-
-    return heatmap_loss
+    The order and augmentation depend only on (seed, epoch): a resumed run, and every worker, sees the
+    same data.
+    """
+    rng = np.random.default_rng([cfg.seed, epoch])
+    idx = np.resize(rng.permutation(len(train_set)), n)
+    images, masks, points = [], [], []
+    for i in idx:
+        p = train_set[i]
+        im, mk, pt = augment(rng, p.image, p.mask, p.points, aug)
+        images.append(im)
+        masks.append(mk)
+        points.append(pt)
+    x = np.stack(images)[..., None].astype(np.float32)
+    method = methods.get(cfg.method)
+    y = method.targets(np.stack(masks), np.stack(points), tuple(cfg.image_size), cfg.heatmap_sigma_px)
+    return x, y.astype(np.float32)
 
 
-# --- validation through the same post-processing as predict ----------------------------------------------
+# --- validation through the same inference path as predict ----------------------------------------------
 
 
 def validate(
     cfg: TrainConfig, predict_batch: Callable[[np.ndarray], np.ndarray], val: list[Prepared]
 ) -> dict:
-    """Validation figures in mm through the full post-processing (the same as ``evaluate``)."""
+    """Validation figures in mm through the full decoding (:class:`~fetalbio.pipeline.Predictor`), scored
+    as ``evaluate`` scores them."""
+    from fetalbio.engines import CallableEngine
     from fetalbio.evaluate import score_prediction, summarise
-    from fetalbio.predict import outputs_to_result
+    from fetalbio.pipeline import Predictor
 
+    predictor = Predictor({cfg.method: CallableEngine(predict_batch, cfg.model_info())})
     rows = []
-    bs = 16
-    for i in range(0, len(val), bs):
-        chunk = val[i : i + bs]
-        out = predict_batch(np.stack([p.image for p in chunk])[..., None])
-        for p, o in zip(chunk, out, strict=True):
-            spacing = (p.sample.pixel_size_mm,) * 2 if p.sample.pixel_size_mm else None
-            res = outputs_to_result(cfg.method, o, p.letterbox, spacing, sigma_px=cfg.heatmap_sigma_px)
-            rows.append(score_prediction(res, p.truth, p.sample.pixel_size_mm))
+    for i in range(0, len(val), VAL_BATCH):
+        chunk = val[i : i + VAL_BATCH]
+        outputs = predictor.infer(cfg.method, [p.image for p in chunk])
+        results = predictor.decode(cfg.method, outputs, [p.letterbox for p in chunk])
+        rows.extend(score_prediction(r, p.truth, p.spacing_mm) for r, p in zip(results, chunk, strict=True))
     return summarise(rows)
 
 
-# --- the loop ---
+# --- checkpoints ---
 
 
 def _save_checkpoint(ckpt_dir: Path, model, optimizer, state: dict) -> None:
@@ -364,14 +268,21 @@ def _load_checkpoint(ckpt_dir: Path, model, optimizer) -> dict | None:
     return state
 
 
-def _step_delay() -> float:
-    """The test hook ``FETALBIO_TEST_STEP_DELAY_S`` (seconds slept after each step; 0 when unset)."""
-    text = os.environ.get(STEP_DELAY_ENV, "").strip()
-    return float(text) if text else 0.0
+# --- the loop ---
 
 
-def train(cfg: TrainConfig, resume: bool = False, console=None, on_epoch: Callable | None = None) -> dict:
-    """Train a model as configured; returns the best epoch's validation figures."""
+def train(
+    cfg: TrainConfig,
+    resume: bool = False,
+    console=None,
+    on_epoch: Callable[[int], None] | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict:
+    """Train a model as configured; returns the best epoch's validation figures.
+
+    ``on_epoch(epoch)`` runs after each saved epoch and ``on_step(epoch, step)`` after each training
+    step (both 1-based; hooks for progress and tests).
+    """
     import shutil
     import tempfile
 
@@ -379,8 +290,6 @@ def train(cfg: TrainConfig, resume: bool = False, console=None, on_epoch: Callab
 
     # the strategy first: multi-worker collectives and logical CPUs must be set before any other op
     strategy = make_strategy(cfg.strategy)
-    replicas = strategy.num_replicas_in_sync
-    local_batch = per_replica_batch(cfg.batch_size, replicas)
     chief = is_chief(strategy)
     console = console or Console()
     shared = Path(cfg.out)  # the run folder: the chief writes it, every worker may read it (--resume)
@@ -392,25 +301,16 @@ def train(cfg: TrainConfig, resume: bool = False, console=None, on_epoch: Callab
         if (shared / "splits.json").exists():
             shutil.copy(shared / "splits.json", run / "splits.json")
     try:
-        return _train(cfg, resume, console, on_epoch, strategy, replicas, local_batch, chief, shared, run)
+        loop = _Loop(cfg, strategy, console, chief, shared, run)
+        return loop.fit(resume, on_epoch, on_step)
     finally:
         if not chief:
             shutil.rmtree(run, ignore_errors=True)
 
 
-def _train(cfg, resume, console, on_epoch, strategy, replicas, local_batch, chief, shared, run) -> dict:
-    import keras
-    import tensorflow as tf
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    run.mkdir(parents=True, exist_ok=True)
-    if (run / "config.json").exists() and not resume and (run / "checkpoint" / "state.json").exists():
-        raise FileExistsError(f"{run}: already holds a run; use --resume to carry on or another --out")
-    write_json_atomic(run / "config.json", cfg.to_dict())
-
-    keras.utils.set_random_seed(cfg.seed)
-    samples = find_samples(cfg.dataset, cfg.pixel_csv)
-    samples = [s for s in samples if s.annotation_path is not None]
+def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepared], list[Prepared]]:
+    """The run's (train, val) samples, read and letterboxed; the subject split is written once to ``run``."""
+    samples = [s for s in find_samples(cfg.dataset, cfg.pixel_csv) if s.annotation_path is not None]
     if cfg.max_samples:
         samples = samples[: cfg.max_samples]
     if not samples:
@@ -435,210 +335,224 @@ def _train(cfg, resume, console, on_epoch, strategy, replicas, local_batch, chie
         val_set = prepare_samples([by_name[n] for n in split["val"] if n in by_name], cfg.image_size)
     if not train_set:
         raise ValueError("the training split is empty")
+    return train_set, val_set
 
-    steps = cfg.steps_per_epoch or max(1, len(train_set) // cfg.batch_size)
-    lr = scaled_lr(cfg.lr, cfg.batch_size)
-    total_steps = steps * cfg.epochs
-    warmup = min(total_steps // 2, steps * cfg.warmup_epochs)
-    if replicas > 1 and chief:
-        console.print(
-            f"{strategy_name(strategy)}: {replicas} replicas x {local_batch} scans = global batch "
-            f"{cfg.batch_size}, learning rate {lr:.3g}"
-        )
 
-    with strategy.scope():
-        model = build_model(cfg)
-        if cfg.init_from and not resume:
-            n = init_weights_from(model, Path(cfg.init_from))
-            if chief:
-                console.print(f"initialised {n} of {len(model.layers)} layers from {cfg.init_from}")
-        schedule = keras.optimizers.schedules.CosineDecay(
-            initial_learning_rate=lr / 10 if warmup else lr,
-            decay_steps=max(1, total_steps - warmup),
-            alpha=0.02,
-            warmup_target=lr if warmup else None,
-            warmup_steps=warmup,
-        )
-        optimizer = keras.optimizers.AdamW(
-            learning_rate=schedule, weight_decay=cfg.weight_decay, clipnorm=None
-        )
-        optimizer.build(model.trainable_variables)
-    per_example_loss = loss_fn(cfg)
+class _Loop:
+    """One training run: the model and optimizer under the strategy, the epoch loop and its saving."""
 
-    # every worker restores the chief's checkpoint, so all start from the same epoch and weights
-    state = _load_checkpoint(shared / "checkpoint", model, optimizer) if resume else None
-    start_epoch = state["epoch"] if state else 0
-    history: list[dict] = state["history"] if state else []
-    best = state["best"] if state else None
-    if state:
-        console.print(
-            f"Resuming after epoch {start_epoch} of {cfg.epochs} "
-            f"(optimizer step {int(optimizer.iterations.numpy())})"
-        )
+    def __init__(self, cfg: TrainConfig, strategy, console, chief: bool, shared: Path, run: Path):
+        self.cfg, self.strategy, self.console, self.chief = cfg, strategy, console, chief
+        self.shared, self.run = shared, run
+        self.replicas = strategy.num_replicas_in_sync
+        self.local_batch = per_replica_batch(cfg.batch_size, self.replicas)
+        self.method = methods.get(cfg.method)
 
-    def step_fn(x, y):
-        with tf.GradientTape() as tape:
-            pred = model(x, training=True)
-            per_example = per_example_loss(y, pred)
-            if per_example.shape.rank != 1:  # a scalar here would be divided by the global batch again
-                raise ValueError(f"the loss must be per example, shape (batch,): got {per_example.shape}")
-            loss = tf.nn.compute_average_loss(per_example, global_batch_size=cfg.batch_size)
-        grads = tape.gradient(loss, model.trainable_variables)
-        # Keras' optimizer sums the gradients over replicas (and workers) before applying them
-        optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
-        return loss
+    def fit(self, resume: bool, on_epoch, on_step) -> dict:
+        import keras
 
-    @tf.function
-    def train_step(x, y):
-        losses = strategy.run(step_fn, args=(x, y))
-        return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+        cfg, run = self.cfg, self.run
+        run.mkdir(parents=True, exist_ok=True)
+        if (run / "config.json").exists() and not resume and (run / "checkpoint" / "state.json").exists():
+            raise FileExistsError(f"{run}: already holds a run; use --resume to carry on or another --out")
+        write_json_atomic(run / "config.json", cfg.to_dict())
+        keras.utils.set_random_seed(cfg.seed)
+        self.train_set, self.val_set = load_training_data(cfg, run, self.console)
+        self.steps = cfg.steps_per_epoch or max(1, len(self.train_set) // cfg.batch_size)
+        self.lr = scaled_lr(cfg.lr, cfg.batch_size)
+        if self.replicas > 1 and self.chief:
+            self.console.print(
+                f"{strategy_name(self.strategy)}: {self.replicas} replicas x {self.local_batch} scans = "
+                f"global batch {cfg.batch_size}, learning rate {self.lr:.3g}"
+            )
+        self._build(resume)
+        state = _load_checkpoint(self.shared / "checkpoint", self.model, self.optimizer) if resume else None
+        self.history: list[dict] = state["history"] if state else []
+        self.best = state["best"] if state else None
+        start = state["epoch"] if state else 0
+        if state:
+            self.console.print(
+                f"Resuming after epoch {start} of {cfg.epochs} "
+                f"(optimizer step {int(self.optimizer.iterations.numpy())})"
+            )
+        self._compile_step()
+        t_start = time.time()
+        self.epoch_times: list[float] = [h["seconds"] for h in self.history]
+        with self._progress() as progress:
+            for epoch in range(start, cfg.epochs):
+                self._epoch(epoch, progress, on_step)
+                if on_epoch:
+                    on_epoch(epoch + 1)
+        return self._result(t_start)
 
-    def distribute(x: np.ndarray, y: np.ndarray):
+    def _build(self, resume: bool) -> None:
+        """Model and optimizer under the strategy (every worker builds the same), AdamW + cosine decay."""
+        import keras
+
+        cfg = self.cfg
+        total_steps = self.steps * cfg.epochs
+        warmup = min(total_steps // 2, self.steps * cfg.warmup_epochs)
+        with self.strategy.scope():
+            self.model = build_model(cfg)
+            if cfg.init_from and not resume:
+                n = init_weights_from(self.model, Path(cfg.init_from))
+                if self.chief:
+                    self.console.print(
+                        f"initialised {n} of {len(self.model.layers)} layers from {cfg.init_from}"
+                    )
+            self.schedule = keras.optimizers.schedules.CosineDecay(
+                initial_learning_rate=self.lr / 10 if warmup else self.lr,
+                decay_steps=max(1, total_steps - warmup),
+                alpha=0.02,
+                warmup_target=self.lr if warmup else None,
+                warmup_steps=warmup,
+            )
+            self.optimizer = keras.optimizers.AdamW(
+                learning_rate=self.schedule, weight_decay=cfg.weight_decay, clipnorm=None
+            )
+            self.optimizer.build(self.model.trainable_variables)
+
+    def _compile_step(self) -> None:
+        """The distributed training step, and a plain (undistributed) copy of the model for validation and
+        saving: the same on every worker and free of collective ops, so workers cannot disagree on them."""
+        import tensorflow as tf
+
+        model, optimizer, strategy = self.model, self.optimizer, self.strategy
+        per_example_loss, global_batch = self.method.loss(), self.cfg.batch_size
+
+        def step_fn(x, y):
+            with tf.GradientTape() as tape:
+                pred = model(x, training=True)
+                per_example = per_example_loss(y, pred)
+                if per_example.shape.rank != 1:  # a scalar here would be divided by the global batch again
+                    raise ValueError(f"the loss must be per example, shape (batch,): got {per_example.shape}")
+                loss = tf.nn.compute_average_loss(per_example, global_batch_size=global_batch)
+            grads = tape.gradient(loss, model.trainable_variables)
+            # Keras' optimizer sums the gradients over replicas (and workers) before applying them
+            optimizer.apply_gradients(zip(grads, model.trainable_variables, strict=True))
+            return loss
+
+        @tf.function
+        def train_step(x, y):
+            losses = strategy.run(step_fn, args=(x, y))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, losses, axis=None)
+
+        self.train_step = train_step
+        self.plain = build_model(self.cfg)
+        predict_fn = tf.function(lambda x: self.plain(x, training=False))
+        self.predict_batch = lambda x: np.asarray(predict_fn(tf.constant(x, tf.float32)))
+
+    def _distribute(self, x: np.ndarray, y: np.ndarray):
         """One global batch -> replica r gets rows [r * local_batch, (r + 1) * local_batch)."""
+        import tensorflow as tf
+
+        lb = self.local_batch
 
         def value_fn(ctx):
-            r = ctx.replica_id_in_sync_group
-            sl = slice(r * local_batch, (r + 1) * local_batch)
+            sl = slice(ctx.replica_id_in_sync_group * lb, (ctx.replica_id_in_sync_group + 1) * lb)
             return tf.constant(x[sl]), tf.constant(y[sl])
 
-        return strategy.experimental_distribute_values_from_function(value_fn)
+        return self.strategy.experimental_distribute_values_from_function(value_fn)
 
-    # validation and saving use a plain (undistributed) copy of the model: the same on every worker and
-    # free of collective ops, so workers cannot disagree on them
-    plain = build_model(cfg)
-    predict_fn = tf.function(lambda x: plain(x, training=False))
+    def _progress(self):
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    def predict_batch(x: np.ndarray) -> np.ndarray:
-        return np.asarray(predict_fn(tf.constant(x, tf.float32)))
+        return Progress(
+            TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]:.4f}"),
+            TextColumn("val {task.fields[val]}"),
+            TextColumn("run left"),
+            TimeRemainingColumn(),
+            console=self.console,
+            disable=not self.chief,
+        )
 
-    aug_cfg = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.augment.items()})
-    key_metric = "hc_mae_mm" if cfg.method == "segmentation" else "landmark_mre_mm"
-    delay = _step_delay()
-    t_start = time.time()
-    epoch_times: list[float] = [h["seconds"] for h in history]
+    def _epoch(self, epoch: int, progress, on_step) -> None:
+        """Train one epoch, validate, log, save the best model and the checkpoint."""
+        cfg, key = self.cfg, self.method.key_metric
+        t0 = time.time()
+        aug = AugmentConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in cfg.augment.items()})
+        x, y = epoch_batch(cfg, self.train_set, epoch, self.steps * cfg.batch_size, aug)
+        last = self.history[-1][key] if self.history and key in self.history[-1] else None
+        task = progress.add_task(
+            "train",
+            total=self.steps,
+            epoch=epoch + 1,
+            epochs=cfg.epochs,
+            loss=float("nan"),
+            val=f"{key} {last:.2f}" if last is not None else "-",
+        )
+        losses = []
+        for s in range(self.steps):
+            b = slice(s * cfg.batch_size, (s + 1) * cfg.batch_size)
+            losses.append(float(self.train_step(*self._distribute(x[b], y[b]))))
+            progress.update(task, advance=1, loss=float(np.mean(losses)))
+            if on_step:
+                on_step(epoch + 1, s + 1)
+        self.plain.set_weights(self.model.get_weights())
+        metrics = validate(cfg, self.predict_batch, self.val_set) if self.val_set else {}
+        progress.update(task, val=f"{key} {metrics.get(key, float('nan')):.2f}")
+        progress.remove_task(task)
+        self._end_of_epoch(epoch, losses, metrics, time.time() - t0)
 
-    progress = Progress(
-        TextColumn("[bold]epoch {task.fields[epoch]}/{task.fields[epochs]}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TextColumn("loss {task.fields[loss]:.4f}"),
-        TextColumn("val {task.fields[val]}"),
-        TextColumn("run left"),
-        TimeRemainingColumn(),
-        console=console,
-        disable=not chief,
-    )
-    with progress:
-        for epoch in range(start_epoch, cfg.epochs):
-            t0 = time.time()
-            # the epoch's augmentation depends only on (seed, epoch): a resumed run, and every worker,
-            # sees the same data
-            rng = np.random.default_rng([cfg.seed, epoch])
-            order = rng.permutation(len(train_set))
-            n = steps * cfg.batch_size
-            idx = np.resize(order, n)
-            images, masks, points = [], [], []
-            for i in idx:
-                p = train_set[i]
-                im, mk, pt = augment(rng, p.image, p.mask, p.points, aug_cfg)
-                images.append(im)
-                masks.append(mk)
-                points.append(pt)
-            x = np.stack(images)[..., None].astype(np.float32)
-            y = make_targets(cfg, np.stack(masks), np.stack(points)).astype(np.float32)
-            last = history[-1][key_metric] if history and key_metric in history[-1] else None
-            task = progress.add_task(
-                "train",
-                total=steps,
-                epoch=epoch + 1,
-                epochs=cfg.epochs,
-                loss=float("nan"),
-                val=f"{key_metric} {last:.2f}" if last is not None else "-",
-            )
-            # total time left is estimated from the mean epoch time so far
-            losses = []
-            for s in range(steps):
-                b = slice(s * cfg.batch_size, (s + 1) * cfg.batch_size)
-                loss = float(train_step(*distribute(x[b], y[b])))
-                losses.append(loss)
-                progress.update(task, advance=1, loss=float(np.mean(losses)))
-                if delay:
-                    time.sleep(delay)
-            plain.set_weights(model.get_weights())
-            metrics = validate(cfg, predict_batch, val_set) if val_set else {}
-            seconds = time.time() - t0
-            epoch_times.append(seconds)
-            iterations = int(optimizer.iterations.numpy())
-            row = {
-                "epoch": epoch + 1,
-                "step": iterations,
-                "loss": float(np.mean(losses)),
-                "lr": float(schedule(optimizer.iterations)),
-                "seconds": round(seconds, 1),
-                **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
-            }
-            history.append(row)
-            progress.update(task, val=f"{key_metric} {metrics.get(key_metric, float('nan')):.2f}")
-            progress.remove_task(task)
-            left_min = np.mean(epoch_times) * (cfg.epochs - epoch - 1) / 60
-            console.print(
-                f"epoch {epoch + 1}/{cfg.epochs}  loss {row['loss']:.4f}  "
-                + "  ".join(
-                    f"{k} {metrics[k]:.3f}"
-                    for k in ("dice_mean", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm", "landmark_mre_mm")
-                    if isinstance(metrics.get(k), float)
-                )
-                + f"  {seconds:.0f}s, about {left_min:.0f} min left"
-            )
-            score = metrics.get(key_metric, row["loss"])
-            improved = best is None or (score is not None and math.isfinite(score) and score < best["score"])
-            if improved:
-                best = {"epoch": epoch + 1, "score": score, "metrics": metrics}
-                save_model(plain, run / "best.keras", cfg)
-            columns = list(dict.fromkeys(k for h in history for k in h))
-            write_csv_atomic(run / "history.csv", history, columns)
-            _save_checkpoint(
-                run / "checkpoint",
-                model,
-                optimizer,
-                {"epoch": epoch + 1, "optimizer_iterations": iterations, "history": history, "best": best},
-            )
-            if on_epoch:
-                on_epoch(epoch + 1)
-    result = {
-        "method": cfg.method,
-        "best_epoch": best["epoch"] if best else None,
-        "val": best["metrics"] if best else {},
-        "n_train": len(train_set),
-        "n_val": len(val_set),
-        "train_seconds": round(sum(epoch_times), 1),
-        "wall_seconds_this_session": round(time.time() - t_start, 1),
-        "replicas": replicas,
-        "per_replica_batch": local_batch,
-        "global_batch": cfg.batch_size,
-        "learning_rate": lr,
-        "strategy": strategy_name(strategy),
-        "task": task_name(strategy),
-        "optimizer_iterations": int(optimizer.iterations.numpy()),
-    }
-    write_json_atomic(run / "metrics.json", result)
-    return {**result, "chief": chief, "run_folder": str(run)}
+    def _end_of_epoch(self, epoch: int, losses: list[float], metrics: dict, seconds: float) -> None:
+        """Log the epoch; save best.keras when it improved; commit the checkpoint."""
+        cfg = self.cfg
+        self.epoch_times.append(seconds)
+        iterations = int(self.optimizer.iterations.numpy())
+        row = {
+            "epoch": epoch + 1,
+            "step": iterations,
+            "loss": float(np.mean(losses)),
+            "lr": float(self.schedule(self.optimizer.iterations)),
+            "seconds": round(seconds, 1),
+            **{k: v for k, v in metrics.items() if isinstance(v, int | float)},
+        }
+        self.history.append(row)
+        left_min = np.mean(self.epoch_times) * (cfg.epochs - epoch - 1) / 60  # from the mean epoch so far
+        shown = ("dice_mean", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm", "landmark_mre_mm")
+        self.console.print(
+            f"epoch {epoch + 1}/{cfg.epochs}  loss {row['loss']:.4f}  "
+            + "  ".join(f"{k} {metrics[k]:.3f}" for k in shown if isinstance(metrics.get(k), float))
+            + f"  {seconds:.0f}s, about {left_min:.0f} min left"
+        )
+        score = metrics.get(self.method.key_metric, row["loss"])
+        best = self.best
+        if best is None or (score is not None and math.isfinite(score) and score < best["score"]):
+            self.best = {"epoch": epoch + 1, "score": score, "metrics": metrics}
+            save_model(self.plain, self.run / "best.keras", cfg)
+        columns = list(dict.fromkeys(k for h in self.history for k in h))
+        write_csv_atomic(self.run / "history.csv", self.history, columns)
+        state = {
+            "epoch": epoch + 1,
+            "optimizer_iterations": iterations,
+            "history": self.history,
+            "best": self.best,
+        }
+        _save_checkpoint(self.run / "checkpoint", self.model, self.optimizer, state)
 
-
-def model_info(cfg: TrainConfig) -> dict:
-    """What inference needs beside the model file (also embedded in exported TFLite files)."""
-    return {
-        "format": "fetalbio-model/1",
-        "method": cfg.method,
-        "arch": cfg.arch,
-        "image_size": list(cfg.image_size),
-        "letterbox": "keep aspect ratio, centre padding with 0, INTER_AREA resize",
-        "normalisation": "per-scan zero mean, unit SD over the scan's pixels",
-        "output": "sigmoid skull probability (H, W, 1)"
-        if cfg.method == "segmentation"
-        else "4 heatmaps (H, W, 4): bpd1, bpd2, ofd1, ofd2",
-        "heatmap_sigma_px": cfg.heatmap_sigma_px,
-    }
+    def _result(self, t_start: float) -> dict:
+        best, cfg = self.best, self.cfg
+        result = {
+            "method": cfg.method,
+            "best_epoch": best["epoch"] if best else None,
+            "val": best["metrics"] if best else {},
+            "n_train": len(self.train_set),
+            "n_val": len(self.val_set),
+            "train_seconds": round(sum(self.epoch_times), 1),
+            "wall_seconds_this_session": round(time.time() - t_start, 1),
+            "replicas": self.replicas,
+            "per_replica_batch": self.local_batch,
+            "global_batch": cfg.batch_size,
+            "learning_rate": self.lr,
+            "strategy": strategy_name(self.strategy),
+            "task": task_name(self.strategy),
+            "optimizer_iterations": int(self.optimizer.iterations.numpy()),
+        }
+        write_json_atomic(self.run / "metrics.json", result)
+        return {**result, "chief": self.chief, "run_folder": str(self.run)}
 
 
 def save_model(model, path: Path, cfg: TrainConfig) -> None:
@@ -646,4 +560,4 @@ def save_model(model, path: Path, cfg: TrainConfig) -> None:
     tmp = path.with_name(f".{path.stem}.tmp.keras")
     model.save(tmp)
     os.replace(tmp, path)
-    write_json_atomic(path.with_name("model.json"), model_info(cfg))
+    cfg.model_info().write(path.with_name("model.json"))

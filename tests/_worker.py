@@ -13,7 +13,9 @@ importing TensorFlow itself.
 from __future__ import annotations
 
 import json
+import os
 import sys
+import time
 from pathlib import Path
 
 
@@ -46,7 +48,11 @@ def main() -> int:
         original_save(model, path, cfg)
         report["bn_at_save"] = bn_statistics(built[0])
 
+    delay = float(os.environ.get("FETALBIO_TEST_STEP_DELAY_S", "0") or 0)
+
     def train(*a, **k):
+        if delay:  # slow every step down, so that the test can kill the run in the middle of an epoch
+            k["on_step"] = lambda epoch, step: time.sleep(delay)
         report["result"] = original_train(*a, **k)
         return report["result"]
 

@@ -46,13 +46,19 @@ def test_dice_and_hausdorff():
 
 
 def test_collapsed_landmark_output_is_an_error_not_a_crash():
-    from fetalbio.predict import measurement_row, outputs_to_result
+    from pathlib import Path
+
+    from fetalbio import methods
+    from fetalbio.io import Scan
+    from fetalbio.modelinfo import ModelInfo
+    from fetalbio.predict import measurement_row
     from fetalbio.preprocess import Letterbox
 
     lb = Letterbox.fit((270, 400), (64, 96))
-    res = outputs_to_result("landmarks", np.zeros((64, 96, 4), np.float32), lb, (0.2, 0.2))
+    res = methods.get("landmarks").decode(np.zeros((64, 96, 4), np.float32), lb, ModelInfo("landmarks"))
     assert res.error and "no head" in res.error
-    row = measurement_row("x.png", res, (0.2, 0.2), "cli")
+    scan = Scan(np.zeros((270, 400), np.uint8), (0.2, 0.2), Path("x.png"), "cli")
+    row = measurement_row("x.png", res, scan)
     assert row["status"] == "error" and row.get("hc_mm") is None
 
 
@@ -67,15 +73,16 @@ def test_a_bite_out_of_the_skull_does_not_shrink_the_ellipse():
 
 
 def test_low_confidence_threshold_can_come_from_the_model():
+    from fetalbio import methods
     from fetalbio.heatmaps import render_heatmaps
-    from fetalbio.predict import outputs_to_result
+    from fetalbio.modelinfo import ModelInfo
     from fetalbio.preprocess import Letterbox
 
     lb = Letterbox.fit((270, 400), (64, 96))
     pts = np.array([[48, 12], [48, 52], [20, 32], [76, 32]], float)
     weak = render_heatmaps(pts, (64, 96), 2.0) * 0.2  # an honest but timid net: low peaks
-    assert "low_confidence" in outputs_to_result("landmarks", weak, lb, None, sigma_px=2.0).flags
-    assert (
-        "low_confidence"
-        not in outputs_to_result("landmarks", weak, lb, None, sigma_px=2.0, low_confidence=0.05).flags
-    )
+    landmarks = methods.get("landmarks")
+    default = ModelInfo("landmarks", heatmap_sigma_px=2.0)
+    calibrated = ModelInfo("landmarks", heatmap_sigma_px=2.0, low_point_confidence=0.05)
+    assert "low_confidence" in landmarks.decode(weak, lb, default).flags
+    assert "low_confidence" not in landmarks.decode(weak, lb, calibrated).flags

@@ -38,30 +38,62 @@ def _rows(csv_path: Path) -> list[dict]:
 
 def snapshot(data_root: Path) -> dict:
     train = data_root / "hc18" / "training_set"
-    names = sorted({n for m in METHODS for n in json.loads((REPO / "models" / m / "regression.json").read_text())["val"]})
+    names = sorted(
+        {n for m in METHODS for n in json.loads((REPO / "models" / m / "regression.json").read_text())["val"]}
+    )
     out: dict = {"scans": names}
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         _fetalbio("demo", "--out", str(tmp / "demo"))  # draws the synthetic scans (seeded)
         inputs = {
-            "hc18": ([str(train / n) for n in names], ["--pixel-csv", str(train.parent / "training_set_pixel_size_and_HC.csv")]),
-            "synthetic": ([str(tmp / "demo" / "scans")], ["--pixel-csv", str(tmp / "demo" / "scans" / "pixel_size.csv")]),
+            "hc18": (
+                [str(train / n) for n in names],
+                ["--pixel-csv", str(train.parent / "training_set_pixel_size_and_HC.csv")],
+            ),
+            "synthetic": (
+                [str(tmp / "demo" / "scans")],
+                ["--pixel-csv", str(tmp / "demo" / "scans" / "pixel_size.csv")],
+            ),
         }
         for key, (paths, extra) in inputs.items():
             for engine in ("keras", "litert"):
                 for method in METHODS:
-                    model = [] if engine == "keras" else ["--model", str(REPO / "models" / method / "model_int8.tflite")]
+                    model = (
+                        []
+                        if engine == "keras"
+                        else ["--model", str(REPO / "models" / method / "model_int8.tflite")]
+                    )
                     dest = tmp / f"{key}-{engine}-{method}"
-                    _fetalbio("predict", *paths, *extra, "--method", method, "--engine", engine, *model,
-                              "--out", str(dest), "--no-overlays", "-q")
+                    _fetalbio(
+                        "predict",
+                        *paths,
+                        *extra,
+                        "--method",
+                        method,
+                        "--engine",
+                        engine,
+                        *model,
+                        "--out",
+                        str(dest),
+                        "--no-overlays",
+                        "-q",
+                    )
                     rows = _rows(dest / "measurements.csv")
                     for r in rows:  # temporary folders differ between runs
                         r["file"] = Path(r["file"]).name
                     out[f"predict/{key}/{engine}/{method}"] = sorted(rows, key=lambda r: r["file"])
         for method in METHODS:
             dest = tmp / f"eval-{method}.json"
-            _fetalbio("evaluate", str(train), "--method", method, "--split",
-                      str(REPO / "models" / method / "regression.json"), "--json", str(dest))
+            _fetalbio(
+                "evaluate",
+                str(train),
+                "--method",
+                method,
+                "--split",
+                str(REPO / "models" / method / "regression.json"),
+                "--json",
+                str(dest),
+            )
             out[f"evaluate/{method}"] = json.loads(dest.read_text())
     return out
 
@@ -69,14 +101,17 @@ def snapshot(data_root: Path) -> dict:
 def _compare(a, b, path: str, tol: float, problems: list[str]) -> None:
     if isinstance(a, dict) and isinstance(b, dict):
         for k in sorted(set(a) | set(b)):
-            if k not in a or k not in b:
-                problems.append(f"{path}/{k}: only in {'old' if k in a else 'new'}")
+            if k not in b:
+                problems.append(f"{path}/{k}: missing in the new snapshot")
+                continue
+            if k not in a:  # a new key (e.g. a new count) is an addition, not a changed result
+                print(f"added: {path}/{k} = {b[k]!r}")
                 continue
             _compare(a[k], b[k], f"{path}/{k}", tol, problems)
     elif isinstance(a, list) and isinstance(b, list):
         if len(a) != len(b):
             problems.append(f"{path}: {len(a)} vs {len(b)} items")
-        for i, (x, y) in enumerate(zip(a, b)):
+        for i, (x, y) in enumerate(zip(a, b, strict=False)):
             _compare(x, y, f"{path}[{i}]", tol, problems)
     else:
         try:

@@ -15,9 +15,8 @@ import numpy as np
 
 from fetalbio.datasets import default_data_root, find_samples
 from fetalbio.engines import KerasEngine
-from fetalbio.heatmaps import decode_heatmaps
 from fetalbio.io import read_scan
-from fetalbio.preprocess import prepare_input
+from fetalbio.pipeline import Predictor
 
 
 def main() -> None:
@@ -26,10 +25,9 @@ def main() -> None:
     val = set(json.loads((folder / "splits.json").read_text())["val"])
     samples = [s for s in find_samples(default_data_root() / "hc18" / "training_set") if s.name in val]
     lows = []
-    for i in range(0, len(samples), 8):
-        x = [prepare_input(read_scan(s.scan_path).pixels, eng.image_size)[0] for s in samples[i : i + 8]]
-        for out in eng.predict(np.stack(x)[..., None]):
-            lows.append(float(decode_heatmaps(out, sigma_px=eng.heatmap_sigma_px)[1].min()))
+    for batch in Predictor({eng.method: eng}).run(samples, lambda s: read_scan(s.scan_path)):
+        # the lowest point confidence of each scan, as the landmark method decodes it
+        lows.extend(min(p.results[eng.method].point_confidence or [0.0]) for p in batch if not p.error)
     limit = round(float(np.percentile(lows, 5)), 4)
     for name in ("model.json", "model_int8.json", "model_float16.json"):
         path = folder / name

@@ -1,0 +1,69 @@
+"""Landmarks: a heatmap CNN regresses the two BPD and two OFD end points (four Gaussian heatmaps),
+decoded with sub-pixel precision (:mod:`fetalbio.heatmaps`). BPD and OFD are the distances between the
+points; HC is the Ramanujan perimeter of the ellipse they span."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from fetalbio import defaults
+from fetalbio.geometry import Landmarks, landmarks_to_ellipse, measure_landmarks
+from fetalbio.methods import register
+from fetalbio.methods.base import Method, Result
+
+MIN_AXIS_PX = 4.0  # a BPD or OFD pair closer than this (original px) is not a head
+
+
+class LandmarkMethod(Method):
+    name = "landmarks"
+    short_name = "landm."
+    out_channels = 4
+    default_arch = defaults.LANDMARK_ARCH
+    key_metric = "landmark_mre_mm"
+    output_description = "4 heatmaps (H, W, 4): bpd1, bpd2, ofd1, ofd2"
+    bpd_convention = "distance between the two predicted BPD points"
+
+    def build_model(self, arch: str, image_size: tuple[int, int], base_filters: int, **kwargs: Any):
+        from fetalbio.models import build_landmark_model
+
+        kwargs.pop("depth", None)  # the landmark builders keep their own depth
+        return build_landmark_model(arch, (*image_size, 1), base_filters=base_filters, **kwargs)
+
+    def targets(self, masks, points, image_size, sigma_px) -> np.ndarray:
+        from fetalbio.heatmaps import render_heatmaps
+
+        return np.stack([render_heatmaps(p, image_size, sigma_px) for p in points])
+
+    def loss(self):
+        from fetalbio.heatmaps import heatmap_loss
+
+        return heatmap_loss
+
+    def decode(self, output, letterbox, info) -> Result:
+        from fetalbio.heatmaps import LOW_POINT_CONFIDENCE, decode_heatmaps
+
+        pts_in, conf = decode_heatmaps(np.asarray(output, np.float32), sigma_px=info.heatmap_sigma_px)
+        lm = Landmarks.from_array(letterbox.to_original(pts_in))
+        # a model may carry its own threshold (calibrated on its validation split, see model.json)
+        limit = LOW_POINT_CONFIDENCE if info.low_point_confidence is None else info.low_point_confidence
+        flags = ["low_confidence"] if min(conf) < limit else []
+        pts = lm.as_array()
+        # a collapsed pair (both points on one spot) is no measurement: an empty or degenerate output
+        if min(np.hypot(*(pts[1] - pts[0])), np.hypot(*(pts[3] - pts[2]))) < MIN_AXIS_PX:
+            return Result(
+                self.name,
+                landmarks=lm,
+                flags=["no_head", *flags],
+                error="no head found (landmarks collapsed)",
+            )
+        return Result(
+            self.name, landmarks_to_ellipse(lm), lm, None, flags, float(np.mean(conf)), list(map(float, conf))
+        )
+
+    def measure(self, result, spacing_mm):
+        return measure_landmarks(result.landmarks, spacing_mm)
+
+
+register(LandmarkMethod())

@@ -1,0 +1,100 @@
+"""The method registry: a new way of measuring is one file (here: one class in this test alone)."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from fetalbio import methods
+from fetalbio.geometry import Ellipse, ellipse_to_landmarks
+from fetalbio.methods.base import Method, Result
+
+
+class AxesEllipse(Method):
+    """A toy third method on the landmark model: the ellipse centred on the mean of the four points, its
+    axes half the two pair distances, along the OFD pair (not the landmark method's own ellipse)."""
+
+    name = "axes-ellipse"
+    out_channels = 4
+    bpd_convention = "toy: minor axis of the ellipse spanned by the predicted pairs"
+
+    @property
+    def model_method(self) -> str:
+        return "landmarks"
+
+    def decode(self, output, letterbox, info) -> Result:
+        base = methods.get("landmarks").decode(output, letterbox, info)
+        if base.error:
+            return Result(self.name, flags=base.flags, error=base.error)
+        p = base.landmarks.as_array()
+        bpd, ofd = np.hypot(*(p[1] - p[0])), np.hypot(*(p[3] - p[2]))
+        angle = math.degrees(math.atan2(*(p[3] - p[2])[::-1]))
+        cx, cy = p.mean(axis=0)
+        e = Ellipse(float(cx), float(cy), float(ofd / 2), float(bpd / 2), angle)
+        return Result(self.name, e, ellipse_to_landmarks(e), confidence=base.confidence)
+
+
+@pytest.fixture
+def toy_method():
+    methods.register(AxesEllipse())
+    yield "axes-ellipse"
+    methods.unregister("axes-ellipse")
+
+
+def test_registry_names_and_errors():
+    assert methods.names()[:2] == ("segmentation", "landmarks")
+    assert methods.for_channels(1).name == "segmentation" and methods.for_channels(4).name == "landmarks"
+    assert methods.for_channels(3) is None
+    with pytest.raises(ValueError, match="unknown method 'nope'.*segmentation"):
+        methods.get("nope")
+
+
+def test_a_third_method_runs_through_predict_and_evaluate(toy_method, synthetic_dataset, tmp_path):
+    """Registered in this test alone, the toy method runs through the CLI's predict and evaluate with the
+    shipped landmark model; its BPD/OFD equal the landmark method's (same points, measured another way)."""
+    from fetalbio.cli import app
+
+    common = ["--engine", "litert", "--pixel-csv", str(next(synthetic_dataset.glob("*.csv")))]
+    rows = {}
+    for m in (toy_method, "landmarks"):
+        res = CliRunner().invoke(
+            app, ["predict", str(synthetic_dataset), "--method", m, "--out", str(tmp_path / m), *common]
+        )
+        assert res.exit_code in (0, 1), res.output
+        rows[m] = {r["file"]: r for r in csv.DictReader(open(tmp_path / m / "measurements.csv"))}
+    assert rows[toy_method].keys() == rows["landmarks"].keys() and len(rows[toy_method]) == 8
+    measured = 0
+    for f, toy in rows[toy_method].items():
+        lm = rows["landmarks"][f]
+        assert toy["method"] == toy_method and toy["status"] == lm["status"]
+        if toy["status"] != "ok":
+            continue
+        measured += 1
+        assert toy["bpd_convention"].startswith("toy:")
+        for k in ("bpd_mm", "ofd_mm"):
+            assert float(toy[k]) == pytest.approx(float(lm[k]), abs=2e-4)
+        # the toy ellipse is centred on the points' mean, the landmark one on the pairs' midpoints
+        assert (toy["ellipse_cx_px"], toy["ellipse_cy_px"]) != ("", "")
+    assert measured >= 6
+    res = CliRunner().invoke(
+        app, ["evaluate", str(synthetic_dataset), "--method", toy_method, *common,
+              "--json", str(tmp_path / "eval.json")],
+    )
+    assert res.exit_code == 0, res.output
+    import json
+
+    summary = json.loads((tmp_path / "eval.json").read_text())["summary"]
+    assert summary["n_images"] == 8 and summary["n_failed"] == 8 - measured
+    assert summary["hc_mae_mm"] < 10.0  # a real measurement, on synthetic heads of 100-300 mm
+
+
+def test_unknown_method_on_the_command_line_is_one_line(tmp_path):
+    from fetalbio.cli import app
+
+    res = CliRunner().invoke(app, ["predict", str(tmp_path), "--method", "nope"])
+    assert res.exit_code == 2
+    assert "unknown method 'nope'" in res.output and "Traceback" not in res.output
