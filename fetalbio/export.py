@@ -325,7 +325,7 @@ def sidecar_content(
     if quantize == "int8" and source:
         info.calibration = f"{len(source.calibration)} {source.description}"
     info.runtime = "LiteRT (ai-edge-litert); no TensorFlow ops"
-    return info.to_dict()
+    return {**info.to_dict(), "calibration": info.calibration}  # null says: not calibrated (not int8)
 
 
 # --- verification -------------------------------------------------------------------------------------------
