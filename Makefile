@@ -3,7 +3,7 @@ PY ?= python3.11
 VENV ?= .venv
 BIN := $(VENV)/bin
 
-.PHONY: install test lint bench demo clean
+.PHONY: install test test-fast lint bench demo clean
 
 $(BIN)/fetalbio: setup.cfg pyproject.toml
 	$(PY) -m venv $(VENV)
@@ -16,6 +16,10 @@ install: $(BIN)/fetalbio
 test: install
 	$(BIN)/python -m pytest -q
 
+# everything but the tests marked slow (training, model conversion): a quick check while editing
+test-fast: install
+	$(BIN)/python -m pytest -q -m "not slow"
+
 lint: install
 	$(BIN)/ruff check fetalbio tests tools
 
@@ -24,6 +28,7 @@ demo: install
 
 bench: install
 	$(BIN)/python -m fetalbio.bench
+	$(BIN)/python -m fetalbio.benchproc
 
 clean:
 	rm -rf $(VENV) build *.egg-info

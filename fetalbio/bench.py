@@ -228,10 +228,11 @@ def markdown(results: list[dict], meta: dict) -> str:
     return "\n".join(lines)
 
 
-def write_readme(readme: Path, table: str) -> None:
+def write_readme(readme: Path, table: str, start: str = START, end: str = END) -> None:
     """Replace the text between the markers (append the markers at the end when absent)."""
     from fetalbio.writers import write_bytes_atomic
 
+    START, END = start, end  # noqa: N806
     text = readme.read_text() if readme.exists() else ""
     block = f"{START}\n{table}\n{END}"
     if START in text and END in text and text.index(START) < text.index(END):

@@ -23,11 +23,38 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
 )
 data_app = typer.Typer(help="Check annotated datasets before training.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
 console = Console()
+
+
+def _version(value: bool) -> None:
+    if value:
+        import importlib.metadata
+
+        try:
+            v = importlib.metadata.version("fetalbio")
+        except importlib.metadata.PackageNotFoundError:
+            v = "unknown (not installed)"
+        typer.echo(f"fetalbio {v}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version and exit.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Show third-party log lines (TensorFlow, OpenCV, ...).")
+    ] = False,
+) -> None:
+    """Fetal head biometry on 2D ultrasound: BPD, OFD and HC in millimetres."""
+    if not verbose:
+        quiet_third_party()
 err_console = Console(stderr=True)
 
 
@@ -54,6 +81,20 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error (no traceback) and return the Exit to raise."""
     err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
+
+
+def quiet_third_party() -> None:
+    """Library chatter (TensorFlow/absl, OpenCV, libpng/libjpeg, pydicom) is noise in a terminal."""
+    import logging
+    import warnings
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("OPENCV_LOG_LEVEL", "OFF")
+    os.environ.setdefault("ABSL_MIN_LOG_LEVEL", "3")
+    warnings.filterwarnings("ignore", module="pydicom")
+    warnings.filterwarnings("ignore", category=UserWarning, module="keras")
+    for name in ("pydicom", "absl", "tensorflow", "keras"):
+        logging.getLogger(name).setLevel(logging.ERROR)
 
 
 def quiet_tensorflow() -> None:
@@ -374,57 +415,209 @@ def _available_methods(method: str, model: Path | None, engine: EngineName) -> t
 
 @app.command("predict")
 def predict(
-    inputs: Annotated[list[Path], typer.Argument(help="Scan files and/or folders (searched recursively).")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("fetalbio-out"),
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(help="Scan files and/or folders (searched recursively).", show_default=False),
+    ],
+    out: Annotated[
+        Path, typer.Option("--out", help="Run folder (one run per folder).", rich_help_panel=OUTPUTS)
+    ] = Path("fetalbio-out"),
     method: MethodOpt = "both",
     model: ModelPath = None,
     engine: EngineOpt = EngineName.auto,
     pixel_size: Annotated[
-        float | None, typer.Option(min=0.0, help="Pixel size in mm (overrides everything).")
+        float | None, typer.Option(help="Pixel size in mm (overrides everything).", rich_help_panel=INPUTS)
     ] = None,
-    pixel_csv: Annotated[Path | None, typer.Option(help="CSV of filename,pixel size(mm).")] = None,
-    overlays: Annotated[bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.")] = True,
-    save_masks: Annotated[bool, typer.Option("--save-masks", help="Write segmentation masks.")] = False,
-    batch_size: Annotated[int, typer.Option(min=1)] = 8,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No table, only the summary line.")] = False,
+    pixel_csv: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of filename,pixel size(mm) (default: one found in an input folder).",
+            rich_help_panel=INPUTS,
+        ),
+    ] = None,
+    require_mm: Annotated[
+        bool,
+        typer.Option(
+            "--require-mm", help="A scan without a pixel size is an error row.", rich_help_panel=INPUTS
+        ),
+    ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(
+            "--resume",
+            help="Finish an interrupted run in --out (same models and options).",
+            rich_help_panel=OUTPUTS,
+        ),
+    ] = False,
+    overwrite: Annotated[
+        bool,
+        typer.Option("--overwrite", help="Replace the run in a non-empty --out.", rich_help_panel=OUTPUTS),
+    ] = False,
+    overlays: Annotated[
+        bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.", rich_help_panel=OUTPUTS)
+    ] = True,
+    save_masks: Annotated[
+        bool, typer.Option("--save-masks", help="Write segmentation masks.", rich_help_panel=OUTPUTS)
+    ] = False,
+    batch_size: Annotated[int, typer.Option(min=1, help="Scans per model call.", rich_help_panel=MODEL)] = 8,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="No table, only the summary line.", rich_help_panel=OUTPUTS)
+    ] = False,
 ) -> None:
-    """Measure BPD, OFD and HC on scans; write measurements.csv/.json (and overlays)."""
-    from rich.progress import Progress
+    """Measure BPD, OFD and HC on scans; write a run folder (measurements, report.html, overlays)."""
+    from fetalbio.io import find_scans
+    from fetalbio.predict import PredictOptions
 
-    from fetalbio.io import ScanError, find_scans, read_pixel_csv
-    from fetalbio.predict import COLUMNS, PredictOptions, error_row, predict_paths
-    from fetalbio.writers import write_csv_atomic, write_json_atomic
-
+    if resume and overwrite:
+        raise fail("give --resume or --overwrite, not both")
     if pixel_size is not None and pixel_csv is not None:
         raise fail("give --pixel-size or --pixel-csv, not both")
-    try:
-        csv_map = read_pixel_csv(pixel_csv) if pixel_csv else None
-    except ScanError as exc:
-        raise fail(str(exc)) from None
+    if pixel_size is not None and not 0.0 < pixel_size <= defaults.MAX_PIXEL_SIZE_MM:
+        raise fail(
+            f"--pixel-size {pixel_size}: expected a pixel size above 0 and at most "
+            f"{defaults.MAX_PIXEL_SIZE_MM} mm"
+        )
     methods = _available_methods(method, model, engine)
-    paths, missing = find_scans(inputs)
+    paths, missing = find_scans(inputs)  # checked before any model loads
     if not paths and not missing:
         raise fail("no scans found in " + ", ".join(map(str, inputs)))
-    engines = _load_engines(methods, model, engine)
+    csv_map = _pixel_csv_for(inputs, pixel_csv, pixel_size, paths)
     opts = PredictOptions(
         methods=methods,
         pixel_size_mm=pixel_size,
         pixel_csv=csv_map,
+        require_mm=require_mm,
         overlays=overlays,
         save_masks=save_masks,
         batch_size=batch_size,
         disagreement_hc_mm=defaults.METHOD_DISAGREEMENT_HC_MM,
     )
-    rows = [error_row(str(e.path), m, e.reason) for e in missing for m in methods]
-    with Progress(console=err_console, transient=True, disable=quiet) as bar:
-        task = bar.add_task("measuring", total=len(paths))
-        rows += predict_paths(paths, engines, out, opts, progress=lambda n: bar.advance(task, n))
-    write_csv_atomic(out / "measurements.csv", rows, COLUMNS)
-    write_json_atomic(out / "measurements.json", {"columns": COLUMNS, "rows": rows})
+    mode = "resume" if resume else "overwrite" if overwrite else "new"
+    code = _run_predict(inputs, paths, missing, out, opts, mode, model, engine, quiet)
+    raise typer.Exit(code)
+
+
+def _pixel_csv_for(
+    inputs: list[Path], pixel_csv: Path | None, pixel_size: float | None, paths: list
+) -> dict | None:
+    """The pixel-size map: --pixel-csv, else a pixel-size CSV found in an input folder (said aloud)."""
+    from fetalbio.datasets import find_pixel_csv
+    from fetalbio.io import ScanError, read_pixel_csv
+
+    if pixel_size is not None:
+        return None
+    found = [pixel_csv] if pixel_csv else [c for c in (find_pixel_csv(i) for i in inputs if i.is_dir()) if c]
+    csv_map: dict[str, float] = {}
+    for c in dict.fromkeys(found):
+        try:
+            csv_map.update(read_pixel_csv(c))
+        except ScanError as exc:
+            raise fail(str(exc)) from None
+        if not pixel_csv:
+            err_console.print(f"pixel sizes from {c}", highlight=False)
+    if found and paths and not any(p.name in csv_map for p in paths):
+        err_console.print(
+            f"[yellow]warning:[/] {', '.join(map(str, found))} names none of the {len(paths)} scans; "
+            "they are measured in pixels unless their files carry a spacing",
+            highlight=False,
+        )
+    return csv_map or None
+
+
+def _run_predict(inputs, paths, missing, out: Path, opts, mode: str, model, engine, quiet: bool) -> int:
+    """Open the run folder, load the models, measure (journal, resume, signals), write the outputs."""
+    import datetime as dt
+    import signal
+
+    from rich.progress import Progress
+
+    from fetalbio.predict import (
+        BatchRun,
+        error_row,
+        model_identity,
+        options_for,
+        predict_paths,
+        write_outputs,
+    )
+    from fetalbio.runfolder import OutputNames, RunFolder, RunFolderError
+
+    folder = RunFolder(out, mode)
+    try:
+        folder.open()
+    except RunFolderError as exc:
+        raise fail(str(exc)) from None
+    try:
+        started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+        engines = _load_engines(opts.methods, model, engine)
+        ids = {m: model_identity(e) for m, e in engines.items()}
+        kind = ",".join(sorted({type(e).__name__.removesuffix("Engine").lower() for e in engines.values()}))
+        options = options_for(opts, {m: sha for m, (_, sha) in ids.items()})
+        run = BatchRun(folder, OutputNames(inputs), options, {m: i for m, (i, _) in ids.items()}, kind)
+        if mode == "resume":
+            run.done = folder.done(options)
+            err_console.print(
+                f"resuming: {len(run.done)} scans already measured with these models and options"
+            )
+        handlers = {
+            sig: signal.signal(sig, lambda n, f: run.stop.append(n))
+            for sig in (signal.SIGINT, signal.SIGTERM)
+        }
+        try:
+            with Progress(console=err_console, transient=True, disable=quiet) as bar:
+                task = bar.add_task("measuring", total=len(paths))
+                rows = [error_row(str(e.path), m, e.reason) for e in missing for m in opts.methods]
+                rows += predict_paths(paths, engines, out, opts, lambda n: bar.advance(task, n), run)
+        finally:
+            for sig, h in handlers.items():
+                signal.signal(sig, h)
+        info = _run_info(started, engines, ids, kind, opts, mode)
+        summary = write_outputs(out, rows, info)
+    finally:
+        folder.close()
     _print_measurements(rows, quiet)
-    n_err = sum(r["status"] == "error" for r in rows)
-    console.print(f"{len(rows) - n_err} ok, {n_err} failed -> {out / 'measurements.csv'}", highlight=False)
-    raise typer.Exit(1 if n_err else 0)
+    console.print(
+        f"{summary['n_scans']} scans: {summary['n_ok']} ok, {summary['n_review']} review, "
+        f"{summary['n_failed']} failed"
+        + (f", {summary['n_px']} in pixels (no pixel size)" if summary["n_px"] else "")
+        + f" -> {out / 'measurements.csv'} ({kind})",
+        highlight=False,
+    )
+    if run.stop:
+        left = len(paths) - summary["n_scans"] + len(missing)
+        err_console.print(
+            f"interrupted: the measured scans are kept; {left} left, rerun with --resume to finish"
+        )
+        return 130 if run.stop[0] == signal.SIGINT else 143
+    return 1 if summary["n_error_rows"] else 0
+
+
+def _run_info(started: str, engines: dict, ids: dict, kind: str, opts, mode: str) -> dict:
+    """run.json: who measured what, how, when."""
+    import datetime as dt
+    import importlib.metadata
+    import os
+    import sys
+
+    try:
+        version = importlib.metadata.version("fetalbio")
+    except importlib.metadata.PackageNotFoundError:
+        version = "unknown"
+    return {
+        "fetalbio_version": version,
+        "command": sys.argv,
+        "started": started,
+        "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "mode": mode,
+        "engine": kind,
+        "threads": os.cpu_count(),
+        "model": ", ".join(i for i, _ in ids.values()),
+        "models": {
+            m: {"file": str(e.path), "sha256": ids[m][1], "id": ids[m][0], "method": e.method}
+            for m, e in engines.items()
+        },
+        "options": {k: v for k, v in vars(opts).items() if k != "pixel_csv"}
+        | {"pixel_csv_entries": len(opts.pixel_csv or {})},
+    }
 
 
 def _print_measurements(rows: list[dict], quiet: bool) -> None:
@@ -576,6 +769,9 @@ def demo(
             save_masks=False,
             batch_size=8,
             quiet=False,
+            require_mm=False,
+            resume=False,
+            overwrite=True,  # the demo's own folder: a rerun replaces it
         )
     except typer.Exit as done:
         import csv

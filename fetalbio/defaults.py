@@ -28,3 +28,7 @@ HEATMAP_SIGMA_PX = 3.0
 # Landmark network: the residual encoder with an upsampling head had the lowest point, BPD and OFD
 # errors of the three architectures at equal training time (docs/landmarks.md), and is the fastest.
 LANDMARK_ARCH = "resnet"
+
+# Pixel sizes outside (0, MAX_PIXEL_SIZE_MM] are refused: ultrasound scans have 0.04-0.5 mm pixels; 5 mm
+# per pixel would make a 300-pixel image 1.5 m wide.
+MAX_PIXEL_SIZE_MM = 5.0

@@ -43,12 +43,16 @@ class Predictor:
         engines: one engine per method; the method decides how its engine's output is decoded.
         batch_size: scans per engine call.
         keep_outputs: keep each raw model output in :attr:`Prediction.outputs` (export verification).
+        workers: threads that read, letterbox and decode beside the engine.
     """
 
-    def __init__(self, engines: Mapping[str, Engine], batch_size: int = 8, keep_outputs: bool = False):
+    def __init__(
+        self, engines: Mapping[str, Engine], batch_size: int = 8, keep_outputs: bool = False, workers: int = 2
+    ):
         self.engines = dict(engines)
         self.batch_size = batch_size
         self.keep_outputs = keep_outputs
+        self.workers = workers  # threads that read/letterbox and decode beside the engine
 
     def infer(self, method: str, inputs: Sequence[np.ndarray]) -> np.ndarray:
         """Raw outputs (N, H, W, C) of method's engine for letterboxed, normalised inputs (N of (H, W))."""
@@ -80,27 +84,82 @@ class Predictor:
 
         ``read`` turns a source into a Scan and raises :class:`~fetalbio.io.ScanError` when it cannot;
         such a source gets a Prediction with ``error`` set and the run goes on.
+
+        The stages overlap (threads; OpenCV and the runtimes release the GIL): the next batch is read,
+        decoded and letterboxed, and the previous batch's outputs are decoded into measurements, while
+        the engine runs. At most :data:`PREFETCH` batches are read ahead, so memory stays bounded.
         """
+        from collections import deque
+        from concurrent.futures import ThreadPoolExecutor
+
+        batches = _chunks(sources, self.batch_size)
+        with ThreadPoolExecutor(max_workers=self.workers, thread_name_prefix="fetalbio") as pool:
+            reading: deque = deque()
+            decoding: deque = deque()
+
+            def refill() -> None:
+                while len(reading) < PREFETCH:
+                    batch = next(batches, None)
+                    if batch is None:
+                        return
+                    reading.append([(src, pool.submit(self._load, src, read)) for src in batch])
+
+            refill()
+            while reading:
+                loaded = [(src, fut.result()) for src, fut in reading.popleft()]
+                refill()
+                decoding.append(self._infer_batch(loaded, pool))
+                while len(decoding) > 1:
+                    yield _finish(decoding.popleft())
+            while decoding:
+                yield _finish(decoding.popleft())
+
+    def _load(self, src: S, read: Callable[[S], Scan]) -> tuple[Scan | None, dict, str | None]:
+        """Read one source and letterbox it for every engine: (scan, {method: (input, letterbox)}, error)."""
         from fetalbio.io import ScanError
 
-        batch: list[S] = []
-        for src in sources:
-            batch.append(src)
-            if len(batch) == self.batch_size:
-                yield self._batch(batch, read, ScanError)
-                batch = []
-        if batch:
-            yield self._batch(batch, read, ScanError)
+        try:
+            scan = read(src)
+        except ScanError as exc:
+            return None, {}, exc.reason
+        return scan, {m: prepare_input(scan.pixels, e.image_size) for m, e in self.engines.items()}, None
 
-    def _batch(self, sources: list[S], read: Callable[[S], Scan], scan_error: type) -> list[Prediction[S]]:
-        ready: list[tuple[int, Scan]] = []
-        out: list[Prediction[S]] = [Prediction(src) for src in sources]
-        for i, src in enumerate(sources):
-            try:
-                ready.append((i, read(src)))
-            except scan_error as exc:
-                out[i].error = exc.reason
-        done = self.predict_scans([s for _, s in ready], [sources[i] for i, _ in ready])
-        for (i, _), pred in zip(ready, done, strict=True):
-            out[i] = pred
-        return out
+    def _infer_batch(self, loaded: list, pool) -> tuple[list[Prediction[S]], list]:
+        """Run the engines on a loaded batch (this thread) and submit each output's decoding to the pool."""
+        preds = [Prediction(src, scan, error=err) for src, (scan, _, err) in loaded]
+        ok = [(p, inputs) for p, (_, (_, inputs, err)) in zip(preds, loaded, strict=True) if err is None]
+        pending = []
+        for method in self.engines:
+            if not ok:
+                break
+            outputs = self.infer(method, [inputs[method][0] for _, inputs in ok])
+            m, info = methods.get(method), self.engines[method].info
+            for (p, inputs), out in zip(ok, outputs, strict=True):
+                lb = inputs[method][1]
+                p.letterboxes[method] = lb
+                if self.keep_outputs:
+                    p.outputs[method] = out
+                pending.append((p, method, pool.submit(m.decode, out, lb, info)))
+        return preds, pending
+
+
+PREFETCH = 2  # batches read ahead of the engine
+
+
+def _chunks(items: Iterable[S], n: int) -> Iterator[list[S]]:
+    batch: list[S] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == n:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _finish(batch: tuple[list[Prediction], list]) -> list[Prediction]:
+    """Wait for a batch's decodings and attach the results."""
+    preds, pending = batch
+    for pred, method, fut in pending:
+        pred.results[method] = fut.result()
+    return preds

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fetalbio import methods
 from fetalbio.methods.base import Result
+from fetalbio.runfolder import OutputNames, RunFolder, file_sha256
 
 if TYPE_CHECKING:
     from fetalbio.io import Scan
@@ -53,6 +54,9 @@ COLUMNS = [
     "confidence",
     "flags",
     "bpd_convention",
+    "model_id",
+    "engine",
+    "overlay",
 ]
 
 
@@ -119,59 +123,136 @@ class PredictOptions:
     methods: tuple[str, ...] = methods.PRIMARY  # the registered methods to run, in row order
     pixel_size_mm: float | None = None
     pixel_csv: dict[str, float] | None = None
+    require_mm: bool = False  # a scan without a pixel size is an error row, not a row in pixels
     overlays: bool = True
     save_masks: bool = False
     batch_size: int = 8
     disagreement_hc_mm: float = 5.0
 
 
+@dataclass
+class BatchRun:
+    """Where a batch's outputs go: the run folder (journal, overlays) and the models' identities.
+
+    Attributes:
+        folder: the open run folder, or None (rows are only returned: benchmarks, tests).
+        names: the overlay/mask file stems (collision-free, relative to the input roots).
+        options: hash of everything that changes a result (the journal's and --resume's key).
+        model_ids: ``{method: model id}`` written into each row, with ``engine``.
+        done: rows of scans already measured with the same options ({(path, sha256): rows}).
+        stop: checked after each batch; set it (a signal handler does) to stop after the batch in flight.
+    """
+
+    folder: RunFolder | None = None
+    names: OutputNames | None = None
+    options: str = ""
+    model_ids: dict[str, str] = field(default_factory=dict)
+    engine: str = ""
+    done: dict = field(default_factory=dict)
+    stop: list = field(default_factory=list)
+
+
 def predict_paths(
-    paths: list, engines: dict, out_dir, opts: PredictOptions, progress: Callable[[int], None] | None = None
+    paths: list,
+    engines: dict,
+    out_dir,
+    opts: PredictOptions,
+    progress: Callable[[int], None] | None = None,
+    run: BatchRun | None = None,
 ) -> list[dict]:
     """Run every engine (``{method: Engine}``) over scan paths; write overlays/masks; return rows.
 
-    A scan that fails gets an ``error`` row per method and the batch goes on.
+    A scan that fails gets an ``error`` row per method and the batch goes on. With a ``run`` folder,
+    each batch's rows are appended to its journal as the batch finishes, scans already measured (same
+    path, content and options) are taken from it, and ``run.stop`` ends the run after the batch in flight.
     """
-    from fetalbio.io import read_scan
     from fetalbio.pipeline import Predictor
 
+    run = run or BatchRun()
     predictor = Predictor({m: engines[m] for m in opts.methods}, opts.batch_size)
-    rows: list[dict] = []
-
-    def read(p):
-        return read_scan(p, pixel_size_mm=opts.pixel_size_mm, pixel_csv=opts.pixel_csv)
-
-    for batch in predictor.run(paths, read):
+    keys: dict[str, tuple[str, str]] = {}
+    rows_by_path: dict[str, list[dict]] = {}
+    todo = []
+    for p in paths:
+        keys[str(p)] = key = (str(p), _content_hash(p))
+        if key in run.done:
+            rows_by_path[str(p)] = run.done[key]
+        else:
+            todo.append(p)
+    if progress and len(todo) < len(paths):
+        progress(len(paths) - len(todo))
+    for batch in predictor.run(todo, lambda p: _read(p, opts)):
+        records = []
         for pred in batch:
-            rows.extend(_scan_rows(pred, Path(out_dir), opts))
+            rows = _scan_rows(pred, Path(out_dir), opts, run)
+            rows_by_path[str(pred.source)] = rows
+            records.append((keys[str(pred.source)], rows))
+        if run.folder is not None:
+            run.folder.append(records, run.options)
         if progress:
             progress(len(batch))
+        if run.stop:
+            break
+    return [r for p in paths if str(p) in rows_by_path for r in rows_by_path[str(p)]]
+
+
+def _content_hash(path) -> str:
+    try:
+        return file_sha256(Path(path))
+    except OSError:
+        return ""  # unreadable: read_scan says why
+
+
+def _read(path, opts: PredictOptions) -> Scan:
+    from fetalbio.io import ScanError, read_scan
+
+    scan = read_scan(path, pixel_size_mm=opts.pixel_size_mm, pixel_csv=opts.pixel_csv)
+    if opts.require_mm and scan.spacing_mm is None:
+        raise ScanError(Path(path), "no pixel size (--require-mm): give --pixel-size or --pixel-csv")
+    return scan
+
+
+def _scan_rows(pred: Prediction, out_dir: Path, opts: PredictOptions, run: BatchRun) -> list[dict]:
+    """The rows of one scan (one per method), with its overlays and masks written."""
+    file = str(pred.source)
+    ident = {"engine": run.engine}
+    if pred.error is not None:
+        return [
+            {**error_row(file, m, pred.error), "model_id": run.model_ids.get(m, ""), **ident}
+            for m in opts.methods
+        ]
+    rows = []
+    for method in opts.methods:
+        row = measurement_row(file, pred.results[method], pred.scan)
+        row.update(model_id=run.model_ids.get(method, ""), **ident)
+        rows.append(row)
+    flag_disagreement(rows, opts.disagreement_hc_mm)
+    for method, row in zip(opts.methods, rows, strict=True):
+        _write_images(pred, method, row, out_dir, opts, run)
     return rows
 
 
-def _scan_rows(pred: Prediction, out_dir: Path, opts: PredictOptions) -> list[dict]:
-    """The rows of one scan (one per method), with its overlays and masks written."""
+def _write_images(
+    pred: Prediction, method: str, row: dict, out_dir: Path, opts: PredictOptions, run: BatchRun
+):
+    """The overlay (and mask) of one row; a failure to draw or write becomes the row's error."""
     from fetalbio.writers import write_png_atomic
 
-    file = str(pred.source)
-    if pred.error is not None:
-        return [error_row(file, m, pred.error) for m in opts.methods]
-    rows = []
-    for method in opts.methods:
-        res = pred.results[method]
-        row = measurement_row(file, res, pred.scan)
-        rows.append(row)
+    res = pred.results[method]
+    stem = run.names.stem(Path(str(pred.source))) if run.names else Path(str(pred.source)).stem
+    try:
         if opts.overlays and not res.error:
             from fetalbio.overlay import draw_overlay
 
-            write_png_atomic(
-                out_dir / "overlays" / f"{Path(file).stem}_{method}.png",
-                draw_overlay(pred.scan.pixels, res, row),
-            )
+            rel = Path("overlays") / f"{stem}_{method}.png"
+            write_png_atomic(out_dir / rel, draw_overlay(pred.scan.pixels, res, row))
+            row["overlay"] = rel.as_posix()
         if opts.save_masks and res.mask is not None:
-            write_png_atomic(out_dir / "masks" / f"{Path(file).stem}_mask.png", res.mask * 255)
-    flag_disagreement(rows, opts.disagreement_hc_mm)
-    return rows
+            write_png_atomic(out_dir / "masks" / f"{stem}_mask.png", res.mask * 255)
+    except (OSError, ValueError) as exc:
+        row.update(
+            status="error", error=f"cannot write the overlay ({getattr(exc, 'strerror', None) or exc})"
+        )
 
 
 def flag_disagreement(rows: list[dict], threshold_mm: float) -> None:
@@ -181,3 +262,78 @@ def flag_disagreement(rows: list[dict], threshold_mm: float) -> None:
         for r in rows:
             if r.get("hc_mm") is not None:
                 r["flags"] = ";".join(filter(None, [r["flags"], "methods_disagree"]))
+
+
+# --- a whole run: folder, models' identities, journal, outputs ---
+
+
+def model_identity(engine) -> tuple[str, str]:
+    """(model id, sha256) of an engine's model file: ``<parent>/<file>@<sha256[:12]>``."""
+    sha = file_sha256(engine.path) if engine.path.exists() else ""
+    return f"{engine.path.parent.name}/{engine.path.name}@{sha[:12]}", sha
+
+
+def scan_status(rows: list[dict]) -> str:
+    """One scan's status from its method rows: error when no method measured it, review when any row is
+    review or failed, else ok."""
+    statuses = {r["status"] for r in rows}
+    if statuses == {"error"}:
+        return "error"
+    return "review" if statuses - {"ok"} else "ok"
+
+
+def summarise_run(rows: list[dict]) -> dict[str, int]:
+    """Counts per SCAN (not per row): scans, ok, review, failed, measured in pixels only."""
+    by_file: dict[str, list[dict]] = {}
+    for r in rows:
+        by_file.setdefault(r["file"], []).append(r)
+    status = [scan_status(rs) for rs in by_file.values()]
+    return {
+        "n_scans": len(by_file),
+        "n_ok": status.count("ok"),
+        "n_review": status.count("review"),
+        "n_failed": status.count("error"),
+        "n_px": sum(any(r.get("unit") == "px" for r in rs) for rs in by_file.values()),
+        "n_rows": len(rows),
+        "n_error_rows": sum(r["status"] == "error" for r in rows),
+    }
+
+
+def write_outputs(out: Path, rows: list[dict], run_info: dict) -> dict:
+    """measurements.csv/.json (atomically, rebuilt from all rows), run.json and report.html."""
+    from fetalbio.writers import write_csv_atomic, write_json_atomic
+
+    summary = summarise_run(rows)
+    write_csv_atomic(out / "measurements.csv", rows, COLUMNS)
+    write_json_atomic(out / "measurements.json", {"columns": COLUMNS, "rows": rows})
+    run_info = {**run_info, "counts": summary}
+    write_json_atomic(out / "run.json", run_info)
+    try:
+        from fetalbio.report import write_report
+    except ImportError:  # the report module is optional in a trimmed install
+        return summary
+    write_report(
+        out,
+        rows,
+        {
+            **summary,
+            **{k: run_info.get(k) for k in ("model", "engine", "started", "finished", "fetalbio_version")},
+        },
+    )
+    return summary
+
+
+def options_for(opts: PredictOptions, model_sha256: dict[str, str]) -> str:
+    """The options hash of a run: models (sha256), methods and everything that changes a number."""
+    from fetalbio.runfolder import options_hash
+
+    return options_hash(
+        {
+            "models": model_sha256,
+            "methods": list(opts.methods),
+            "pixel_size_mm": opts.pixel_size_mm,
+            "pixel_csv": sorted((opts.pixel_csv or {}).items()),
+            "require_mm": opts.require_mm,
+            "disagreement_hc_mm": opts.disagreement_hc_mm,
+        }
+    )

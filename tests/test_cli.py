@@ -67,6 +67,7 @@ def tiny_run(synthetic_dataset, tmp_path_factory):
     return out
 
 
+@pytest.mark.slow
 def test_train_writes_the_run_folder(tiny_run):
     for name in ("config.json", "splits.json", "history.csv", "best.keras", "model.json", "metrics.json"):
         assert (tiny_run / name).exists(), name
@@ -79,6 +80,7 @@ def test_train_writes_the_run_folder(tiny_run):
     assert cfg["image_size"] == [64, 96] and cfg["method"] == "segmentation"
 
 
+@pytest.mark.slow
 def test_train_refuses_to_overwrite_and_resume_needs_a_run(tiny_run, synthetic_dataset, tmp_path):
     res = invoke("train-seg", synthetic_dataset, "--out", tiny_run, "--epochs", 1, "--image-size", "64x96")
     assert res.exit_code != 0 and "--resume" in res.output
@@ -86,6 +88,7 @@ def test_train_refuses_to_overwrite_and_resume_needs_a_run(tiny_run, synthetic_d
     assert res.exit_code != 0 and "nothing to resume" in res.output
 
 
+@pytest.mark.slow
 def test_resume_carries_on(tiny_run, synthetic_dataset, tmp_path):
     import shutil
 
@@ -122,6 +125,7 @@ def write_bad_scans(folder):
     cv2.imwrite(str(folder / "colour.png"), (rng.random((200, 300, 3)) * 255).astype(np.uint8))
 
 
+@pytest.mark.slow
 def test_predict_goes_on_past_bad_scans(tiny_run, synthetic_dataset, tmp_path):
     bad = tmp_path / "bad"
     write_bad_scans(bad)
@@ -145,17 +149,20 @@ def test_predict_goes_on_past_bad_scans(tiny_run, synthetic_dataset, tmp_path):
     rows = {r["file"].split("/")[-1]: r for r in csv.DictReader(open(out / "measurements.csv"))}
     # annotations are not scans
     assert not any("Annotation" in f for f in rows)
+    # each failed scan says which file it is and why, in the CSV and on the terminal
     reasons = {
-        "corrupt.png": "",
-        "empty.png": "empty",
-        "notes.png": "",
-        "tiny.png": "too small",
-        "blank.png": "blank",
-        "missing.png": "not exist",
+        "corrupt.png": "not an image or cannot decode",
+        "empty.png": "empty file (0 bytes)",
+        "notes.png": "not an image or cannot decode",
+        "tiny.png": "too small: 12x10 px",
+        "blank.png": "blank image",
+        "missing.png": "does not exist",
     }
-    for name, word in reasons.items():
+    for name, reason in reasons.items():
         assert rows[name]["status"] == "error", name
-        assert word in rows[name]["error"], (name, rows[name]["error"])
+        assert reason in rows[name]["error"], (name, rows[name]["error"])
+        # the terminal wraps long lines: compare without whitespace
+        assert "".join(f"{name}: {reason}".split()) in "".join(res.output.split()), (name, res.output)
     # 16-bit and colour scans are read; whatever the tiny model finds, it is not a read error
     for name in ("deep16.png", "colour.png"):
         assert "read" not in rows[name]["error"] and "decode" not in rows[name]["error"]
@@ -174,6 +181,7 @@ def test_predict_without_inputs_or_model_fails_cleanly(tmp_path):
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
+@pytest.mark.slow
 def test_evaluate_json(tiny_run, synthetic_dataset, tmp_path):
     out = tmp_path / "eval.json"
     res = invoke(

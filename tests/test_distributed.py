@@ -186,6 +186,7 @@ def multi_worker(synthetic_dataset, tmp_path_factory):
 # --- mirrored over two logical CPUs, SIGKILL in epoch 2, --resume ---
 
 
+@pytest.mark.slow
 def test_mirrored_sigkill_mid_epoch_then_resume(synthetic_dataset, tmp_path, multi_worker):
     run = tmp_path / "run"
     epochs = 3
@@ -243,6 +244,7 @@ def test_mirrored_sigkill_mid_epoch_then_resume(synthetic_dataset, tmp_path, mul
     assert rep["loaded"]["pred_shape"] == [2, 64, 96, 1] and rep["loaded"]["pred_finite"]
 
 
+@pytest.mark.slow
 def test_multi_worker_two_processes(multi_worker):
     outs = finish(multi_worker["procs"], multi_worker["logs"])
     run = multi_worker["run"]

@@ -20,14 +20,13 @@ import pytest
 pytest.importorskip("tensorflow")
 pytest.importorskip("ai_edge_litert")
 
-import cv2  # noqa: E402
+from _models import IMAGE_SIZE, head_detector, save_run, write_head_scans  # noqa: E402
 from typer.testing import CliRunner  # noqa: E402
 
 from fetalbio.synthetic import random_ellipse  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
-IMAGE_SIZE = (64, 96)
 # measured (see the report of the edge-export issue): tiny random U-Net int8 |output diff| ~6e-3,
 # head detector int8 ~1.4e-2 on probabilities; HC differences below 0.01 mm on the drawn scans
 INT8_OUTPUT_TOL = 0.03
@@ -43,56 +42,11 @@ def no_shared_data(tmp_path_factory):
         yield
 
 
-def _save(model, folder: Path) -> Path:
-    from fetalbio.train import TrainConfig, save_model
-
-    folder.mkdir(parents=True, exist_ok=True)
-    save_model(model, folder / "best.keras", TrainConfig(method="segmentation", image_size=IMAGE_SIZE))
-    return folder / "best.keras"
-
-
-def head_detector():
-    """Two hand-set conv layers: ~sigmoid(3 * local mean + centre), high inside a bright ellipse."""
-    import keras
-
-    inp = keras.Input((*IMAGE_SIZE, 1), name="image")
-    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu", name="c1")(inp)
-    out = keras.layers.Conv2D(1, 1, activation="sigmoid", name="head")(h)
-    model = keras.Model(inp, out, name="head_detector")
-    k = np.zeros((3, 3, 1, 4), np.float32)
-    k[..., 0, 0], k[..., 0, 1], k[..., 0, 3] = 1 / 9, -1 / 9, -1 / 9
-    k[1, 1, 0, 2], k[1, 1, 0, 3] = 1.0, 1 + 1 / 9
-    model.get_layer("c1").set_weights([k, np.zeros(4, np.float32)])
-    w = np.array([3.0, -3.0, 1.0, 0.5], np.float32).reshape(1, 1, 4, 1)
-    model.get_layer("head").set_weights([w, np.full(1, -1.4, np.float32)])  # 0.5 at mid-edge
-    return model
-
-
-def write_head_scans(folder: Path, n: int = 6, seed: int = 5, pixel_size_mm: float = 0.2) -> Path:
-    """Bright filled ellipses on a noisy background, with pixel_size.csv and HC18-style outlines."""
-    from fetalbio.geometry import draw_ellipse_mask
-    from fetalbio.synthetic import draw_outline
-    from fetalbio.writers import write_bytes_atomic, write_png_atomic
-
-    rng = np.random.default_rng(seed)
-    rows = ["filename,pixel size(mm)"]
-    for i in range(n):
-        e = random_ellipse((270, 400), rng)
-        img = 60 + 120 * draw_ellipse_mask((270, 400), e).astype(np.float32) + rng.normal(0, 12, (270, 400))
-        img = cv2.GaussianBlur(img.astype(np.float32), (0, 0), 1.5)
-        name = f"{100 + i:03d}_HC.png"
-        write_png_atomic(folder / name, np.clip(img, 0, 255).astype(np.uint8))
-        write_png_atomic(folder / name.replace(".png", "_Annotation.png"), draw_outline((270, 400), e))
-        rows.append(f"{name},{pixel_size_mm}")
-    write_bytes_atomic(folder / "pixel_size.csv", ("\n".join(rows) + "\n").encode())
-    return folder
-
-
 @pytest.fixture(scope="module")
 def tiny_unet(tmp_path_factory) -> Path:
     from fetalbio.models.unet import UNet
 
-    return _save(UNet((*IMAGE_SIZE, 1), base_filters=4, depth=2), tmp_path_factory.mktemp("unet"))
+    return save_run(UNet((*IMAGE_SIZE, 1), base_filters=4, depth=2), tmp_path_factory.mktemp("unet"))
 
 
 @pytest.fixture(scope="module")
@@ -114,7 +68,7 @@ def head(tmp_path_factory) -> dict:
 
     root = tmp_path_factory.mktemp("head")
     scans = write_head_scans(root / "scans")
-    model = _save(head_detector(), root / "run")
+    model = save_run(head_detector(), root / "run")
     out = {"model": model, "scans": scans}
     for q in ("none", "int8"):
         out[q] = export_model(model, "segmentation", root / f"head_{q}.tflite", q, scans, n_calibration=4)
@@ -193,7 +147,7 @@ def test_export_refuses_a_model_that_needs_flex_ops(tmp_path):
 
     inp = keras.Input((*IMAGE_SIZE, 1))
     model = keras.Model(inp, keras.layers.Conv2D(1, 1, activation="sigmoid")(CumProd()(inp)))
-    path = _save(model, tmp_path / "flex")
+    path = save_run(model, tmp_path / "flex")
     out = tmp_path / "flex.tflite"
     with pytest.raises(ExportError, match="Cumprod") as err:
         export_model(path, "segmentation", out, "none", None, n_calibration=4, n_verify=2)

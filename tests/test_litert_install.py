@@ -16,6 +16,8 @@ import pytest
 
 pytest.importorskip("ai_edge_litert")
 
+pytestmark = pytest.mark.slow  # the fixture converts a model to .tflite
+
 # Runs the CLI with TensorFlow, Keras (and tf_keras) blocked; fails if anything imported them anyway.
 BLOCKED_RUN = """
 import importlib.abc, sys
@@ -41,13 +43,13 @@ def tiny_tflite(tmp_path_factory) -> dict:
     """A float32 .tflite (+ sidecar) of the hand-set head detector, and drawn annotated scans."""
     pytest.importorskip("tensorflow")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    from test_export import _save, head_detector, write_head_scans
+    from _models import head_detector, save_run, write_head_scans
 
     from fetalbio.export import export_model
 
     root = tmp_path_factory.mktemp("litert_install")
     scans = write_head_scans(root / "scans", n=3)
-    model = _save(head_detector(), root / "run")
+    model = save_run(head_detector(), root / "run")
     rep = export_model(
         model, "segmentation", root / "head.tflite", "none", scans, n_calibration=2, n_verify=2
     )

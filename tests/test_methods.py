@@ -81,8 +81,16 @@ def test_a_third_method_runs_through_predict_and_evaluate(toy_method, synthetic_
         assert (toy["ellipse_cx_px"], toy["ellipse_cy_px"]) != ("", "")
     assert measured >= 6
     res = CliRunner().invoke(
-        app, ["evaluate", str(synthetic_dataset), "--method", toy_method, *common,
-              "--json", str(tmp_path / "eval.json")],
+        app,
+        [
+            "evaluate",
+            str(synthetic_dataset),
+            "--method",
+            toy_method,
+            *common,
+            "--json",
+            str(tmp_path / "eval.json"),
+        ],
     )
     assert res.exit_code == 0, res.output
     import json

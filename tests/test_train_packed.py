@@ -96,6 +96,7 @@ def test_loss_from_points_equals_the_products_heatmap_loss():
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 
+@pytest.mark.slow
 def test_tiny_run_end_to_end_into_a_run_folder(pack, synthetic_dataset, tmp_path):
     path, split = pack
     out = tmp_path / "gpu_out"

@@ -1,0 +1,218 @@
+"""Batch runs: one run per folder, journal + resume (also after SIGKILL), signals, provenance, names.
+
+Every run here is the real CLI with the shipped int8 LiteRT models on synthetic scans.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from fetalbio.cli import app
+from fetalbio.synthetic import write_samples
+
+LITERT = ["--engine", "litert"]
+
+
+def scans(folder: Path, n: int = 4, seed: int = 7) -> Path:
+    write_samples(folder, n=n, seed=seed, shape_hw=(270, 400), pixel_size_mm=0.2, annotations=False)
+    return folder
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(app, ["predict", *map(str, args)])
+
+
+def table(out: Path) -> list[dict]:
+    with open(out / "measurements.csv", newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    return scans(tmp_path_factory.mktemp("batch") / "scans")
+
+
+def test_run_folder_holds_provenance_and_refuses_a_second_run(folder, tmp_path):
+    out = tmp_path / "run"
+    res = invoke(folder, "--out", out, "--method", "segmentation", *LITERT)
+    assert res.exit_code == 0, res.output
+    assert "pixel sizes from" in res.output  # the folder's CSV was found and said
+    run = json.loads((out / "run.json").read_text())
+    assert run["counts"]["n_scans"] == 4 and run["engine"] == "litert"
+    sha = run["models"]["segmentation"]["sha256"]
+    import hashlib
+
+    assert sha == hashlib.sha256(Path(run["models"]["segmentation"]["file"]).read_bytes()).hexdigest()
+    rows = table(out)
+    assert {r["engine"] for r in rows} == {"litert"} and all(r["model_id"].endswith(sha[:12]) for r in rows)
+    assert all(r["unit"] == "mm" for r in rows)
+    again = invoke(folder, "--out", out, "--method", "segmentation", *LITERT)
+    assert again.exit_code == 2 and "not empty" in again.output and "--resume" in again.output
+    assert len(table(out)) == 4  # untouched
+    over = invoke(
+        folder / "100_HC.png", "--out", out, "--method", "segmentation", "--overwrite", *LITERT
+    )
+    assert over.exit_code == 0, over.output
+    assert len(table(out)) == 1 and len(list((out / "overlays").iterdir())) == 1  # no stale overlays
+
+
+def test_out_that_is_a_file_or_read_only(folder, tmp_path):
+    f = tmp_path / "file.txt"
+    f.write_text("x")
+    res = invoke(folder, "--out", f, *LITERT)
+    assert res.exit_code == 2 and "existing file" in res.output and "Traceback" not in res.output
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    ro.chmod(0o500)
+    try:
+        if os.access(ro, os.W_OK):
+            pytest.skip("running as a user who can write anywhere (root)")
+        res = invoke(folder, "--out", ro / "sub", "--no-overlays", *LITERT)
+        assert res.exit_code == 2 and "cannot write" in res.output
+    finally:
+        ro.chmod(0o700)
+
+
+def test_same_names_in_different_folders_do_not_collide(tmp_path):
+    a, b = scans(tmp_path / "siteA", 1, seed=1), scans(tmp_path / "siteB", 1, seed=2)
+    out = tmp_path / "run"
+    res = invoke(
+        a / "100_HC.png",
+        b / "100_HC.png",
+        tmp_path,
+        "--out",
+        out,
+        "--pixel-size",
+        "0.2",
+        "--method",
+        "segmentation",
+        *LITERT,
+    )
+    assert res.exit_code == 0, res.output
+    rows = table(out)
+    overlays = [r["overlay"] for r in rows]
+    assert len(rows) == 2 and len(set(overlays)) == 2  # the folder repeats the two files: listed once each
+    assert all((out / o).exists() and (out / o).resolve().is_relative_to(out.resolve()) for o in overlays)
+
+
+def test_long_names_are_capped(tmp_path):
+    d = tmp_path / "s"
+    d.mkdir()
+    import cv2
+    import numpy as np
+
+    from fetalbio.synthetic import draw_scan, random_ellipse
+
+    rng = np.random.default_rng(0)
+    img = draw_scan((270, 400), random_ellipse((270, 400), rng), rng)
+    long = d / ("x" * 240 + ".png")
+    cv2.imwrite(str(long), img)
+    res = invoke(long, "--out", tmp_path / "run", "--pixel-size", "0.2", "--method", "segmentation", *LITERT)
+    assert res.exit_code == 0, res.output
+    (row,) = table(tmp_path / "run")
+    assert len(Path(row["overlay"]).name.encode()) < 200 and (tmp_path / "run" / row["overlay"]).exists()
+
+
+def _start(folder: Path, out: Path, *extra: str) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "fetalbio.cli",
+        "predict",
+        str(folder),
+        "--out",
+        str(out),
+        "--batch-size",
+        "2",
+        "--method",
+        "segmentation",
+        *LITERT,
+        *extra,
+    ]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def _wait_for_journal(out: Path, lines: int, proc: subprocess.Popen, timeout: float = 60.0) -> None:
+    t0 = time.time()
+    while time.time() - t0 < timeout:
+        j = out / "journal.jsonl"
+        if j.exists() and len(j.read_text().splitlines()) >= lines:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"run ended early: {proc.communicate()}")
+        time.sleep(0.01)
+    raise AssertionError("journal did not grow")
+
+
+@pytest.mark.slow
+def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
+    folder = scans(tmp_path / "scans", n=40, seed=11)
+    ref = tmp_path / "ref"
+    assert (
+        invoke(folder, "--out", ref, "--batch-size", "2", "--method", "segmentation", *LITERT).exit_code == 0
+    )
+    out = tmp_path / "run"
+    proc = _start(folder, out)
+    _wait_for_journal(out, 4, proc)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    kept = len((out / "journal.jsonl").read_text().splitlines())
+    assert 4 <= kept < 40 and not (out / "measurements.csv").exists()
+    res = invoke(folder, "--out", out, "--resume", "--batch-size", "2", "--method", "segmentation", *LITERT)
+    assert res.exit_code == 0, res.output
+    assert f"{kept} scans already measured" in res.output
+
+    def strip(rows):
+        return [{k: v for k, v in r.items() if k != "overlay"} for r in rows]
+
+    assert strip(table(out)) == strip(table(ref))
+
+
+@pytest.mark.slow
+def test_sigint_stops_after_the_batch_and_keeps_the_rows(tmp_path):
+    folder = scans(tmp_path / "scans", n=40, seed=12)
+    out = tmp_path / "run"
+    proc = _start(folder, out)
+    _wait_for_journal(out, 2, proc)
+    proc.send_signal(signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "interrupted" in stderr and "--resume" in stderr
+    rows = table(out)
+    assert 2 <= len(rows) < 40 and all(r["status"] == "ok" for r in rows)
+
+
+@pytest.mark.slow
+def test_two_runs_into_one_folder(tmp_path):
+    folder = scans(tmp_path / "scans", n=24, seed=13)
+    out = tmp_path / "run"
+    first = _start(folder, out)
+    _wait_for_journal(out, 1, first)
+    second = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "fetalbio.cli",
+            "predict",
+            str(folder),
+            "--out",
+            str(out),
+            "--resume",
+            *LITERT,
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert second.returncode == 2 and "another fetalbio run" in second.stderr
+    assert first.wait(timeout=120) == 0
+    assert len(table(out)) == 24
