@@ -77,7 +77,7 @@ def test_each_arch_trains_predicts_and_evaluates(arch, synthetic_dataset, tmp_pa
     assert all(r["status"] == "ok" for r in rows if r not in failed)
     assert all(r["error"] and "decode" not in r["error"] for r in failed), failed
     assert res.exit_code == (1 if failed else 0), res.output
-    assert f"{8 - len(failed)} ok, {len(failed)} failed" in res.output
+    assert f"8 scans: {8 - len(failed)} ok, 0 review, {len(failed)} failed" in " ".join(res.output.split())
     res = runner.invoke(
         app,
         [
