@@ -55,6 +55,8 @@ def _main(
     """Fetal head biometry on 2D ultrasound: BPD, OFD and HC in millimetres."""
     if not verbose:
         quiet_third_party()
+
+
 err_console = Console(stderr=True)
 
 
@@ -219,7 +221,12 @@ EngineOpt = Annotated[
     typer.Option(help="auto: LiteRT for .tflite files, else Keras when installed.", rich_help_panel=MODEL),
 ]
 MethodOpt = Annotated[
-    str, typer.Option(help="segmentation, landmarks, or both (any registered method).", rich_help_panel=MODEL)
+    str,
+    typer.Option(
+        help="fused (both models combined, with intervals), segmentation, landmarks, both (their two rows) "
+        "or all (the three rows).",
+        rich_help_panel=MODEL,
+    ),
 ]
 JsonOut = Annotated[
     Path | None, typer.Option("--json", help="Write a JSON report here.", rich_help_panel=OUTPUTS)
@@ -372,11 +379,13 @@ def train_landmarks(
 
 
 def _methods(method: str) -> tuple[str, ...]:
-    """``both`` -> the shipped methods; otherwise one registered method (a one-line error if unknown)."""
+    """``both`` -> the two model methods, ``all`` -> fused and both; else one registered method."""
     from fetalbio import methods
 
     if method == "both":
         return methods.PRIMARY
+    if method == "all":
+        return (*methods.DEFAULT, *methods.PRIMARY)
     try:
         return (methods.get(method).name,)
     except ValueError as exc:
@@ -388,22 +397,27 @@ def _load_engines(methods: tuple[str, ...], model: Path | None, engine: EngineNa
 
     if engine != EngineName.litert or (model and model.suffix != ".tflite"):
         quiet_tensorflow()
-    if model is not None and len(methods) > 1:
+    from fetalbio.methods import engines_needed
+
+    if model is not None and len(engines_needed(methods)) > 1:
         raise fail("--model takes one model: use it with --method segmentation or --method landmarks")
+    from fetalbio.methods import engines_needed
+
     try:
-        return {m: load_engine(model, m, engine.value) for m in methods}
+        return {m: load_engine(model, m, engine.value) for m in engines_needed(methods)}
     except ModelError as exc:
         raise fail(str(exc)) from None
 
 
 def _available_methods(method: str, model: Path | None, engine: EngineName) -> tuple[str, ...]:
     """``both`` runs what is shipped: a missing landmark model is said, not fatal."""
+    from fetalbio.methods import engines_needed
     from fetalbio.modelinfo import default_engine, default_model_path
 
     methods = _methods(method)
     if method == "both" and model is None:
         kind = default_engine(engine.value)  # auto: Keras when installed, else the shipped int8 .tflite
-        missing = [m for m in methods if not default_model_path(m, kind).exists()]
+        missing = [m for m in engines_needed(methods) if not default_model_path(m, kind).exists()]
         if missing and len(missing) < len(methods):
             err_console.print(
                 f"note: no shipped {', '.join(missing)} model; "
@@ -422,7 +436,7 @@ def predict(
     out: Annotated[
         Path, typer.Option("--out", help="Run folder (one run per folder).", rich_help_panel=OUTPUTS)
     ] = Path("fetalbio-out"),
-    method: MethodOpt = "both",
+    method: MethodOpt = "fused",
     model: ModelPath = None,
     engine: EngineOpt = EngineName.auto,
     pixel_size: Annotated[

@@ -41,15 +41,22 @@ class Predictor:
 
     Args:
         engines: one engine per method; the method decides how its engine's output is decoded.
+        combined: methods that combine the others' results (``Method.requires``), added to each result.
         batch_size: scans per engine call.
         keep_outputs: keep each raw model output in :attr:`Prediction.outputs` (export verification).
         workers: threads that read, letterbox and decode beside the engine.
     """
 
     def __init__(
-        self, engines: Mapping[str, Engine], batch_size: int = 8, keep_outputs: bool = False, workers: int = 2
+        self,
+        engines: Mapping[str, Engine],
+        batch_size: int = 8,
+        keep_outputs: bool = False,
+        workers: int = 2,
+        combined: tuple[str, ...] = (),
     ):
         self.engines = dict(engines)
+        self.combined = combined  # combining methods (e.g. fused), computed from the engines' results
         self.batch_size = batch_size
         self.keep_outputs = keep_outputs
         self.workers = workers  # threads that read/letterbox and decode beside the engine
@@ -63,21 +70,9 @@ class Predictor:
         m, info = methods.get(method), self.engines[method].info
         return [m.decode(o, lb, info) for o, lb in zip(outputs, letterboxes, strict=True)]
 
-    def predict_scans(self, scans: Sequence[Scan], sources: Sequence[S] | None = None) -> list[Prediction[S]]:
-        """One batch of scans through every engine."""
-        preds = [Prediction(src, scan) for src, scan in zip(sources or scans, scans, strict=True)]
-        for method, eng in self.engines.items():
-            prepared = [prepare_input(s.pixels, eng.image_size) for s in scans]
-            if not prepared:
-                continue
-            outputs = self.infer(method, [x for x, _ in prepared])
-            lbs = [lb for _, lb in prepared]
-            for p, res, lb, out in zip(preds, self.decode(method, outputs, lbs), lbs, outputs, strict=True):
-                p.results[method] = res
-                p.letterboxes[method] = lb
-                if self.keep_outputs:
-                    p.outputs[method] = out
-        return preds
+    def predict_scans(self, scans: Sequence[Scan]) -> list[Prediction[Scan]]:
+        """Scans already read, through the same path as :meth:`run`."""
+        return [p for batch in self.run(list(scans), lambda s: s) for p in batch]
 
     def run(self, sources: Iterable[S], read: Callable[[S], Scan]) -> Iterator[list[Prediction[S]]]:
         """Read and measure ``sources`` batch by batch; yields each batch's predictions in input order.
@@ -108,7 +103,7 @@ class Predictor:
             while reading:
                 loaded = [(src, fut.result()) for src, fut in reading.popleft()]
                 refill()
-                decoding.append(self._infer_batch(loaded, pool))
+                decoding.append((*self._infer_batch(loaded, pool), self.combined))
                 while len(decoding) > 1:
                     yield _finish(decoding.popleft())
             while decoding:
@@ -157,9 +152,14 @@ def _chunks(items: Iterable[S], n: int) -> Iterator[list[S]]:
         yield batch
 
 
-def _finish(batch: tuple[list[Prediction], list]) -> list[Prediction]:
-    """Wait for a batch's decodings and attach the results."""
-    preds, pending = batch
+def _finish(batch: tuple[list[Prediction], list, tuple[str, ...]]) -> list[Prediction]:
+    """Wait for a batch's decodings, attach the results, and add the combining methods' results."""
+    preds, pending, combined = batch
     for pred, method, fut in pending:
         pred.results[method] = fut.result()
+    for pred in preds:
+        if pred.error is None:
+            for name in combined:
+                m = methods.get(name)
+                pred.results[name] = m.combine({p: pred.results[p] for p in m.requires})
     return preds

@@ -33,6 +33,12 @@ COLUMNS = [
     "hc_px",
     "bpd_px",
     "ofd_px",
+    "hc_mm_low",
+    "hc_mm_high",
+    "bpd_mm_low",
+    "bpd_mm_high",
+    "ofd_mm_low",
+    "ofd_mm_high",
     "cephalic_index",
     "ga_hadlock_hc_weeks",
     "ga_hadlock_bpd_weeks",
@@ -108,6 +114,7 @@ def measurement_row(file: str, result: Result, scan: Scan) -> dict:
         confidence=result.confidence,
         bpd_convention=method.bpd_convention,
     )
+    row.update(method.row_extras(result, spacing_mm))
     return row
 
 
@@ -169,7 +176,9 @@ def predict_paths(
     from fetalbio.pipeline import Predictor
 
     run = run or BatchRun()
-    predictor = Predictor({m: engines[m] for m in opts.methods}, opts.batch_size)
+    base = methods.engines_needed(opts.methods)
+    combined = tuple(m for m in opts.methods if methods.get(m).requires)
+    predictor = Predictor({m: engines[m] for m in base}, opts.batch_size, combined=combined)
     keys: dict[str, tuple[str, str]] = {}
     rows_by_path: dict[str, list[dict]] = {}
     todo = []

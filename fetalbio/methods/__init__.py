@@ -16,9 +16,11 @@ from fetalbio.methods.base import Method, Result
 __all__ = ["Method", "Result", "register", "unregister", "get", "names", "for_channels", "PRIMARY"]
 
 _REGISTRY: dict[str, Method] = {}
-_BUILTIN = ("fetalbio.methods.segmentation", "fetalbio.methods.landmarks")
+_BUILTIN = ("fetalbio.methods.segmentation", "fetalbio.methods.landmarks", "fetalbio.methods.fused")
 # the shipped methods that `--method both` runs, in output order
 PRIMARY = ("segmentation", "landmarks")
+# what `predict` measures by default: one fused row per scan
+DEFAULT = ("fused",)
 
 
 def register(method: Method) -> Method:
@@ -44,6 +46,17 @@ def names() -> tuple[str, ...]:
     """Registered method names (the built-in ones first)."""
     _load_builtin()
     return tuple(_REGISTRY)
+
+
+def engines_needed(names: tuple[str, ...]) -> tuple[str, ...]:
+    """The methods whose models must run for ``names`` (a combining method needs its parts'), in order."""
+    out: list[str] = []
+    for n in names:
+        m = get(n)
+        for part in m.requires or (n,):
+            if part not in out:
+                out.append(part)
+    return tuple(out)
 
 
 def for_channels(channels: int) -> Method | None:

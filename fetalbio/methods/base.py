@@ -27,6 +27,7 @@ class Result:
     point_confidence: list[float] | None = None
     fit_residual_px: float | None = None
     error: str | None = None
+    parts: dict[str, Result] = field(default_factory=dict)  # a combining method's inputs, by method
 
 
 class Method:
@@ -42,6 +43,7 @@ class Method:
     short_name: ClassVar[str] = ""  # in the terminal table; the name when empty
     out_channels: ClassVar[int]
     default_arch: ClassVar[str] = "unet"
+    requires: ClassVar[tuple[str, ...]] = ()  # a combining method: the methods whose results it combines
     key_metric: ClassVar[str] = "hc_mae_mm"  # validation figure that picks the best epoch (lower = better)
     output_description: ClassVar[str] = ""
     bpd_convention: ClassVar[str] = ""
@@ -79,6 +81,14 @@ class Method:
     def measure(self, result: Result, spacing_mm: tuple[float, float] | None) -> HeadMeasure:
         """HC, BPD and OFD of a result (mm with a spacing, else px). Default: of the ellipse."""
         return measure_ellipse(result.ellipse, spacing_mm)
+
+    def combine(self, parts: dict[str, Result]) -> Result:
+        """A combining method's result from the results of :attr:`requires` (same scan)."""
+        raise NotImplementedError(f"{self.name}: combines nothing")
+
+    def row_extras(self, result: Result, spacing_mm: tuple[float, float] | None) -> dict:
+        """Extra output columns of a measured result (e.g. intervals). Default: none."""
+        return {}
 
     def overlay(self, bgr: np.ndarray, result: Result, scale: int) -> None:
         """Draw what is particular to this method onto the overlay (in place). Default: nothing."""

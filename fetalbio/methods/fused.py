@@ -1,0 +1,131 @@
+"""Fused: one estimate of HC, BPD and OFD from the segmentation ellipse and the four landmarks, with a
+per-scan uncertainty from their spread and split-conformal 90 % prediction intervals.
+
+For each measure k (hc, bpd, ofd), in mm, with the two methods' values s_k (segmentation) and l_k
+(landmarks) and their calibrated biases b:
+
+    estimate_k = w_k (s_k - b_seg_k) + (1 - w_k) (l_k - b_lm_k)
+    sigma_k    = sqrt((f_k * estimate_k)^2 + (s_k - b_seg_k - l_k + b_lm_k)^2)
+    interval_k = estimate_k -/+ q_k * sigma_k
+
+The floor f_k (a fraction of the head size) keeps an interval open where the two methods agree by
+chance; q_k is the conformal quantile of |error_k| / sigma_k on held-out calibration scans (clean and
+perturbed), so that the interval covers 90 % of such scans. With one method only (the other found no
+head) the estimate is that method's, bias-corrected, and sigma is ``single_method_sigma_frac`` of it.
+Weights, biases, floors and quantiles come from ``<models>/fused/model.json`` (``calibration``), made by
+``tools/calibrate_fused.py``; without that file the estimate is the plain mean and no interval is given.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from functools import cache
+
+from fetalbio.geometry import HeadMeasure
+from fetalbio.methods import get, register
+from fetalbio.methods.base import Method, Result
+
+MEASURES = ("hc", "bpd", "ofd")
+
+
+@dataclass(frozen=True)
+class FusedCalibration:
+    """Parameters of the fused estimate and its intervals (see the module docstring)."""
+
+    weights: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MEASURES, 0.5))
+    bias_mm: dict[str, dict[str, float]] = field(default_factory=dict)  # method -> measure -> mm
+    floor_frac: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MEASURES, 0.01))
+    q: dict[str, float] | None = None  # conformal quantiles; None = not calibrated, no interval
+    single_method_sigma_frac: dict[str, float] = field(default_factory=lambda: dict.fromkeys(MEASURES, 0.03))
+    coverage: float = 0.9
+    notes: str = ""
+
+    def bias(self, method: str, k: str) -> float:
+        return float(self.bias_mm.get(method, {}).get(k, 0.0))
+
+
+@cache
+def calibration() -> FusedCalibration:
+    """The shipped calibration (``<models>/fused/model.json``), or the uncalibrated default."""
+    from fetalbio.modelinfo import ModelInfo, models_dir
+
+    info = ModelInfo.read(models_dir() / "fused" / "model.json")
+    cal = (info.extra.get("calibration") if info else None) or {}
+    known = {f for f in FusedCalibration.__dataclass_fields__}
+    return FusedCalibration(**{k: v for k, v in cal.items() if k in known})
+
+
+def combine_values(
+    seg: dict[str, float] | None, lm: dict[str, float] | None, cal: FusedCalibration, in_mm: bool
+) -> tuple[dict[str, float], dict[str, float | None]]:
+    """(estimates, sigmas) per measure from the two methods' values (either may be None)."""
+    est, sig = {}, {}
+    for k in MEASURES:
+        s = None if seg is None else seg[k] - (cal.bias("segmentation", k) if in_mm else 0.0)
+        l_ = None if lm is None else lm[k] - (cal.bias("landmarks", k) if in_mm else 0.0)
+        if s is not None and l_ is not None:
+            w = cal.weights.get(k, 0.5)
+            est[k] = w * s + (1 - w) * l_
+            sig[k] = math.hypot(cal.floor_frac.get(k, 0.01) * est[k], s - l_)
+        else:
+            est[k] = s if s is not None else l_
+            sig[k] = cal.single_method_sigma_frac.get(k, 0.03) * est[k]
+    return est, sig
+
+
+class Fused(Method):
+    name = "fused"
+    short_name = "fused"
+    requires = ("segmentation", "landmarks")
+    out_channels = 0
+    bpd_convention = "calibrated combination of the segmentation ellipse and the landmark BPD"
+
+    def combine(self, parts: dict[str, Result]) -> Result:
+        ok = {m: r for m, r in parts.items() if not r.error}
+        if not ok:
+            reasons = "; ".join(f"{m}: {r.error}" for m, r in parts.items())
+            return Result(self.name, flags=["no_head"], error=f"no head found ({reasons})", parts=parts)
+        base = ok.get("segmentation") or ok["landmarks"]
+        lm = ok.get("landmarks")
+        flags = sorted(
+            {f for r in ok.values() for f in r.flags} | ({"one_method_only"} if len(ok) < 2 else set())
+        )
+        return Result(
+            self.name,
+            ellipse=base.ellipse,
+            landmarks=lm.landmarks if lm else base.landmarks,
+            flags=flags,
+            confidence=min(r.confidence for r in ok.values()),
+            fit_residual_px=base.fit_residual_px,
+            parts=parts,
+        )
+
+    def _values(self, result: Result, spacing_mm):
+        vals = {}
+        for m in self.requires:
+            r = result.parts.get(m)
+            if r is not None and not r.error:
+                h = get(m).measure(r, spacing_mm)
+                vals[m] = {"hc": h.hc, "bpd": h.bpd, "ofd": h.ofd}
+        return combine_values(
+            vals.get("segmentation"), vals.get("landmarks"), calibration(), spacing_mm is not None
+        )
+
+    def measure(self, result: Result, spacing_mm) -> HeadMeasure:
+        est, _ = self._values(result, spacing_mm)
+        return HeadMeasure(bpd=est["bpd"], ofd=est["ofd"], hc=est["hc"], unit="mm" if spacing_mm else "px")
+
+    def row_extras(self, result: Result, spacing_mm) -> dict:
+        cal = calibration()
+        if spacing_mm is None or result.error or cal.q is None:
+            return {}
+        est, sig = self._values(result, spacing_mm)
+        out = {}
+        for k in MEASURES:
+            half = cal.q[k] * sig[k]
+            out.update({f"{k}_mm_low": est[k] - half, f"{k}_mm_high": est[k] + half, f"{k}_sd_mm": sig[k]})
+        return out
+
+
+register(Fused())
