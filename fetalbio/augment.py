@@ -31,6 +31,13 @@ class AugmentConfig:
     gamma: tuple[float, float] = (0.8, 1.25)  # machines' grey maps differ
     noise_sd: float = 0.08  # Gaussian, in SDs: speckle and electronic noise
     p_intensity: float = 0.8  # probability of the intensity changes (some scans stay as acquired)
+    # what users' scans look like (issue: robustness); each a probability, 0 = the original training
+    p_any_rotation: float = 0.0  # the whole image at any angle (portrait screens, rotated exports)
+    p_frame: float = 0.0  # the scan shrunk inside a dark screen with text (full-screen captures)
+    p_speckle: float = 0.0  # multiplicative gamma speckle
+    p_blur: float = 0.0  # Gaussian blur, sigma 0.5-2 px
+    p_jpeg: float = 0.0  # JPEG compression, quality 25-60
+    p_burn: float = 0.0  # calipers, crosses and text burnt into the image
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -40,7 +47,11 @@ def random_affine(rng: np.random.Generator, hw: tuple[int, int], cfg: AugmentCon
     """A random 2x3 affine matrix about the image centre (rotation, scale, flips, translation)."""
     h, w = hw
     cx, cy = (w - 1) / 2.0, (h - 1) / 2.0
-    ang = math.radians(rng.uniform(-cfg.rotation_deg, cfg.rotation_deg))
+    ang = math.radians(
+        rng.uniform(-180.0, 180.0)
+        if cfg.p_any_rotation and rng.random() < cfg.p_any_rotation  # no draw at 0: the original stream
+        else rng.uniform(-cfg.rotation_deg, cfg.rotation_deg)
+    )
     s = rng.uniform(*cfg.scale_range)
     fx = -1.0 if rng.random() < cfg.hflip else 1.0
     fy = -1.0 if rng.random() < cfg.vflip else 1.0
@@ -93,4 +104,61 @@ def augment(
             mask.astype(np.float32), m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT
         )
     pts = None if points is None else canonical_order(apply_affine_points(m, points))
-    return intensity(rng, img, cfg), msk, pts
+    if cfg.p_frame and rng.random() < cfg.p_frame:  # (no draw at 0: the original stream)
+        img, msk, pts = _frame(rng, img, msk, pts)
+    return _artefacts(rng, intensity(rng, img, cfg), cfg), msk, pts
+
+
+def _frame(rng: np.random.Generator, img: np.ndarray, msk: np.ndarray | None, pts: np.ndarray | None):
+    """A full-screen capture: the scan shrunk (0.55-0.85) inside a dark screen with text and a grey bar."""
+    h, w = img.shape
+    s = rng.uniform(0.55, 0.85)
+    tx, ty = rng.uniform(0, (1 - s) * w), rng.uniform(0, (1 - s) * h)
+    m = np.array([[s, 0, tx], [0, s, ty]])
+    dark = float(img.min())
+    out = cv2.warpAffine(
+        img, m, (w, h), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_CONSTANT, borderValue=dark
+    )
+    bright = float(np.percentile(img, 99.5))
+    text = np.zeros((h, w), np.uint8)  # OpenCV draws text on 8-bit images only
+    for _ in range(int(rng.integers(2, 6))):
+        org = (int(rng.uniform(0, 0.5) * w), int(rng.uniform(0.05, 0.95) * h))
+        label = "Gn 52 FR 31 MI 0.9"[: int(rng.integers(5, 18))]
+        cv2.putText(text, label, org, cv2.FONT_HERSHEY_SIMPLEX, rng.uniform(0.3, 0.5), 255, 1, cv2.LINE_AA)
+    out = np.where(text > 0, dark + (bright - dark) * text / 255.0, out)
+    if rng.random() < 0.5:
+        x0 = int(w * rng.uniform(0.9, 0.97))
+        out[:, x0:] = (dark + bright) / 3
+    if msk is not None:
+        msk = cv2.warpAffine(msk, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    if pts is not None:
+        pts = apply_affine_points(m, pts)
+    return out.astype(np.float32), msk, pts
+
+
+def _artefacts(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) -> np.ndarray:
+    """Speckle, blur, JPEG and burnt-in marks, each with its probability (normalised scan in and out)."""
+    speckle, blur, burn, jpeg = (
+        rng.random() < p for p in (cfg.p_speckle, cfg.p_blur, cfg.p_burn, cfg.p_jpeg)
+    )
+    lo, hi = float(img.min()), float(img.max())
+    if not (speckle or blur or burn or jpeg) or hi - lo < 1e-6:
+        return img  # unchanged (and the original training's images exactly)
+    x = (img - lo) / (hi - lo) * 255.0
+    if speckle:
+        x = x * rng.gamma(4.0, 0.25, x.shape)
+    if blur:
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.5, 2.0))
+    x8 = np.clip(x, 0, 255).astype(np.uint8)
+    if burn:
+        h, w = x8.shape
+        for _ in range(int(rng.integers(1, 4))):
+            c = (int(rng.uniform(0.1, 0.9) * w), int(rng.uniform(0.1, 0.9) * h))
+            cv2.drawMarker(x8, c, 255, cv2.MARKER_CROSS, int(rng.integers(6, 14)), 1)
+        cv2.putText(x8, "HC 171.4mm", (int(0.05 * w), int(0.95 * h)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, 255, 1)
+    if jpeg:
+        ok, buf = cv2.imencode(".jpg", x8, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(25, 61))])
+        x8 = cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+    from fetalbio.preprocess import normalise
+
+    return normalise(x8)

@@ -53,7 +53,11 @@ def _main(
     ] = False,
 ) -> None:
     """Fetal head biometry on 2D ultrasound: BPD, OFD and HC in millimetres."""
-    if not verbose:
+    if verbose:
+        from fetalbio.quiet import VERBOSE_ENV
+
+        os.environ[VERBOSE_ENV] = "1"
+    else:
         quiet_third_party()
 
 
@@ -228,6 +232,21 @@ MethodOpt = Annotated[
         rich_help_panel=MODEL,
     ),
 ]
+InitFrom = Annotated[
+    Path | None,
+    typer.Option(
+        help="Start from a .keras model's matching layers (fine-tuning, or e.g. the segmentation "
+        "U-Net for a landmark U-Net).",
+        rich_help_panel=MODEL,
+    ),
+]
+AugmentOpt = Annotated[
+    str,
+    typer.Option(
+        help="Augmentation preset: standard, or robust (rotations, captures, speckle, JPEG...).",
+        rich_help_panel=TRAINING,
+    ),
+]
 JsonOut = Annotated[
     Path | None, typer.Option("--json", help="Write a JSON report here.", rich_help_panel=OUTPUTS)
 ]
@@ -236,7 +255,7 @@ JsonOut = Annotated[
 # --- training ---
 
 
-def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str, **kw) -> None:
+def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str, augment: str, **kw) -> None:
     quiet_tensorflow()
     from fetalbio.io import ScanError
     from fetalbio.train import TrainConfig, train
@@ -246,6 +265,11 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str,
     if resume and not (out / "config.json").exists():
         raise fail(f"{out}: nothing to resume (no config.json)")
     kw = {k: str(v) if isinstance(v, Path) else v for k, v in kw.items()}
+    if augment not in defaults.AUGMENT_PRESETS:
+        raise fail(f"--augment {augment!r}: choose one of {', '.join(defaults.AUGMENT_PRESETS)}")
+    from fetalbio.augment import AugmentConfig
+
+    kw["augment"] = AugmentConfig(**defaults.AUGMENT_PRESETS[augment]).to_dict()
     cfg = TrainConfig(
         method=method, dataset=str(dataset), out=str(out), image_size=parse_size(image_size), **kw
     )
@@ -283,6 +307,8 @@ def train_seg(
     steps_per_epoch: StepsPerEpoch = None,
     max_samples: MaxSamples = None,
     resume: Resume = False,
+    init_from: InitFrom = None,
+    augment: AugmentOpt = "standard",
 ) -> None:
     """Train the skull-segmentation U-Net (HC, BPD, OFD from a fitted ellipse)."""
     from fetalbio.methods.segmentation import Segmentation
@@ -293,6 +319,7 @@ def train_seg(
         out,
         resume,
         image_size,
+        augment,
         epochs=epochs,
         batch_size=batch_size,
         lr=lr,
@@ -302,6 +329,7 @@ def train_seg(
         base_filters=base_filters,
         depth=depth,
         pixel_csv=pixel_csv,
+        init_from=init_from,
         steps_per_epoch=steps_per_epoch,
         max_samples=max_samples,
     )
@@ -322,13 +350,7 @@ def train_landmarks(
         Path | None,
         typer.Option(help="Train from a four-point CSV instead of the ellipses.", rich_help_panel=INPUTS),
     ] = None,
-    init_from: Annotated[
-        Path | None,
-        typer.Option(
-            help="Start from a .keras model's matching layers (e.g. the segmentation U-Net).",
-            rich_help_panel=MODEL,
-        ),
-    ] = None,
+    init_from: InitFrom = None,
     sigma: Annotated[
         float, typer.Option(min=0.5, help="Heatmap Gaussian sigma (input px).", rich_help_panel=MODEL)
     ] = defaults.HEATMAP_SIGMA_PX,
@@ -344,6 +366,7 @@ def train_landmarks(
     steps_per_epoch: StepsPerEpoch = None,
     max_samples: MaxSamples = None,
     resume: Resume = False,
+    augment: AugmentOpt = "standard",
 ) -> None:
     """Train a heatmap CNN for the four BPD/OFD end points."""
     from fetalbio.models import ARCHS
@@ -358,6 +381,7 @@ def train_landmarks(
         out,
         resume,
         image_size,
+        augment,
         arch=arch,
         heatmap_sigma_px=sigma,
         epochs=epochs,
@@ -402,9 +426,11 @@ def _load_engines(methods: tuple[str, ...], model: Path | None, engine: EngineNa
     if model is not None and len(engines_needed(methods)) > 1:
         raise fail("--model takes one model: use it with --method segmentation or --method landmarks")
     from fetalbio.methods import engines_needed
+    from fetalbio.quiet import native_stderr_silenced
 
     try:
-        return {m: load_engine(model, m, engine.value) for m in engines_needed(methods)}
+        with native_stderr_silenced():  # TensorFlow's and LiteRT's start-up lines
+            return {m: load_engine(model, m, engine.value) for m in engines_needed(methods)}
     except ModelError as exc:
         raise fail(str(exc)) from None
 
@@ -504,7 +530,6 @@ def predict(
         overlays=overlays,
         save_masks=save_masks,
         batch_size=batch_size,
-        disagreement_hc_mm=defaults.METHOD_DISAGREEMENT_HC_MM,
     )
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     code = _run_predict(inputs, paths, missing, out, opts, mode, model, engine, quiet)

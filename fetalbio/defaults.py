@@ -19,8 +19,21 @@ WARMUP_EPOCHS = 1
 SEED = 42
 VAL_FRACTION = 0.2  # of SUBJECTS, not images
 
-# predict: two methods disagreeing by more than this on HC are flagged.
-METHOD_DISAGREEMENT_HC_MM = 5.0
+# Training augmentation presets (``--augment``): 'standard' is what the first shipped models saw;
+# 'robust' adds what users' scans look like: any rotation, captures in a screen, speckle, blur, JPEG,
+# burnt-in calipers and text, and a wider range of head sizes (15-90 % of the image).
+AUGMENT_PRESETS: dict[str, dict] = {
+    "standard": {},
+    "robust": {
+        "scale_range": (0.6, 1.2),
+        "p_any_rotation": 0.35,
+        "p_frame": 0.2,
+        "p_speckle": 0.25,
+        "p_blur": 0.2,
+        "p_jpeg": 0.2,
+        "p_burn": 0.2,
+    },
+}
 
 # Landmark heatmaps: Gaussian sigma in input pixels (at 256x384, 1 px ~ 0.25-0.5 mm).
 HEATMAP_SIGMA_PX = 3.0
@@ -32,3 +45,12 @@ LANDMARK_ARCH = "resnet"
 # Pixel sizes outside (0, MAX_PIXEL_SIZE_MM] are refused: ultrasound scans have 0.04-0.5 mm pixels; 5 mm
 # per pixel would make a 300-pixel image 1.5 m wide.
 MAX_PIXEL_SIZE_MM = 5.0
+
+# --- review: a row keeps its numbers but says a person must look (thresholds scale with the head) ---
+# two methods' HC differing by more than this fraction of the head's HC (3 % of a 170 mm head = 5 mm)
+REVIEW_DISAGREE_FRAC = 0.03
+# a 90 % HC interval wider than this fraction of the HC
+REVIEW_INTERVAL_FRAC = 0.08
+# cephalic index (100 BPD / OFD) outside this range is not a head seen in a proper axial plane
+# (Hadlock et al. 1981: 78.3 +/- 4.4 (SD); the range is about +/- 4 SD)
+REVIEW_CEPHALIC_INDEX = (60.0, 96.0)

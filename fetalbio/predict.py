@@ -59,6 +59,7 @@ COLUMNS = [
     "fit_residual_px",
     "confidence",
     "flags",
+    "review_reasons",
     "bpd_convention",
     "model_id",
     "engine",
@@ -134,7 +135,7 @@ class PredictOptions:
     overlays: bool = True
     save_masks: bool = False
     batch_size: int = 8
-    disagreement_hc_mm: float = 5.0
+    disagreement_frac: float | None = None  # None: defaults.REVIEW_DISAGREE_FRAC
 
 
 @dataclass
@@ -235,7 +236,8 @@ def _scan_rows(pred: Prediction, out_dir: Path, opts: PredictOptions, run: Batch
         row = measurement_row(file, pred.results[method], pred.scan)
         row.update(model_id=run.model_ids.get(method, ""), **ident)
         rows.append(row)
-    flag_disagreement(rows, opts.disagreement_hc_mm)
+    flag_disagreement(rows, opts.disagreement_frac)
+    apply_review(rows)
     for method, row in zip(opts.methods, rows, strict=True):
         _write_images(pred, method, row, out_dir, opts, run)
     return rows
@@ -264,13 +266,53 @@ def _write_images(
         )
 
 
-def flag_disagreement(rows: list[dict], threshold_mm: float) -> None:
-    """Flag every row of a scan when its methods' HC (mm) differ by more than ``threshold_mm``."""
-    hcs = [r["hc_mm"] for r in rows if r.get("hc_mm") is not None]
-    if len(hcs) >= 2 and max(hcs) - min(hcs) > threshold_mm:
+def flag_disagreement(rows: list[dict], frac: float | None = None) -> None:
+    """Flag every row of a scan when its methods' HC differ by more than ``frac`` of the HC (any unit)."""
+    from fetalbio import defaults
+
+    frac = defaults.REVIEW_DISAGREE_FRAC if frac is None else frac
+    hcs = [r.get("hc_mm") if r.get("hc_mm") is not None else r.get("hc_px") for r in rows]
+    hcs = [h for h in hcs if h is not None]
+    if len(hcs) >= 2 and max(hcs) - min(hcs) > frac * sum(hcs) / len(hcs):
         for r in rows:
-            if r.get("hc_mm") is not None:
+            if r.get("hc_px") is not None and "methods_disagree" not in r["flags"].split(";"):
                 r["flags"] = ";".join(filter(None, [r["flags"], "methods_disagree"]))
+
+
+REVIEW_FLAGS = {  # flag -> the review reason a person reads
+    "edge": "head cut by the image border",
+    "low_confidence": "low model confidence",
+    "methods_disagree": "the methods disagree",
+    "one_method_only": "only one method found a head",
+}
+
+
+def review_reasons(row: dict) -> list[str]:
+    """Why a measured row needs a person (empty: it may be reported as it is). Thresholds scale with the
+    head (fractions of HC), never with pixels; they are in :mod:`fetalbio.defaults`."""
+    from fetalbio import defaults
+
+    flags = set(filter(None, row.get("flags", "").split(";")))
+    reasons = [text for flag, text in REVIEW_FLAGS.items() if flag in flags]
+    hc, lo, hi = row.get("hc_mm"), row.get("hc_mm_low"), row.get("hc_mm_high")
+    if hc and lo is not None and hi is not None and hi - lo > defaults.REVIEW_INTERVAL_FRAC * hc:
+        reasons.append(f"wide interval (HC {lo:.0f}-{hi:.0f} mm)")
+    ci_lo, ci_hi = defaults.REVIEW_CEPHALIC_INDEX
+    ci = row.get("cephalic_index")
+    if ci is not None and not ci_lo <= ci <= ci_hi:
+        reasons.append(f"implausible head shape (cephalic index {ci:.0f})")
+    return reasons
+
+
+def apply_review(rows: list[dict]) -> None:
+    """Set ``status`` to ``review`` (numbers kept) with ``review_reasons`` on rows that need a person."""
+    for r in rows:
+        if r["status"] == "error":
+            continue
+        reasons = review_reasons(r)
+        r["review_reasons"] = "; ".join(reasons)
+        if reasons:
+            r["status"] = "review"
 
 
 # --- a whole run: folder, models' identities, journal, outputs ---
@@ -343,6 +385,6 @@ def options_for(opts: PredictOptions, model_sha256: dict[str, str]) -> str:
             "pixel_size_mm": opts.pixel_size_mm,
             "pixel_csv": sorted((opts.pixel_csv or {}).items()),
             "require_mm": opts.require_mm,
-            "disagreement_hc_mm": opts.disagreement_hc_mm,
+            "disagreement_frac": opts.disagreement_frac,
         }
     )

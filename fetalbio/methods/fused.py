@@ -74,6 +74,14 @@ def combine_values(
     return est, sig
 
 
+def _disagree(seg: Result, lm: Result) -> bool:
+    """The two HCs (in pixels: the ratio needs no spacing) differ by more than the review fraction."""
+    from fetalbio import defaults
+
+    a, b = get("segmentation").measure(seg, None).hc, get("landmarks").measure(lm, None).hc
+    return abs(a - b) > defaults.REVIEW_DISAGREE_FRAC * (a + b) / 2
+
+
 class Fused(Method):
     name = "fused"
     short_name = "fused"
@@ -88,9 +96,10 @@ class Fused(Method):
             return Result(self.name, flags=["no_head"], error=f"no head found ({reasons})", parts=parts)
         base = ok.get("segmentation") or ok["landmarks"]
         lm = ok.get("landmarks")
-        flags = sorted(
-            {f for r in ok.values() for f in r.flags} | ({"one_method_only"} if len(ok) < 2 else set())
-        )
+        flags = {f for r in ok.values() for f in r.flags} | ({"one_method_only"} if len(ok) < 2 else set())
+        if len(ok) == 2 and _disagree(ok["segmentation"], ok["landmarks"]):
+            flags.add("methods_disagree")
+        flags = sorted(flags)
         return Result(
             self.name,
             ellipse=base.ellipse,

@@ -1,0 +1,116 @@
+"""Perturbations that make a clean scan look the way users' scans look, with the pixel size kept true.
+
+Each kind maps ``(pixels (H, W) uint8, pixel size mm, rng) -> (pixels, pixel size mm)``: geometry changes
+(rotation, flips, rescaling, a capture's UI frame) keep the head's size in millimetres, so the truth of
+the clean scan stays the truth. Used by the robustness benchmark (``tools/robustness.py``), the fused
+calibration (a mix of clean and perturbed scans) and the tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import cv2
+import numpy as np
+
+Perturbation = Callable[[np.ndarray, float, np.random.Generator], tuple[np.ndarray, float]]
+
+
+def rotate(img: np.ndarray, deg: float) -> np.ndarray:
+    """The whole image turned by ``deg`` (counter-clockwise), the canvas grown to hold it, black fill."""
+    h, w = img.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
+    cos, sin = abs(m[0, 0]), abs(m[0, 1])
+    nw, nh = int(np.ceil(h * sin + w * cos)), int(np.ceil(h * cos + w * sin))
+    m[0, 2] += nw / 2 - w / 2
+    m[1, 2] += nh / 2 - h / 2
+    return cv2.warpAffine(img, m, (nw, nh), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
+def capture(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The scan inside a full-screen capture: dark UI with text, a grey side bar and depth ticks."""
+    h, w = img.shape
+    H, W = int(h * rng.uniform(1.3, 1.6)), int(w * rng.uniform(1.4, 1.8))
+    canvas = np.full((H, W), int(rng.integers(10, 30)), np.uint8)
+    y0, x0 = int(rng.integers(H // 10, H - h - 5)), int(rng.integers(W // 8, W - w - 5))
+    canvas[y0 : y0 + h, x0 : x0 + w] = img
+    cv2.rectangle(canvas, (W - W // 12, 0), (W - 1, H - 1), 110, -1)  # the grey control bar
+    font = cv2.FONT_HERSHEY_SIMPLEX
+    for i, text in enumerate(("ACME US-9 C5-1", "MI 0.9 TIs 0.3", "Gn 52 DR 60", "FR 31Hz", "OB 2nd trim.")):
+        cv2.putText(canvas, text, (8, 24 + 26 * i), font, 0.6, 220, 1, cv2.LINE_AA)
+    for y in range(y0, y0 + h, max(8, h // 12)):  # depth ticks beside the image
+        cv2.line(canvas, (x0 + w + 4, y), (x0 + w + 12, y), 200, 1)
+    return canvas
+
+
+def burn_in(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Calipers (crosses with a dotted line), a text label and a body marker burnt into the image."""
+    out = img.copy()
+    h, w = out.shape
+    p = (int(rng.uniform(0.2, 0.4) * w), int(rng.uniform(0.3, 0.7) * h))
+    q = (int(rng.uniform(0.6, 0.8) * w), int(rng.uniform(0.3, 0.7) * h))
+    for c in (p, q):
+        cv2.drawMarker(out, c, 255, cv2.MARKER_CROSS, 14, 2)
+    n = 20
+    for t in range(n):
+        if t % 2 == 0:
+            a = np.array(p) + (np.array(q) - np.array(p)) * t / n
+            b = np.array(p) + (np.array(q) - np.array(p)) * (t + 1) / n
+            cv2.line(out, tuple(int(v) for v in a), tuple(int(v) for v in b), 255, 1)
+    cv2.putText(
+        out, "BPD 48.2mm HC 171.4mm", (10, h - 12), cv2.FONT_HERSHEY_SIMPLEX, 0.5, 255, 1, cv2.LINE_AA
+    )
+    return out
+
+
+def _rescale(img: np.ndarray, px: float, factor: float) -> tuple[np.ndarray, float]:
+    h, w = img.shape
+    size = (max(8, round(w * factor)), max(8, round(h * factor)))
+    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_CUBIC
+    out = cv2.resize(img, size, interpolation=interp)
+    return out, px * w / size[0]  # the same head in fewer/more pixels: the pixel size follows
+
+
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.imdecode(buf, cv2.IMREAD_GRAYSCALE)
+
+
+def _speckle(img: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    noise = rng.gamma(4.0, 1 / 4.0, img.shape)  # multiplicative, mean 1, SD 0.5
+    return np.clip(img.astype(np.float32) * noise, 0, 255).astype(np.uint8)
+
+
+def _gamma(img: np.ndarray, g: float) -> np.ndarray:
+    return np.clip(255.0 * (img / 255.0) ** g, 0, 255).astype(np.uint8)
+
+
+def _contrast(img: np.ndarray, gain: float, offset: float) -> np.ndarray:
+    return np.clip(img.astype(np.float32) * gain + offset, 0, 255).astype(np.uint8)
+
+
+KINDS: dict[str, Perturbation] = {
+    "capture": lambda im, px, rng: (capture(im, rng), px),
+    "rotate30": lambda im, px, rng: (rotate(im, 30.0), px),
+    "rotate_any": lambda im, px, rng: (rotate(im, float(rng.uniform(0, 360))), px),
+    "portrait": lambda im, px, rng: (rotate(im, 90.0), px),
+    "flip_lr": lambda im, px, rng: (np.ascontiguousarray(im[:, ::-1]), px),
+    "flip_ud": lambda im, px, rng: (np.ascontiguousarray(im[::-1]), px),
+    "smaller": lambda im, px, rng: _rescale(im, px, 0.5),
+    "larger": lambda im, px, rng: _rescale(im, px, 2.0),
+    "gain_gamma": lambda im, px, rng: (_gamma(_contrast(im, 1.3, 10), 0.7), px),
+    "low_contrast": lambda im, px, rng: (_contrast(im, 0.6, 30), px),
+    "speckle": lambda im, px, rng: (_speckle(im, rng), px),
+    "blur": lambda im, px, rng: (cv2.GaussianBlur(im, (0, 0), 2.0), px),
+    "jpeg30": lambda im, px, rng: (_jpeg(im, 30), px),
+    "burnt_in": lambda im, px, rng: (burn_in(im, rng), px),
+}
+
+
+def perturb(kind: str, img: np.ndarray, pixel_size_mm: float, seed: int = 0) -> tuple[np.ndarray, float]:
+    """Apply perturbation ``kind`` (one of :data:`KINDS`, or ``clean``); returns (pixels, pixel size mm)."""
+    if kind == "clean":
+        return img, pixel_size_mm
+    if kind not in KINDS:
+        raise ValueError(f"unknown perturbation {kind!r}: choose clean or one of {', '.join(KINDS)}")
+    return KINDS[kind](img, pixel_size_mm, np.random.default_rng(seed))

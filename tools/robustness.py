@@ -1,0 +1,194 @@
+"""Robustness of the shipped models on perturbed validation scans, and the fused calibration.
+
+    python tools/robustness.py collect  --out .cache/robust.json [--engine litert] [--kinds clean,capture,...]
+    python tools/robustness.py calibrate --records .cache/robust.json   # writes <models>/fused/model.json
+    python tools/robustness.py report    --records .cache/robust.json   # table, plot -> docs/robustness.md
+
+The validation split is the shipped models' own (never trained on). Its subjects are split in two,
+seeded: the calibration half fits the fused estimate (weights, biases, conformal quantiles) on clean and
+perturbed scans; the report half is what every figure in docs/robustness.md is measured on. Records
+hold numbers and file names only (no pixels) and stay out of the repository (.cache/).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from fetalbio.engines import load_engine
+from fetalbio.methods.fused import MEASURES
+from fetalbio.modelinfo import models_dir
+from fetalbio.perturb import KINDS
+from fetalbio.robustness import (
+    collect,
+    markdown,
+    report_and_calibration_halves,
+    summarise,
+    validation_samples,
+)
+from fetalbio.writers import write_json_atomic
+
+METHODS_OUT = ("fused", "segmentation", "landmarks")
+ALL_KINDS = ["clean", *KINDS]
+
+
+def _split() -> Path:
+    return models_dir() / "segmentation" / "splits.json"
+
+
+def cmd_collect(args) -> None:
+    samples = validation_samples(_split())
+    report, cal = report_and_calibration_halves([s.name for s in samples])
+    engines = {m: load_engine(None, m, args.engine) for m in ("segmentation", "landmarks")}
+    kinds = args.kinds.split(",") if args.kinds else ALL_KINDS
+    recs = collect(samples, kinds, engines, METHODS_OUT)
+    for r in recs:
+        r["half"] = "report" if r["file"] in set(report) else "calibration"
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(args.out, {"engine": args.engine, "kinds": kinds, "records": recs})
+    print(f"{len(recs)} records of {len(samples)} scans ({len(report)} report, {len(cal)} calibration)")
+
+
+def _pairs(recs: list[dict]) -> list[tuple[dict, dict]]:
+    by = {}
+    for r in recs:
+        by.setdefault((r["file"], r["kind"]), {})[r["method"]] = r
+    return [
+        (d["segmentation"], d["landmarks"]) for d in by.values() if "segmentation" in d and "landmarks" in d
+    ]
+
+
+def fit(recs: list[dict], coverage: float = 0.9) -> dict:
+    """Biases (median errors on clean scans), weights (least MAE), conformal quantiles (clean + perturbed)."""
+    from fetalbio.methods.fused import FusedCalibration, combine_values
+
+    ok = [(s, lm) for s, lm in _pairs(recs) if s["status"] != "error" and lm["status"] != "error"]
+    bias = {m: {} for m in ("segmentation", "landmarks")}
+    for i, m in enumerate(bias):
+        for k in MEASURES:
+            errs = [p[i][f"{k}_mm"] - p[i][f"{k}_true_mm"] for p in ok if p[i]["kind"] == "clean"]
+            bias[m][k] = round(float(np.median(errs)), 3)
+    weights = {}
+    for k in MEASURES:
+        best = None
+        for w in np.linspace(0, 1, 21):
+            est = [
+                w * (s[f"{k}_mm"] - bias["segmentation"][k])
+                + (1 - w) * (lm[f"{k}_mm"] - bias["landmarks"][k])
+                for s, lm in ok
+            ]
+            mae = float(np.mean([abs(e - s[f"{k}_true_mm"]) for e, (s, _) in zip(est, ok, strict=True)]))
+            if best is None or mae < best[0]:
+                best = (mae, round(float(w), 2))
+        weights[k] = best[1]
+    cal = FusedCalibration(weights=weights, bias_mm=bias)
+    q, single = {}, {}
+    scores = {k: [] for k in MEASURES}
+    for s, lm in ok:
+        est, sig = combine_values(_vals(s), _vals(lm), cal, True)
+        for k in MEASURES:
+            scores[k].append(abs(est[k] - s[f"{k}_true_mm"]) / sig[k])
+    for k in MEASURES:
+        a = np.sort(scores[k])
+        n = len(a)
+        q[k] = round(float(a[min(n - 1, math.ceil((n + 1) * coverage) - 1)]), 4)  # split-conformal
+        rel = [
+            abs(p[i][f"{k}_mm"] - bias[m][k] - p[i][f"{k}_true_mm"]) / p[i][f"{k}_true_mm"]
+            for p in ok
+            for i, m in enumerate(bias)
+        ]
+        single[k] = round(float(np.quantile(rel, coverage)), 4)
+    return {
+        "weights": weights,
+        "bias_mm": bias,
+        "floor_frac": cal.floor_frac,
+        "q": q,
+        "single_method_sigma_frac": single,
+        "coverage": coverage,
+        "notes": f"fitted on {len(ok)} (scan, perturbation) pairs of the calibration half",
+    }
+
+
+def _vals(r: dict) -> dict:
+    return {k: r[f"{k}_mm"] for k in MEASURES}
+
+
+def cmd_calibrate(args) -> None:
+    data = json.loads(args.records.read_text())
+    recs = [r for r in data["records"] if r["half"] == "calibration"]
+    cal = fit(recs)
+    out = models_dir() / "fused" / "model.json"
+    out.parent.mkdir(exist_ok=True)
+    info = {
+        "format": "fetalbio-model/1",
+        "method": "fused",
+        "requires": ["segmentation", "landmarks"],
+        "engine_calibrated": data["engine"],
+        "perturbations": data["kinds"],
+        "calibration": cal,
+    }
+    write_json_atomic(out, info)
+    print(json.dumps(cal, indent=1))
+    print(f"wrote {out}")
+
+
+def cmd_report(args) -> None:
+    data = json.loads(args.records.read_text())
+    recs = [r for r in data["records"] if r["half"] == "report"]
+    kinds = data["kinds"]
+    table = summarise(recs, kinds, METHODS_OUT)
+    md = markdown(table)
+    print(md)
+    if args.json:
+        write_json_atomic(args.json, table)
+    if args.plot:
+        _plot(table, kinds, args.plot)
+
+
+def _plot(table: list[dict], kinds: list[str], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(11, 4))
+    x = np.arange(len(kinds))
+    for j, m in enumerate(METHODS_OUT):
+        ys = [next(r["hc_mae_mm"] for r in table if r["kind"] == k and r["method"] == m) for k in kinds]
+        ax.bar(x + (j - 1) * 0.27, ys, 0.27, label=m)
+    ax.axhline(2.5, color="k", ls="--", lw=1, label="2.5 mm target")
+    ax.set_xticks(x, kinds, rotation=30, ha="right")
+    ax.set_ylabel("HC MAE (mm)")
+    ax.set_title("HC error per perturbation (report half of the validation split)")
+    ax.legend()
+    fig.savefig(path, dpi=100, bbox_inches="tight")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("collect")
+    c.add_argument("--out", type=Path, default=Path(".cache/robust.json"))
+    c.add_argument("--engine", default="litert")
+    c.add_argument("--kinds", default="")
+    c.set_defaults(fn=cmd_collect)
+    k = sub.add_parser("calibrate")
+    k.add_argument("--records", type=Path, default=Path(".cache/robust.json"))
+    k.set_defaults(fn=cmd_calibrate)
+    r = sub.add_parser("report")
+    r.add_argument("--records", type=Path, default=Path(".cache/robust.json"))
+    r.add_argument("--json", type=Path)
+    r.add_argument("--plot", type=Path)
+    r.set_defaults(fn=cmd_report)
+    args = ap.parse_args()
+    args.fn(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
