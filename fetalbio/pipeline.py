@@ -54,7 +54,9 @@ class Predictor:
         keep_outputs: bool = False,
         workers: int = 2,
         combined: tuple[str, ...] = (),
+        find_region: bool = True,
     ):
+        self.find_region = find_region  # letterbox only the ultrasound image of a capture (fetalbio.region)
         self.engines = dict(engines)
         self.combined = combined  # combining methods (e.g. fused), computed from the engines' results
         self.batch_size = batch_size
@@ -117,7 +119,13 @@ class Predictor:
             scan = read(src)
         except ScanError as exc:
             return None, {}, exc.reason
-        return scan, {m: prepare_input(scan.pixels, e.image_size) for m, e in self.engines.items()}, None
+        region = None
+        if self.find_region:
+            from fetalbio.region import find_image_region
+
+            region = find_image_region(scan.pixels)
+        inputs = {m: prepare_input(scan.pixels, e.image_size, region) for m, e in self.engines.items()}
+        return scan, inputs, None
 
     def _infer_batch(self, loaded: list, pool) -> tuple[list[Prediction[S]], list]:
         """Run the engines on a loaded batch (this thread) and submit each output's decoding to the pool."""

@@ -27,6 +27,11 @@ class Letterbox:
     new_w: int
     pad_y: int
     pad_x: int
+    # the region of the full image that was letterboxed (a capture's ultrasound image); 0 / None = all
+    off_y: int = 0
+    off_x: int = 0
+    full_h: int | None = None
+    full_w: int | None = None
 
     @property
     def sx(self) -> float:
@@ -37,16 +42,25 @@ class Letterbox:
         return self.new_h / self.orig_h
 
     @classmethod
-    def fit(cls, orig_hw: tuple[int, int], input_hw: tuple[int, int]) -> Letterbox:
-        h, w = orig_hw
+    def fit(
+        cls,
+        orig_hw: tuple[int, int],
+        input_hw: tuple[int, int],
+        region: tuple[int, int, int, int] | None = None,
+    ) -> Letterbox:
+        """The letterbox of an (H, W) image, or of its ``region`` (y0, x0, h, w) only, into ``input_hw``."""
+        full_h, full_w = orig_hw
+        y0, x0, h, w = region if region is not None else (0, 0, full_h, full_w)
         ih, iw = input_hw
         scale = min(ih / h, iw / w)
         nh, nw = max(1, min(ih, round(h * scale))), max(1, min(iw, round(w * scale)))
-        return cls(h, w, ih, iw, nh, nw, (ih - nh) // 2, (iw - nw) // 2)
+        if region is None:
+            return cls(h, w, ih, iw, nh, nw, (ih - nh) // 2, (iw - nw) // 2)
+        return cls(h, w, ih, iw, nh, nw, (ih - nh) // 2, (iw - nw) // 2, y0, x0, full_h, full_w)
 
     def to_input(self, pts_xy: np.ndarray) -> np.ndarray:
         """Map (N, 2) original-pixel points to input pixels."""
-        p = np.asarray(pts_xy, dtype=np.float64)
+        p = np.asarray(pts_xy, dtype=np.float64) - np.array([self.off_x, self.off_y])
         return np.stack(
             [(p[..., 0] + 0.5) * self.sx - 0.5 + self.pad_x, (p[..., 1] + 0.5) * self.sy - 0.5 + self.pad_y],
             axis=-1,
@@ -56,7 +70,10 @@ class Letterbox:
         """Map (N, 2) input-pixel points back to original pixels (exact inverse of :meth:`to_input`)."""
         p = np.asarray(pts_xy, dtype=np.float64)
         return np.stack(
-            [(p[..., 0] - self.pad_x + 0.5) / self.sx - 0.5, (p[..., 1] - self.pad_y + 0.5) / self.sy - 0.5],
+            [
+                (p[..., 0] - self.pad_x + 0.5) / self.sx - 0.5 + self.off_x,
+                (p[..., 1] - self.pad_y + 0.5) / self.sy - 0.5 + self.off_y,
+            ],
             axis=-1,
         )
 
@@ -66,12 +83,18 @@ class Letterbox:
         out = cv2.resize(
             np.ascontiguousarray(crop), (self.orig_w, self.orig_h), interpolation=cv2.INTER_LINEAR
         )
-        return out
+        if self.full_h is None:
+            return out
+        full = np.zeros((self.full_h, self.full_w, *out.shape[2:]), out.dtype)  # nothing outside the region
+        full[self.off_y : self.off_y + self.orig_h, self.off_x : self.off_x + self.orig_w] = out
+        return full
 
     def image_to_input(
         self, img: np.ndarray, fill: float = 0.0, interpolation: int = cv2.INTER_AREA
     ) -> np.ndarray:
         """Resize and pad an original-space image ((H, W), any dtype -> float32)."""
+        if self.full_h is not None and img.shape[:2] == (self.full_h, self.full_w):
+            img = img[self.off_y : self.off_y + self.orig_h, self.off_x : self.off_x + self.orig_w]
         small = cv2.resize(img.astype(np.float32), (self.new_w, self.new_h), interpolation=interpolation)
         out = np.full((self.in_h, self.in_w), fill, np.float32)
         out[self.pad_y : self.pad_y + self.new_h, self.pad_x : self.pad_x + self.new_w] = small
@@ -91,10 +114,17 @@ def normalise(img: np.ndarray) -> np.ndarray:
     return (x - float(x.mean())) / (sd if sd > 1e-6 else 1.0)
 
 
-def prepare_input(pixels: np.ndarray, input_hw: tuple[int, int]) -> tuple[np.ndarray, Letterbox]:
+def prepare_input(
+    pixels: np.ndarray, input_hw: tuple[int, int], region: tuple[int, int, int, int] | None = None
+) -> tuple[np.ndarray, Letterbox]:
     """Scan pixels (H, W) -> normalised, letterboxed model input (in_h, in_w) float32, and the transform.
 
-    Normalisation uses the scan's own pixels; the padding is 0 (the scan's mean).
+    ``region`` (y0, x0, h, w): letterbox only that part (the ultrasound image of a capture); everything
+    maps back to the full image's pixels. Normalisation uses the (region's) own pixels; the padding is
+    0 (their mean).
     """
-    lb = Letterbox.fit(pixels.shape[:2], input_hw)
+    lb = Letterbox.fit(pixels.shape[:2], input_hw, region)
+    if region is not None:
+        y0, x0, h, w = region
+        pixels = pixels[y0 : y0 + h, x0 : x0 + w]
     return lb.image_to_input(normalise(pixels)), lb

@@ -8,6 +8,7 @@ The same records calibrate the fused estimate (``tools/calibrate_fused.py``).
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+MEASURES = ("hc", "bpd", "ofd")
 GROSS_MM = 5.0  # an HC error above this is a gross error, which must be sent to review
 
 
@@ -134,3 +136,67 @@ def validation_samples(split_file: Path, names: list[str] | None = None) -> list
     keep = set(names) if names is not None else val
     folder = default_data_root() / "hc18" / "training_set"
     return [s for s in find_samples(folder) if s.name in val and s.name in keep and s.annotation_path]
+
+
+def _pairs(recs: list[dict]) -> list[tuple[dict, dict]]:
+    by = {}
+    for r in recs:
+        by.setdefault((r["file"], r["kind"]), {})[r["method"]] = r
+    return [
+        (d["segmentation"], d["landmarks"]) for d in by.values() if "segmentation" in d and "landmarks" in d
+    ]
+
+
+def fit_fused_calibration(recs: list[dict], coverage: float = 0.9) -> dict:
+    """Biases (median errors on clean scans), weights (least MAE), conformal quantiles (clean + perturbed)."""
+    from fetalbio.methods.fused import FusedCalibration, combine_values
+
+    ok = [(s, lm) for s, lm in _pairs(recs) if s["status"] != "error" and lm["status"] != "error"]
+    bias = {m: {} for m in ("segmentation", "landmarks")}
+    for i, m in enumerate(bias):
+        for k in MEASURES:
+            errs = [p[i][f"{k}_mm"] - p[i][f"{k}_true_mm"] for p in ok if p[i]["kind"] == "clean"]
+            bias[m][k] = round(float(np.median(errs)), 3)
+    weights = {}
+    for k in MEASURES:
+        best = None
+        for w in np.linspace(0, 1, 21):
+            est = [
+                w * (s[f"{k}_mm"] - bias["segmentation"][k])
+                + (1 - w) * (lm[f"{k}_mm"] - bias["landmarks"][k])
+                for s, lm in ok
+            ]
+            mae = float(np.mean([abs(e - s[f"{k}_true_mm"]) for e, (s, _) in zip(est, ok, strict=True)]))
+            if best is None or mae < best[0]:
+                best = (mae, round(float(w), 2))
+        weights[k] = best[1]
+    cal = FusedCalibration(weights=weights, bias_mm=bias)
+    q, single = {}, {}
+    scores = {k: [] for k in MEASURES}
+    for s, lm in ok:
+        est, sig = combine_values(_vals(s), _vals(lm), cal, True)
+        for k in MEASURES:
+            scores[k].append(abs(est[k] - s[f"{k}_true_mm"]) / sig[k])
+    for k in MEASURES:
+        a = np.sort(scores[k])
+        n = len(a)
+        q[k] = round(float(a[min(n - 1, math.ceil((n + 1) * coverage) - 1)]), 4)  # split-conformal
+        rel = [
+            abs(p[i][f"{k}_mm"] - bias[m][k] - p[i][f"{k}_true_mm"]) / p[i][f"{k}_true_mm"]
+            for p in ok
+            for i, m in enumerate(bias)
+        ]
+        single[k] = round(float(np.quantile(rel, coverage)), 4)
+    return {
+        "weights": weights,
+        "bias_mm": bias,
+        "floor_frac": cal.floor_frac,
+        "q": q,
+        "single_method_sigma_frac": single,
+        "coverage": coverage,
+        "notes": f"fitted on {len(ok)} (scan, perturbation) pairs of the calibration half",
+    }
+
+
+def _vals(r: dict) -> dict:
+    return {k: r[f"{k}_mm"] for k in MEASURES}

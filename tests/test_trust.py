@@ -1,0 +1,152 @@
+"""Knowing when a measurement may be wrong: the region finder, review reasons, fused intervals."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from fetalbio import defaults
+from fetalbio.predict import apply_review, review_reasons
+from fetalbio.preprocess import Letterbox, prepare_input
+from fetalbio.region import find_image_region
+from fetalbio.synthetic import draw_scan, random_ellipse
+
+
+def _scan(seed: int, hw=(360, 520)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return draw_scan(hw, random_ellipse(hw, rng), rng)
+
+
+def _capture(img: np.ndarray, y0: int, x0: int) -> np.ndarray:
+    """A dark screen with text and a grey bar, the scan pasted at (y0, x0)."""
+    import cv2
+
+    h, w = img.shape
+    canvas = np.full((h + 260, w + 420), 18, np.uint8)
+    canvas[y0 : y0 + h, x0 : x0 + w] = img
+    canvas[:, -40:] = 110
+    for i, text in enumerate(("ACME C5-1", "MI 0.9", "Gn 52", "FR 31Hz")):
+        cv2.putText(canvas, text, (6, 22 + 24 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 230, 1, cv2.LINE_AA)
+    return canvas
+
+
+@pytest.mark.parametrize("seed,y0,x0", [(1, 120, 200), (2, 40, 60), (3, 200, 330)])
+def test_region_finder_finds_the_scan_in_a_capture(seed, y0, x0):
+    img = _scan(seed)
+    region = find_image_region(_capture(img, y0, x0))
+    assert region is not None
+    ry, rx, rh, rw = region
+    h, w = img.shape
+    # the box holds the whole scan (within a small margin) and not much of the screen
+    assert ry <= y0 + 0.03 * h and rx <= x0 + 0.03 * w
+    assert ry + rh >= y0 + 0.97 * h and rx + rw >= x0 + 0.97 * w
+    assert rh * rw <= 1.5 * h * w  # a margin is kept on purpose (PAD_FRAC)
+
+
+def test_region_finder_leaves_a_plain_scan_whole():
+    for seed in range(4):
+        assert find_image_region(_scan(seed)) is None
+
+
+def test_letterbox_of_a_region_maps_back_to_the_full_image():
+    full = (300, 500)
+    region = (40, 70, 200, 300)
+    lb = Letterbox.fit(full, (128, 192), region)
+    pts = np.array([[70.0, 40.0], [369.0, 239.0], [123.4, 150.6]])
+    assert np.allclose(lb.to_original(lb.to_input(pts)), pts, atol=1e-9)
+    prob = np.ones((128, 192), np.float32)
+    back = lb.map_to_original(prob)
+    assert back.shape == full and back[40:240, 70:370].min() == 1.0
+    assert back[:40].max() == 0.0 and back[:, 370:].max() == 0.0
+    x, lb2 = prepare_input(np.zeros(full, np.uint8), (128, 192), region)
+    assert x.shape == (128, 192) and lb2 == lb
+
+
+def _row(**kw) -> dict:
+    row = {"status": "ok", "flags": "", "hc_mm": 170.0, "cephalic_index": 80.0}
+    row.update(kw)
+    return row
+
+
+@pytest.mark.parametrize(
+    "bad,good,reason",
+    [
+        (_row(flags="edge"), _row(flags="poor_fit"), "border"),
+        (_row(flags="low_confidence"), _row(), "confidence"),
+        (_row(flags="methods_disagree"), _row(), "disagree"),
+        (_row(flags="one_method_only"), _row(), "only one method"),
+        (
+            _row(hc_mm_low=160.0, hc_mm_high=160.0 + 0.09 * 170),
+            _row(hc_mm_low=165.0, hc_mm_high=175.0),
+            "wide",
+        ),
+        (_row(cephalic_index=55.0), _row(cephalic_index=72.0), "shape"),
+        (_row(cephalic_index=99.0), _row(cephalic_index=90.0), "shape"),
+    ],
+)
+def test_each_review_reason_fires_and_does_not(bad, good, reason):
+    assert any(reason in r for r in review_reasons(bad)), review_reasons(bad)
+    assert review_reasons(good) == []
+    rows = [bad, good]
+    apply_review(rows)
+    assert bad["status"] == "review" and reason in bad["review_reasons"]
+    assert good["status"] == "ok" and good["review_reasons"] == ""
+
+
+def test_review_threshold_scales_with_the_head():
+    # the same 9 mm wide interval: too wide for a small head, fine for a large one
+    small = _row(hc_mm=100.0, hc_mm_low=95.0, hc_mm_high=104.0)
+    large = _row(hc_mm=300.0, hc_mm_low=295.0, hc_mm_high=304.0)
+    assert 9.0 > defaults.REVIEW_INTERVAL_FRAC * 100.0 and 9.0 < defaults.REVIEW_INTERVAL_FRAC * 300.0
+    assert review_reasons(small) and not review_reasons(large)
+
+
+def test_an_error_row_stays_an_error():
+    rows = [{"status": "error", "error": "no head found", "flags": "no_head"}]
+    apply_review(rows)
+    assert rows[0]["status"] == "error" and "review_reasons" not in rows[0]
+
+
+def _records(n: int, seed: int, kind: str = "clean") -> list[dict]:
+    """Synthetic (scan, method) records with known noise: segmentation unbiased, SD 2 mm; landmarks
+    biased by +1.5 mm, SD 3 mm; every 4th scan 3x noisier on both (a 'perturbed' look)."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for i in range(n):
+        t = {k: rng.uniform(60, 340) * f for k, f in (("hc", 1.0), ("bpd", 0.27), ("ofd", 0.34))}
+        scale = 3.0 if i % 4 == 0 else 1.0
+        for m, bias, sd in (("segmentation", 0.0, 2.0), ("landmarks", 1.5, 3.0)):
+            rec = {"file": f"s{seed}_{i}", "kind": kind, "method": m, "status": "ok"}
+            for k in t:
+                rec[f"{k}_true_mm"] = t[k]
+                rec[f"{k}_mm"] = t[k] + (bias + rng.normal(0, sd * scale)) * (
+                    t[k] / t["hc"] if k != "hc" else 1
+                )
+            out.append(rec)
+    return out
+
+
+def test_conformal_intervals_cover_90_percent_of_new_scans():
+    from fetalbio.methods.fused import FusedCalibration, combine_values
+    from fetalbio.robustness import fit_fused_calibration
+
+    cal = fit_fused_calibration(_records(1500, seed=1))
+    assert cal["bias_mm"]["landmarks"]["hc"] == pytest.approx(1.5, abs=0.4)
+    assert cal["bias_mm"]["segmentation"]["hc"] == pytest.approx(0.0, abs=0.4)
+    assert cal["weights"]["hc"] > 0.5  # the less noisy method weighs more
+    fc = FusedCalibration(**{k: v for k, v in cal.items() if k in FusedCalibration.__dataclass_fields__})
+    test = _records(2000, seed=2)
+    by = {}
+    for r in test:
+        by.setdefault(r["file"], {})[r["method"]] = r
+    hits = []
+    for d in by.values():
+        s, lm = d["segmentation"], d["landmarks"]
+        est, sig = combine_values(
+            {k: s[f"{k}_mm"] for k in ("hc", "bpd", "ofd")},
+            {k: lm[f"{k}_mm"] for k in ("hc", "bpd", "ofd")},
+            fc,
+            True,
+        )
+        hits.append(abs(est["hc"] - s["hc_true_mm"]) <= fc.q["hc"] * sig["hc"])
+    assert 0.87 <= float(np.mean(hits)) <= 0.93
