@@ -55,8 +55,10 @@ class Predictor:
         workers: int = 2,
         combined: tuple[str, ...] = (),
         find_region: bool = True,
+        turn_portrait: bool = True,
     ):
         self.find_region = find_region  # letterbox only the ultrasound image of a capture (fetalbio.region)
+        self.turn_portrait = turn_portrait  # also measure portrait scans turned a quarter each way
         self.engines = dict(engines)
         self.combined = combined  # combining methods (e.g. fused), computed from the engines' results
         self.batch_size = batch_size
@@ -119,13 +121,26 @@ class Predictor:
             scan = read(src)
         except ScanError as exc:
             return None, {}, exc.reason
+        views = [0]
+        if self.turn_portrait and scan.height > PORTRAIT_RATIO * scan.width:
+            views = [0, 1, 3]  # a landscape scan turned on its side, either way, or a tall screen
+        inputs = {
+            m: [self._view(scan.pixels, k, e.image_size) for k in views] for m, e in self.engines.items()
+        }
+        return scan, inputs, None
+
+    def _view(self, pixels: np.ndarray, k: int, image_size: tuple[int, int]):
+        """(input, letterbox) of the image turned by k quarter turns, letterboxing its ultrasound region."""
+        from fetalbio.preprocess import RotatedView, turned
+
+        img = turned(pixels, k) if k else pixels
         region = None
         if self.find_region:
             from fetalbio.region import find_image_region
 
-            region = find_image_region(scan.pixels)
-        inputs = {m: prepare_input(scan.pixels, e.image_size, region) for m, e in self.engines.items()}
-        return scan, inputs, None
+            region = find_image_region(img)
+        x, lb = prepare_input(img, image_size, region)
+        return x, (RotatedView(lb, k, *pixels.shape[:2]) if k else lb)
 
     def _infer_batch(self, loaded: list, pool) -> tuple[list[Prediction[S]], list]:
         """Run the engines on a loaded batch (this thread) and submit each output's decoding to the pool."""
@@ -135,18 +150,23 @@ class Predictor:
         for method in self.engines:
             if not ok:
                 break
-            outputs = self.infer(method, [inputs[method][0] for _, inputs in ok])
+            views = [(p, v) for p, inputs in ok for v in inputs[method]]
+            outputs = self.infer(method, [x for _, (x, _) in views])
             m, info = methods.get(method), self.engines[method].info
-            for (p, inputs), out in zip(ok, outputs, strict=True):
-                lb = inputs[method][1]
-                p.letterboxes[method] = lb
+            for (p, (_, lb)), out in zip(views, outputs, strict=True):
                 if self.keep_outputs:
                     p.outputs[method] = out
-                pending.append((p, method, pool.submit(m.decode, out, lb, info)))
+                pending.append((p, method, lb, pool.submit(m.decode, out, lb, info)))
         return preds, pending
 
 
 PREFETCH = 2  # batches read ahead of the engine
+PORTRAIT_RATIO = 1.05  # a scan this much taller than wide is also measured turned a quarter each way
+
+
+def lb_key(lb) -> int:
+    """Which view a letterbox belongs to (0 unturned, else its quarter turns)."""
+    return getattr(lb, "k", 0)
 
 
 def _chunks(items: Iterable[S], n: int) -> Iterator[list[S]]:
@@ -163,8 +183,15 @@ def _chunks(items: Iterable[S], n: int) -> Iterator[list[S]]:
 def _finish(batch: tuple[list[Prediction], list, tuple[str, ...]]) -> list[Prediction]:
     """Wait for a batch's decodings, attach the results, and add the combining methods' results."""
     preds, pending, combined = batch
-    for pred, method, fut in pending:
-        pred.results[method] = fut.result()
+    views: dict[int, dict[object, dict[str, Result]]] = {}  # scan -> view (letterbox) -> method -> result
+    for pred, method, lb, fut in pending:
+        views.setdefault(id(pred), {}).setdefault(lb_key(lb), {})[method] = (lb, fut.result())
+    for pred in preds:
+        options = list(views.get(id(pred), {}).values())
+        if options:  # the view the models are surest of (one view for a landscape scan)
+            best = max(options, key=lambda v: sum(r.confidence for _, r in v.values() if not r.error))
+            for method, (lb, res) in best.items():
+                pred.results[method], pred.letterboxes[method] = res, lb
     for pred in preds:
         if pred.error is None:
             for name in combined:

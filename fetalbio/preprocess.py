@@ -128,3 +128,41 @@ def prepare_input(
         y0, x0, h, w = region
         pixels = pixels[y0 : y0 + h, x0 : x0 + w]
     return lb.image_to_input(normalise(pixels)), lb
+
+
+@dataclass(frozen=True)
+class RotatedView:
+    """A letterbox of the image turned by ``k`` quarter turns counter-clockwise (``np.rot90``), with the
+    exact way back to the unturned image's pixels (points and maps). Quarter turns permute pixels, so
+    nothing is interpolated."""
+
+    inner: Letterbox
+    k: int  # 1 or 3 (90 or 270 degrees counter-clockwise)
+    orig_h: int  # the unturned image
+    orig_w: int
+
+    def _unturn(self, p: np.ndarray) -> np.ndarray:
+        x, y = p[..., 0], p[..., 1]
+        if self.k == 1:  # turned (x', y') = (y, W - 1 - x)
+            return np.stack([self.orig_w - 1 - y, x], axis=-1)
+        return np.stack([y, self.orig_h - 1 - x], axis=-1)  # k == 3: (x', y') = (H - 1 - y, x)
+
+    def _turn(self, p: np.ndarray) -> np.ndarray:
+        x, y = p[..., 0], p[..., 1]
+        if self.k == 1:
+            return np.stack([y, self.orig_w - 1 - x], axis=-1)
+        return np.stack([self.orig_h - 1 - y, x], axis=-1)
+
+    def to_input(self, pts_xy: np.ndarray) -> np.ndarray:
+        return self.inner.to_input(self._turn(np.asarray(pts_xy, np.float64)))
+
+    def to_original(self, pts_xy: np.ndarray) -> np.ndarray:
+        return self._unturn(self.inner.to_original(pts_xy))
+
+    def map_to_original(self, arr: np.ndarray) -> np.ndarray:
+        return np.ascontiguousarray(np.rot90(self.inner.map_to_original(arr), -self.k))
+
+
+def turned(pixels: np.ndarray, k: int) -> np.ndarray:
+    """The image turned by ``k`` quarter turns counter-clockwise (contiguous)."""
+    return np.ascontiguousarray(np.rot90(pixels, k))

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from fetalbio import defaults
-from fetalbio.geometry import Landmarks, landmarks_to_ellipse, measure_landmarks
+from fetalbio.geometry import Landmarks, canonical_order, landmarks_to_ellipse, measure_landmarks
 from fetalbio.methods import register
 from fetalbio.methods.base import Method, Result
 
@@ -45,7 +45,10 @@ class LandmarkMethod(Method):
         from fetalbio.heatmaps import LOW_POINT_CONFIDENCE, decode_heatmaps
 
         pts_in, conf = decode_heatmaps(np.asarray(output, np.float32), sigma_px=info.heatmap_sigma_px)
-        lm = Landmarks.from_array(letterbox.to_original(pts_in))
+        pts_orig = letterbox.to_original(pts_in)
+        if getattr(letterbox, "k", 0):  # a turned view: re-apply the order rule in the scan's own frame
+            pts_orig = canonical_order(pts_orig)
+        lm = Landmarks.from_array(pts_orig)
         # a model may carry its own threshold (calibrated on its validation split, see model.json)
         limit = LOW_POINT_CONFIDENCE if info.low_point_confidence is None else info.low_point_confidence
         flags = ["low_confidence"] if min(conf) < limit else []
