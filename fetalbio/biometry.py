@@ -299,9 +299,23 @@ class Biometry:
     ga_hadlock_hc_weeks: float | None
     ga_hadlock_bpd_weeks: float | None
     ga_intergrowth_hc_weeks: float | None
+    ga_note: str = ""  # why a GA is empty (outside its formula's range), for the output row
 
 
-def _in_range(ga_weeks: float, ga_range: tuple[float, float], upper_inclusive: bool = True) -> float | None:
+def _safe_ga(fn, value: float) -> float | None:
+    """A GA formula that never raises: an absurd input (a head of kilometres) overflows to None."""
+    try:
+        ga = fn(value)
+    except (OverflowError, ValueError, ZeroDivisionError):
+        return None
+    return ga if math.isfinite(ga) else None
+
+
+def _in_range(
+    ga_weeks: float | None, ga_range: tuple[float, float], upper_inclusive: bool = True
+) -> float | None:
+    if ga_weeks is None:
+        return None
     lo, hi = ga_range
     ok = lo <= ga_weeks <= hi if upper_inclusive else lo <= ga_weeks < hi
     return ga_weeks if ok else None
@@ -320,14 +334,24 @@ def biometry_from_axes(bpd_mm: float, ofd_mm: float, hc_mm: float | None = None)
     bpd = _check_positive("bpd_mm", bpd_mm)
     ofd = _check_positive("ofd_mm", ofd_mm)
     hc = ramanujan_perimeter(bpd / 2.0, ofd / 2.0) if hc_mm is None else _check_positive("hc_mm", hc_mm)
+    hadlock_hc = _in_range(_safe_ga(ga_hadlock_hc_weeks, hc), HADLOCK_GA_RANGE_WEEKS)
+    hadlock_bpd = _in_range(_safe_ga(ga_hadlock_bpd_weeks, bpd), HADLOCK_GA_RANGE_WEEKS)
+    ig = _in_range(
+        _safe_ga(ga_intergrowth_hc_weeks, hc), INTERGROWTH_DATING_GA_RANGE_WEEKS, upper_inclusive=False
+    )
+    notes = []
+    if hadlock_hc is None or hadlock_bpd is None:
+        notes.append(f"Hadlock GA only for {HADLOCK_GA_RANGE_WEEKS[0]:g}-{HADLOCK_GA_RANGE_WEEKS[1]:g} weeks")
+    if ig is None:
+        lo, hi = INTERGROWTH_DATING_GA_RANGE_WEEKS
+        notes.append(f"INTERGROWTH-21st HC dating only for {lo:g}+0 to {hi - 1:g}+6 weeks")
     return Biometry(
         bpd_mm=bpd,
         ofd_mm=ofd,
         hc_mm=hc,
         cephalic_index=cephalic_index(bpd, ofd),
-        ga_hadlock_hc_weeks=_in_range(ga_hadlock_hc_weeks(hc), HADLOCK_GA_RANGE_WEEKS),
-        ga_hadlock_bpd_weeks=_in_range(ga_hadlock_bpd_weeks(bpd), HADLOCK_GA_RANGE_WEEKS),
-        ga_intergrowth_hc_weeks=_in_range(
-            ga_intergrowth_hc_weeks(hc), INTERGROWTH_DATING_GA_RANGE_WEEKS, upper_inclusive=False
-        ),
+        ga_hadlock_hc_weeks=hadlock_hc,
+        ga_hadlock_bpd_weeks=hadlock_bpd,
+        ga_intergrowth_hc_weeks=ig,
+        ga_note="; ".join(notes),
     )

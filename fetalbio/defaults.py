@@ -54,3 +54,8 @@ REVIEW_INTERVAL_FRAC = 0.08
 # cephalic index (100 BPD / OFD) outside this range is not a head seen in a proper axial plane
 # (Hadlock et al. 1981: 78.3 +/- 4.4 (SD); the range is about +/- 4 SD)
 REVIEW_CEPHALIC_INDEX = (60.0, 96.0)
+
+# Scans larger than this are refused from their header, before decoding (a 400 KB PNG can claim
+# 20000x20000 pixels and 5 GB of memory). Ultrasound frames are at most ~2000 px a side.
+MAX_SCAN_SIDE_PX = 10000
+MAX_SCAN_PIXELS = 40_000_000

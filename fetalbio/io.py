@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import errno
 import math
 import os
 from collections.abc import Callable, Iterable, Iterator
@@ -25,6 +26,8 @@ from typing import Any, TextIO, TypeVar
 
 import cv2
 import numpy as np
+
+from fetalbio.defaults import MAX_PIXEL_SIZE_MM, MAX_SCAN_PIXELS, MAX_SCAN_SIDE_PX
 
 T = TypeVar("T")
 
@@ -173,6 +176,12 @@ def _parse_pixel_csv(path: Path, lines: Iterable[str]) -> dict[str, float]:
     try:
         name_col = columns.index("filename")
     except ValueError:
+        sep = next((s for s in (";", "\t") if len(header) == 1 and s in header[0]), None)
+        if sep:
+            name = "semicolon" if sep == ";" else "tab"
+            raise ScanError(
+                path, f"the CSV is {name}-separated; expected commas (filename,pixel size(mm))"
+            ) from None
         raise ScanError(path, "missing column 'filename'") from None
     try:
         size_col = columns.index("pixelsize(mm)")
@@ -246,8 +255,7 @@ def read_scan(
             image smaller than ``min_size_px``, blank image, or non-finite/non-positive spacing.
     """
     path = Path(path)
-    if not path.exists():
-        raise ScanError(path, "does not exist")
+    _check_exists(path)
     if path.is_dir():
         raise ScanError(path, "is a directory, not an image")
     try:
@@ -269,6 +277,7 @@ def read_scan(
     else:
         if frame != 0:
             raise ScanError(path, f"frame {frame} out of range (image has 1 frame)")
+        _check_raster_size(path, head + _read_more(path, 64 * 1024))
         grey = _read_raster(path)
 
     height, width = grey.shape
@@ -309,10 +318,16 @@ def _read_raster(path: Path) -> np.ndarray:
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ScanError(path, f"cannot read file: {_describe(exc)}") from exc
+    # JPEG: decoded in colour so that OpenCV applies the EXIF orientation (camera-style exports)
+    flags = cv2.IMREAD_COLOR if path.suffix.lower() in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED
     try:
         with _quiet_cv2():
-            img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+            img = cv2.imdecode(buf, flags)
     except Exception as exc:  # cv2.error and friends: never let a library traceback escape
+        if "CV_IO_MAX_IMAGE_PIXELS" in str(exc):
+            raise ScanError(
+                path, f"image too large to decode (over {MAX_SCAN_PIXELS / 1e6:.0f} megapixels)"
+            ) from exc
         raise ScanError(path, f"not an image or cannot decode: {_describe(exc)}") from exc
     if img is None or img.size == 0:
         raise ScanError(path, "not an image or cannot decode")
@@ -392,7 +407,19 @@ def _read_dicom(path: Path, frame: int) -> tuple[np.ndarray, Any]:
         raise ScanError(path, f"not a readable DICOM file: {_describe(exc)}") from exc
 
     if not any(tag in ds for tag in ("PixelData", "FloatPixelData", "DoubleFloatPixelData")):
-        raise ScanError(path, "not a readable DICOM file" if forced else "DICOM without pixel data")
+        if forced:
+            raise ScanError(path, "not a readable DICOM file")
+        if _truncated(path, ds):
+            raise ScanError(path, "DICOM file is truncated (it ends before its pixel data)")
+        kind = str(ds.get("Modality", "")) or "non-image"
+        raise ScanError(path, f"DICOM without pixel data (a {kind} object, not an image)")
+    rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)
+    if rows * cols > MAX_SCAN_PIXELS or max(rows, cols) > MAX_SCAN_SIDE_PX:
+        raise ScanError(
+            path,
+            f"image too large: {cols}x{rows} px (limit {MAX_SCAN_SIDE_PX} px a side, "
+            f"{MAX_SCAN_PIXELS / 1e6:.0f} megapixels)",
+        )
 
     try:
         n_frames = int(ds.get("NumberOfFrames") or 1)
@@ -410,7 +437,9 @@ def _read_dicom(path: Path, frame: int) -> tuple[np.ndarray, Any]:
     except ScanError:
         raise
     except Exception as exc:
-        raise ScanError(path, f"cannot decode DICOM pixel data ({photometric}): {_describe(exc)}") from exc
+        raise ScanError(
+            path, f"cannot decode DICOM pixel data ({photometric}): {_dicom_reason(ds, exc)}"
+        ) from exc
     if grey.ndim != 2:
         raise ScanError(path, f"unexpected DICOM pixel array shape {grey.shape}")
     return grey, ds
@@ -532,6 +561,11 @@ def _checked(path: Path, value: float | tuple[float, float] | Any, what: str) ->
         raise ScanError(path, f"{what} {value!r} is not a number or an (x, y) pair") from None
     if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
         raise ScanError(path, f"{what} ({x:g}, {y:g}) mm must be finite and positive")
+    if max(x, y) > MAX_PIXEL_SIZE_MM:
+        raise ScanError(
+            path,
+            f"{what} ({x:g}, {y:g}) mm is not an ultrasound pixel size (at most {MAX_PIXEL_SIZE_MM:g} mm)",
+        )
     return (x, y)
 
 
@@ -589,8 +623,18 @@ def _find_spacing_tag(ds: Any, keyword: str, frame: int) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-def _is_annotation(path: Path) -> bool:
+def is_annotation(path: Path) -> bool:
+    """Whether a file is an HC18 ground-truth outline (``NAME_Annotation.png``), not a scan."""
     return path.name.lower().endswith(_ANNOTATION_SUFFIX)
+
+
+def annotation_path(scan_path: Path) -> Path:
+    """The annotation file of a scan: ``NAME.png`` -> ``NAME_Annotation.png`` beside it."""
+    p = Path(scan_path)
+    return p.with_name(p.stem + "_Annotation" + p.suffix)
+
+
+_is_annotation = is_annotation
 
 
 def find_scans(inputs: Iterable[str | Path]) -> tuple[list[Path], list[ScanError]]:
@@ -603,38 +647,49 @@ def find_scans(inputs: Iterable[str | Path]) -> tuple[list[Path], list[ScanError
     whatever its suffix; :func:`read_scan` decides whether it is readable.  A file reached twice is
     listed once, at its first position.
 
+    Inputs are de-duplicated by their path as given (normalised), not by the file they point to:
+    two links to one file are two scans, each with its own row.
+
     Returns:
-        ``(scans, errors)``: paths in input order, and a ``ScanError(path, 'does not exist')`` for
-        each input that does not exist.
+        ``(scans, errors)``: paths in input order, and a ``ScanError`` for each input that does not
+        exist, is a broken link or a link loop, or is a folder that cannot be read.
     """
     if isinstance(inputs, str | Path):  # a lone path would otherwise be iterated character by character
         inputs = [inputs]
     scans: list[Path] = []
     errors: list[ScanError] = []
-    seen: set[Path] = set()
+    seen: set[str] = set()
 
     def add(candidate: Path) -> None:
-        key = candidate.resolve()
+        key = os.path.normpath(candidate)
         if key not in seen:
             seen.add(key)
             scans.append(candidate)
 
     for item in inputs:
         path = Path(item)
+        try:
+            _check_exists(path)
+        except ScanError as exc:
+            errors.append(exc)
+            continue
         if path.is_dir():
-            for found in _walk_scans(path):
+            for found in _walk_scans(path, errors):
                 add(found)
-        elif path.exists():
-            if not _is_annotation(path):
-                add(path)
-        else:
-            errors.append(ScanError(path, "does not exist"))
+        elif not is_annotation(path):
+            add(path)
     return scans, errors
 
 
-def _walk_scans(root: Path) -> Iterator[Path]:
-    """Scan files under ``root`` (recursive, sorted, hidden entries and annotations skipped)."""
-    for dirpath, dirnames, filenames in os.walk(root):
+def _walk_scans(root: Path, errors: list[ScanError] | None = None) -> Iterator[Path]:
+    """Scan files under ``root`` (recursive, sorted, hidden entries and annotations skipped); folders that
+    cannot be read are added to ``errors``. Linked folders are not followed (no loops)."""
+
+    def unreadable(exc: OSError) -> None:
+        if errors is not None:
+            errors.append(ScanError(Path(exc.filename or root), f"cannot read folder: {exc.strerror or exc}"))
+
+    for dirpath, dirnames, filenames in os.walk(root, onerror=unreadable):
         # Pruning in place stops os.walk from descending into hidden folders; sorting makes it stable.
         dirnames[:] = sorted(d for d in dirnames if not d.startswith("."))
         for name in sorted(filenames):
@@ -661,3 +716,90 @@ def _describe(exc: BaseException) -> str:
     """``'Type: first line of message'`` for wrapping library errors into one-line reasons."""
     message = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {message[0]}" if message else type(exc).__name__
+
+
+def _check_exists(path: Path) -> None:
+    """ScanError for a missing file, a broken link or a link loop (each said as it is)."""
+    try:
+        path.stat()
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise ScanError(path, "symbolic link loop (the link points back to itself)") from None
+        if path.is_symlink():
+            raise ScanError(path, "broken symbolic link (its target does not exist)") from None
+        if exc.errno == errno.ENAMETOOLONG:
+            raise ScanError(path, "file name too long for this system") from None
+        if exc.errno in (errno.EACCES, errno.EPERM):
+            raise ScanError(path, "permission denied") from None
+        raise ScanError(path, "does not exist") from None
+
+
+def _read_more(path: Path, n: int) -> bytes:
+    try:
+        with path.open("rb") as fh:
+            fh.seek(_DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC))
+            return fh.read(n)
+    except OSError:
+        return b""
+
+
+def raster_size(head: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, BMP or GIF header without decoding; None when not found."""
+    import struct
+
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 33 and head[12:16] == b"IHDR":
+        import zlib
+
+        # only a header whose checksum holds is believed: a damaged one is left to the decoder
+        if zlib.crc32(head[12:29]) == struct.unpack(">I", head[29:33])[0]:
+            return struct.unpack(">II", head[16:24])
+        return None
+    if head[:2] == b"BM" and len(head) >= 26:
+        w, h = struct.unpack("<ii", head[18:26])
+        return abs(w), abs(h)
+    if head[:2] == b"\xff\xd8":
+        i = 2
+        while i + 9 < len(head):
+            if head[i] != 0xFF:
+                i += 1
+                continue
+            marker = head[i + 1]
+            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                h, w = struct.unpack(">HH", head[i + 5 : i + 9])
+                return w, h
+            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+                i += 2
+                continue
+            i += 2 + struct.unpack(">H", head[i + 2 : i + 4])[0]
+    return None
+
+
+def _check_raster_size(path: Path, head: bytes) -> None:
+    """Refuse, from its header, an image too large to decode safely (limits in defaults.py)."""
+    size = raster_size(head)
+    if size is None:
+        return
+    w, h = size
+    if w * h > MAX_SCAN_PIXELS or max(w, h) > MAX_SCAN_SIDE_PX:
+        raise ScanError(
+            path,
+            f"image too large: {w}x{h} px (limit {MAX_SCAN_SIDE_PX} px a side, "
+            f"{MAX_SCAN_PIXELS / 1e6:.0f} megapixels)",
+        )
+
+
+def _truncated(path: Path, ds: Any) -> bool:
+    """A DICOM image whose file ends early: it names rows and columns but has no pixel data."""
+    return "Rows" in ds and "Columns" in ds
+
+
+def _dicom_reason(ds: Any, exc: BaseException) -> str:
+    """A reason a user can act on for pixel data pydicom cannot decode."""
+    text = str(exc)
+    if "less than expected" in text or "truncated" in text.lower():
+        return "the file is truncated (less pixel data than its rows x columns x frames)"
+    if "plugins" in text or "decoder" in text.lower() or "handler" in text.lower():
+        ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(ts, "name", None) or str(ts)
+        return f"compressed as {name}, which needs a decoder that is not installed (e.g. pylibjpeg)"
+    return _describe(exc)

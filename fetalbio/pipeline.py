@@ -156,7 +156,7 @@ class Predictor:
             for (p, (_, lb)), out in zip(views, outputs, strict=True):
                 if self.keep_outputs:
                     p.outputs[method] = out
-                pending.append((p, method, lb, pool.submit(m.decode, out, lb, info)))
+                pending.append((p, method, lb, pool.submit(_decode_safely, m, out, lb, info)))
         return preds, pending
 
 
@@ -167,6 +167,15 @@ PORTRAIT_RATIO = 1.05  # a scan this much taller than wide is also measured turn
 def lb_key(lb) -> int:
     """Which view a letterbox belongs to (0 unturned, else its quarter turns)."""
     return getattr(lb, "k", 0)
+
+
+def _decode_safely(method, output: np.ndarray, lb, info) -> Result:
+    """A method's decoding; an unexpected failure on one scan becomes that scan's error, not the batch's."""
+    try:
+        return method.decode(output, lb, info)
+    except Exception as exc:  # noqa: BLE001 - any library error on one odd output
+        first = (str(exc).strip().splitlines() or [""])[0][:200]
+        return Result(method.name, error=f"measurement failed ({type(exc).__name__}: {first})")
 
 
 def _chunks(items: Iterable[S], n: int) -> Iterator[list[S]]:

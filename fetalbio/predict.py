@@ -43,6 +43,7 @@ COLUMNS = [
     "ga_hadlock_hc_weeks",
     "ga_hadlock_bpd_weeks",
     "ga_intergrowth_hc_weeks",
+    "ga_note",
     "bpd1_x",
     "bpd1_y",
     "bpd2_x",
@@ -102,6 +103,7 @@ def measurement_row(file: str, result: Result, scan: Scan) -> dict:
             ga_hadlock_hc_weeks=bio.ga_hadlock_hc_weeks,
             ga_hadlock_bpd_weeks=bio.ga_hadlock_bpd_weeks,
             ga_intergrowth_hc_weeks=bio.ga_intergrowth_hc_weeks,
+            ga_note=bio.ga_note,
         )
     row.update(result.landmarks.to_dict())
     e = result.ellipse
@@ -233,7 +235,10 @@ def _scan_rows(pred: Prediction, out_dir: Path, opts: PredictOptions, run: Batch
         ]
     rows = []
     for method in opts.methods:
-        row = measurement_row(file, pred.results[method], pred.scan)
+        try:
+            row = measurement_row(file, pred.results[method], pred.scan)
+        except (ValueError, ArithmeticError) as exc:  # a degenerate result: that row fails, not the batch
+            row = error_row(file, method, f"measurement failed ({exc})")
         row.update(model_id=run.model_ids.get(method, ""), **ident)
         rows.append(row)
     flag_disagreement(rows, opts.disagreement_frac)
@@ -352,11 +357,11 @@ def summarise_run(rows: list[dict]) -> dict[str, int]:
 
 def write_outputs(out: Path, rows: list[dict], run_info: dict) -> dict:
     """measurements.csv/.json (atomically, rebuilt from all rows), run.json and report.html."""
-    from fetalbio.writers import write_csv_atomic, write_json_atomic
+    from fetalbio.writers import round_row, write_csv_atomic, write_json_atomic
 
     summary = summarise_run(rows)
     write_csv_atomic(out / "measurements.csv", rows, COLUMNS)
-    write_json_atomic(out / "measurements.json", {"columns": COLUMNS, "rows": rows})
+    write_json_atomic(out / "measurements.json", {"columns": COLUMNS, "rows": [round_row(r) for r in rows]})
     run_info = {**run_info, "counts": summary}
     write_json_atomic(out / "run.json", run_info)
     try:

@@ -25,14 +25,11 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+from fetalbio.writers import safe_text
+
 JOURNAL = "journal.jsonl"
 OUTPUTS = ("run.json", JOURNAL, "measurements.csv", "measurements.json", "report.html", "overlays", "masks")
 MAX_NAME_BYTES = 150  # overlay/mask file names: well under the 255-byte limit of common file systems
-
-
-def safe_text(text: str) -> str:
-    """A file name as printable UTF-8: undecodable bytes (surrogate escapes) become ``\\xNN``."""
-    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 class RunFolderError(Exception):

@@ -49,15 +49,38 @@ def _clean(value: Any) -> Any:
     if isinstance(value, float) and not math.isfinite(value):
         return None
     if isinstance(value, Path):
-        return str(value)
+        value = str(value)
+    if isinstance(value, str):
+        return safe_text(value)
     return value
 
 
 def write_json_atomic(path: str | Path, obj: Any) -> Path:
-    return write_bytes_atomic(path, (json.dumps(_clean(obj), indent=2) + "\n").encode())
+    text = json.dumps(_clean(obj), indent=2) + "\n"
+    return write_bytes_atomic(path, text.encode("utf-8", "backslashreplace"))
 
 
-def format_cell(value: Any) -> str:
+def safe_text(text: str) -> str:
+    """Text as printable UTF-8: bytes of a file name that are not UTF-8 (surrogate escapes) become \\xNN."""
+    return text.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+
+
+def decimals(column: str) -> int:
+    """Decimals written for a column: 2 for millimetres, weeks and indices; 4 for pixel sizes and pixel
+    coordinates (sub-pixel positions and 0.0893 mm pixels must not lose precision)."""
+    if column.startswith("pixel_size"):
+        return 4
+    if column.endswith(("_mm", "_weeks", "_zscore", "_centile")) or column == "cephalic_index":
+        return 2
+    return 4
+
+
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def format_cell(value: Any, column: str = "") -> str:
+    """One CSV cell: numbers rounded (:func:`decimals`), text made safe for spreadsheets (a leading
+    ``= + - @`` would run as a formula: it gets an apostrophe, the OWASP rule)."""
     if value is None:
         return ""
     if isinstance(value, np.generic):
@@ -65,8 +88,25 @@ def format_cell(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return "" if not math.isfinite(value) else f"{value:.4f}".rstrip("0").rstrip(".")
-    return str(value)
+        return "" if not math.isfinite(value) else f"{value:.{decimals(column)}f}".rstrip("0").rstrip(".")
+    text = safe_text(str(value))
+    if not isinstance(value, int) and text.startswith(_FORMULA_START):
+        return "'" + text
+    return text
+
+
+def round_row(row: dict[str, Any]) -> dict[str, Any]:
+    """A row with floats rounded as in the CSV (the JSON carries the same numbers) and safe text."""
+    out = {}
+    for k, v in row.items():
+        if isinstance(v, np.generic):
+            v = v.item()
+        if isinstance(v, float) and math.isfinite(v):
+            v = round(v, decimals(k))
+        elif isinstance(v, str):
+            v = safe_text(v)
+        out[k] = v
+    return out
 
 
 def write_csv_atomic(path: str | Path, rows: Iterable[dict[str, Any]], columns: Sequence[str]) -> Path:
@@ -74,7 +114,7 @@ def write_csv_atomic(path: str | Path, rows: Iterable[dict[str, Any]], columns: 
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(columns)
     for row in rows:
-        writer.writerow([format_cell(row.get(c)) for c in columns])
+        writer.writerow([format_cell(row.get(c), c) for c in columns])
     return write_bytes_atomic(path, buf.getvalue().encode())
 
 
