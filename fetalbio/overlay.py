@@ -45,9 +45,17 @@ def draw_overlay(pixels: np.ndarray, result: Result, row: dict) -> np.ndarray:
         v = row.get(f"{k}_mm") if unit == "mm" else row.get(f"{k}_px")
         return "-" if v is None else f"{v:.1f} {unit}"
 
-    lines = [f"{result.method}", f"HC {val('hc')}", f"BPD {val('bpd')}", f"OFD {val('ofd')}"]
-    if result.flags:
-        lines.append("flags: " + ",".join(result.flags))
+    lines = [
+        f"{result.method}: {row.get('status', 'ok')}",
+        f"HC {val('hc')}",
+        f"BPD {val('bpd')}",
+        f"OFD {val('ofd')}",
+    ]
+    flags = [f for f in str(row.get("flags", "")).split(";") if f]  # the row's: methods_disagree included
+    if flags:
+        lines.append("flags: " + ",".join(flags))
+    if row.get("review_reasons"):
+        lines.append("review: " + row["review_reasons"])
     for n, text in enumerate(lines):
         y = (22 + 22 * n) * scale
         cv2.putText(

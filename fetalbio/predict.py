@@ -329,20 +329,13 @@ def model_identity(engine) -> tuple[str, str]:
     return f"{engine.path.parent.name}/{engine.path.name}@{sha[:12]}", sha
 
 
-def scan_status(rows: list[dict]) -> str:
-    """One scan's status from its method rows: error when no method measured it, review when any row is
-    review or failed, else ok."""
-    statuses = {r["status"] for r in rows}
-    if statuses == {"error"}:
-        return "error"
-    return "review" if statuses - {"ok"} else "ok"
-
-
 def summarise_run(rows: list[dict]) -> dict[str, int]:
     """Counts per SCAN (not per row): scans, ok, review, failed, measured in pixels only."""
     by_file: dict[str, list[dict]] = {}
     for r in rows:
         by_file.setdefault(r["file"], []).append(r)
+    from fetalbio.report import scan_status
+
     status = [scan_status(rs) for rs in by_file.values()]
     return {
         "n_scans": len(by_file),
@@ -364,10 +357,11 @@ def write_outputs(out: Path, rows: list[dict], run_info: dict) -> dict:
     write_json_atomic(out / "measurements.json", {"columns": COLUMNS, "rows": [round_row(r) for r in rows]})
     run_info = {**run_info, "counts": summary}
     write_json_atomic(out / "run.json", run_info)
-    try:
-        from fetalbio.report import write_report
-    except ImportError:  # the report module is optional in a trimmed install
-        return summary
+    from fetalbio.report import write_report
+
+    shown = ("model", "engine", "started", "finished", "fetalbio_version")
+    write_report(out, rows, {**summary, **{k: run_info.get(k) for k in shown}})
+    return summary
     write_report(
         out,
         rows,
