@@ -500,6 +500,13 @@ def predict(
         bool, typer.Option("--save-masks", help="Write segmentation masks.", rich_help_panel=OUTPUTS)
     ] = False,
     batch_size: Annotated[int, typer.Option(min=1, help="Scans per model call.", rich_help_panel=MODEL)] = 8,
+    ga_csv: Annotated[
+        Path | None,
+        typer.Option(
+            help="CSV of filename,ga_weeks (or ga_days): adds INTERGROWTH-21st z-scores and centiles.",
+            rich_help_panel=INPUTS,
+        ),
+    ] = None,
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="No table, only the summary line.", rich_help_panel=OUTPUTS)
     ] = False,
@@ -508,15 +515,7 @@ def predict(
     from fetalbio.io import find_scans
     from fetalbio.predict import PredictOptions
 
-    if resume and overwrite:
-        raise fail("give --resume or --overwrite, not both")
-    if pixel_size is not None and pixel_csv is not None:
-        raise fail("give --pixel-size or --pixel-csv, not both")
-    if pixel_size is not None and not 0.0 < pixel_size <= defaults.MAX_PIXEL_SIZE_MM:
-        raise fail(
-            f"--pixel-size {pixel_size}: expected a pixel size above 0 and at most "
-            f"{defaults.MAX_PIXEL_SIZE_MM} mm"
-        )
+    ga_map = _check_predict_options(resume, overwrite, pixel_size, pixel_csv, ga_csv)
     methods = _available_methods(method, model, engine)
     paths, missing = find_scans(inputs)  # checked before any model loads
     if not paths and not missing:
@@ -530,10 +529,33 @@ def predict(
         overlays=overlays,
         save_masks=save_masks,
         batch_size=batch_size,
+        ga_weeks=ga_map,
     )
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     code = _run_predict(inputs, paths, missing, out, opts, mode, model, engine, quiet)
     raise typer.Exit(code)
+
+
+def _check_predict_options(resume: bool, overwrite: bool, pixel_size, pixel_csv, ga_csv) -> dict | None:
+    """Options that contradict or are out of range: one line, before anything is read. Returns the GA map."""
+    if resume and overwrite:
+        raise fail("give --resume or --overwrite, not both")
+    if pixel_size is not None and pixel_csv is not None:
+        raise fail("give --pixel-size or --pixel-csv, not both")
+    if pixel_size is not None and not 0.0 < pixel_size <= defaults.MAX_PIXEL_SIZE_MM:
+        raise fail(
+            f"--pixel-size {pixel_size}: expected a pixel size above 0 and at most "
+            f"{defaults.MAX_PIXEL_SIZE_MM} mm"
+        )
+    if ga_csv is None:
+        return None
+    from fetalbio.clinical import read_ga_csv
+    from fetalbio.io import ScanError
+
+    try:
+        return read_ga_csv(ga_csv)
+    except ScanError as exc:
+        raise fail(str(exc)) from None
 
 
 def _pixel_csv_for(
@@ -606,6 +628,10 @@ def _run_predict(inputs, paths, missing, out: Path, opts, mode: str, model, engi
                 task = bar.add_task("measuring", total=len(paths))
                 rows = [error_row(str(e.path), m, e.reason) for e in missing for m in opts.methods]
                 rows += predict_paths(paths, engines, out, opts, lambda n: bar.advance(task, n), run)
+            if opts.ga_weeks:
+                from fetalbio.clinical import add_ga_columns
+
+                add_ga_columns(rows, opts.ga_weeks)
         finally:
             for sig, h in handlers.items():
                 signal.signal(sig, h)
@@ -654,7 +680,7 @@ def _run_info(started: str, engines: dict, ids: dict, kind: str, opts, mode: str
             m: {"file": str(e.path), "sha256": ids[m][1], "id": ids[m][0], "method": e.method}
             for m, e in engines.items()
         },
-        "options": {k: v for k, v in vars(opts).items() if k != "pixel_csv"}
+        "options": {k: v for k, v in vars(opts).items() if k not in ("pixel_csv", "ga_weeks")}
         | {"pixel_csv_entries": len(opts.pixel_csv or {})},
     }
 

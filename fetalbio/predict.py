@@ -44,6 +44,13 @@ COLUMNS = [
     "ga_hadlock_bpd_weeks",
     "ga_intergrowth_hc_weeks",
     "ga_note",
+    "ga_given_weeks",
+    "hc_zscore",
+    "hc_centile",
+    "bpd_zscore",
+    "bpd_centile",
+    "ofd_zscore",
+    "ofd_centile",
     "bpd1_x",
     "bpd1_y",
     "bpd2_x",
@@ -138,6 +145,7 @@ class PredictOptions:
     save_masks: bool = False
     batch_size: int = 8
     disagreement_frac: float | None = None  # None: defaults.REVIEW_DISAGREE_FRAC
+    ga_weeks: dict[str, float] | None = None  # --ga-csv: known GA per file, for z-scores
 
 
 @dataclass
