@@ -12,7 +12,7 @@ own subprocess (TensorFlow's thread pools are fixed once it starts). Overlays ar
 encoding, the same for every engine. The markdown table replaces the text between
 ``<!-- bench:start -->`` and ``<!-- bench:end -->`` in README.md (markers appended when absent).
 
-Models: ``models/<method>/model.keras`` and ``model_float32.tflite``, ``model_float16.tflite``,
+Models: ``fetalbio/shipped/<method>/model.keras`` and ``model_float32.tflite``, ``model_float16.tflite``,
 ``model_int8.tflite`` beside it; missing ``.tflite`` files are exported to a temporary folder first
 (int8 calibrated as ``fetalbio export`` does). Without a shipped Keras model an untrained one of the
 default architecture is timed, and the table says so.

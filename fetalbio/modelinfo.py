@@ -147,9 +147,10 @@ def _positive(v: Any, key: str, where: Path | str, allow_zero: bool = False) -> 
 
 
 def models_dir() -> Path:
-    """The shipped models: ``$FETALBIO_MODELS`` or ``models/`` at the top of the checkout."""
+    """The shipped models: ``$FETALBIO_MODELS``, else ``fetalbio/shipped/`` (package data: a wheel
+    carries them)."""
     env = os.environ.get("FETALBIO_MODELS")
-    return Path(env) if env else Path(__file__).resolve().parents[1] / "models"
+    return Path(env) if env else Path(__file__).resolve().parent / "shipped"
 
 
 def default_model_path(method: str, engine: str = "keras") -> Path:

@@ -25,7 +25,7 @@ def test_shipped_model_regression(method, tmp_path):
     from fetalbio.engines import load_engine
     from fetalbio.evaluate import evaluate_dataset
 
-    folder = REPO / "models" / method
+    folder = REPO / "fetalbio" / "shipped" / method
     if not (folder / "model.keras").exists():
         pytest.fail(f"no shipped {method} model in {folder}")
     reg = json.loads((folder / "regression.json").read_text())

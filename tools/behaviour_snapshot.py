@@ -39,7 +39,7 @@ def _rows(csv_path: Path) -> list[dict]:
 def snapshot(data_root: Path) -> dict:
     train = data_root / "hc18" / "training_set"
     names = sorted(
-        {n for m in METHODS for n in json.loads((REPO / "models" / m / "regression.json").read_text())["val"]}
+        {n for m in METHODS for n in json.loads((REPO / "fetalbio" / "shipped" / m / "regression.json").read_text())["val"]}
     )
     out: dict = {"scans": names}
     with tempfile.TemporaryDirectory() as tmp:
@@ -61,7 +61,7 @@ def snapshot(data_root: Path) -> dict:
                     model = (
                         []
                         if engine == "keras"
-                        else ["--model", str(REPO / "models" / method / "model_int8.tflite")]
+                        else ["--model", str(REPO / "fetalbio" / "shipped" / method / "model_int8.tflite")]
                     )
                     dest = tmp / f"{key}-{engine}-{method}"
                     _fetalbio(
@@ -90,7 +90,7 @@ def snapshot(data_root: Path) -> dict:
                 "--method",
                 method,
                 "--split",
-                str(REPO / "models" / method / "regression.json"),
+                str(REPO / "fetalbio" / "shipped" / method / "regression.json"),
                 "--json",
                 str(dest),
             )

@@ -2,7 +2,7 @@
 each scan's lowest point confidence, so that ``low_confidence`` flags the least sure 5 % of scans
 (an absolute threshold flags every scan of a model whose heatmap peaks are low).
 
-    python tools/calibrate_confidence.py models/landmarks
+    python tools/calibrate_confidence.py fetalbio/shipped/landmarks
 """
 
 from __future__ import annotations

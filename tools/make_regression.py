@@ -1,4 +1,4 @@
-"""Write models/<method>/regression.json: 20 scans of the model's validation split and their figures.
+"""Write fetalbio/shipped/<method>/regression.json: 20 scans of the model's validation split and their figures.
 
 python tools/make_regression.py segmentation runs/seg/splits.json
 """
@@ -20,7 +20,7 @@ def main() -> None:
     method, split_path = sys.argv[1], Path(sys.argv[2])
     val = sorted(json.loads(split_path.read_text())["val"])
     names = sorted(random.Random(0).sample(val, 20))
-    out = Path("models") / method / "regression.json"
+    out = Path("fetalbio/shipped") / method / "regression.json"
     write_json_atomic(out, {"val": names, "expected": {}})
     summary, _ = evaluate_dataset(
         default_data_root() / "hc18" / "training_set", load_engine(None, method), split_file=out

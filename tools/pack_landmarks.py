@@ -1,6 +1,6 @@
 """Pack an annotated dataset into one compact .npz for training away from the data (e.g. on a GPU host).
 
-    python tools/pack_landmarks.py ../shared/data/hc18/training_set --split models/landmarks/splits.json \
+    python tools/pack_landmarks.py ../shared/data/hc18/training_set --split fetalbio/shipped/landmarks/splits.json \
         --size 256 384 --out .gpu/hc18_256x384.npz
 
 What travels is the letterboxed scan as uint8 (the resized original grey levels, rounded; stored as

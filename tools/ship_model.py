@@ -1,4 +1,4 @@
-"""Copy a run's best model into models/<method>/ with its model card.
+"""Copy a run's best model into fetalbio/shipped/<method>/ with its model card.
 
     python tools/ship_model.py runs/seg-v1 --command "fetalbio train-seg ... " [--notes TEXT]
 
@@ -29,7 +29,7 @@ def main() -> None:
     metrics = json.loads((args.run / "metrics.json").read_text())
     split = json.loads((args.run / "splits.json").read_text())
     method = cfg["method"]
-    dest = Path("models") / method
+    dest = Path("fetalbio/shipped") / method
     dest.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(args.run / "best.keras", dest / "model.keras")
     shutil.copyfile(args.run / "model.json", dest / "model.json")
@@ -90,7 +90,7 @@ def main() -> None:
 |---|---|
 {table}
 
-Re-measure: `fetalbio evaluate ../shared/data/hc18/training_set --method {method} --split models/{method}/splits.json`.
+Re-measure: `fetalbio evaluate ../shared/data/hc18/training_set --method {method} --split fetalbio/shipped/{method}/splits.json`.
 The CI regression test (`tests/test_shipped_models.py`) holds the model to `regression.json`.
 """
     (dest / "MODEL_CARD.md").write_text(card)
