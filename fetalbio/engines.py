@@ -24,6 +24,7 @@ from fetalbio.modelinfo import (  # noqa: F401  (re-exported: the engines' publi
     keras_available,
     models_dir,
     resolve_model_path,
+    verify_sha256,
 )
 
 
@@ -171,6 +172,9 @@ def load_engine(path: str | Path | None, method: str, engine: str = "auto") -> E
     wanted = methods.get(method).model_method
     p, kind = choose_model(wanted, path, engine)
     info = ModelInfo.read(p)
+    if info is not None and info.method is not None and info.method != wanted:
+        raise ModelError(f"{p}: its sidecar says it is a {info.method} model, not a {wanted} model")
+    verify_sha256(p, info)
     eng: Engine = LiteRTEngine(p, info) if kind == "litert" else KerasEngine(p, info)
     if eng.method != wanted:
         raise ModelError(f"{p}: is a {eng.method} model, not a {wanted} model")

@@ -49,6 +49,7 @@ class ModelInfo:
     source_model: str | None = None
     source_model_sha256: str | None = None
     tflite_sha256: str | None = None
+    model_sha256: str | None = None  # of a .keras file, recorded when it ships (tools/ship_model.py)
     input_tensor: dict | None = None
     output_tensor: dict | None = None
     calibration: str | None = None
@@ -122,6 +123,7 @@ _EXPORT_KEYS = (
     "source_model",
     "source_model_sha256",
     "tflite_sha256",
+    "model_sha256",
     "input_tensor",
     "output_tensor",
     "calibration",
@@ -141,6 +143,23 @@ def _positive(v: Any, key: str, where: Path | str, allow_zero: bool = False) -> 
     if not math.isfinite(f) or f < 0 or (f == 0 and not allow_zero):
         raise ModelError(f"{where}: {key!r} must be a positive number, got {v!r}")
     return f
+
+
+def verify_sha256(path: Path, info: ModelInfo | None) -> None:
+    """ModelError when the sidecar records a sha256 for ``path`` and the file's bytes differ from it."""
+    if info is None:
+        return
+    want = info.tflite_sha256 if path.suffix == ".tflite" else info.model_sha256
+    if not want:
+        return
+    import hashlib
+
+    got = hashlib.sha256(path.read_bytes()).hexdigest()
+    if got != want:
+        raise ModelError(
+            f"{path}: sha256 {got[:12]}... differs from its sidecar's {want[:12]}...: the file is damaged or "
+            "was replaced; reinstall it or export it again"
+        )
 
 
 # --- where models are -----------------------------------------------------------------------------
