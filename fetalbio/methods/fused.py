@@ -48,10 +48,16 @@ class FusedCalibration:
 @cache
 def calibration() -> FusedCalibration:
     """The shipped calibration (``<models>/fused/model.json``), or the uncalibrated default."""
-    from fetalbio.modelinfo import ModelInfo, models_dir
+    import json
 
-    info = ModelInfo.read(models_dir() / "fused" / "model.json")
-    cal = (info.extra.get("calibration") if info else None) or {}
+    from fetalbio.modelinfo import ModelError, models_dir
+
+    path = models_dir() / "fused" / "model.json"
+    try:
+        cal = json.loads(path.read_text()).get("calibration") if path.exists() else {}
+    except (json.JSONDecodeError, AttributeError) as exc:
+        raise ModelError(f"{path}: not a fused calibration ({exc})") from None
+    cal = cal if isinstance(cal, dict) else {}
     known = {f for f in FusedCalibration.__dataclass_fields__}
     return FusedCalibration(**{k: v for k, v in cal.items() if k in known})
 
