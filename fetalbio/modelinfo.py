@@ -200,11 +200,23 @@ def keras_available() -> bool:
         return False
 
 
+def litert_available() -> bool:
+    """Whether ai-edge-litert is installed."""
+    import importlib.util
+
+    try:
+        return importlib.util.find_spec("ai_edge_litert") is not None
+    except (ImportError, ValueError):
+        return False
+
+
 def default_engine(engine: str = "auto") -> str:
-    """The engine for the SHIPPED model: Keras when installed, else LiteRT (``auto``); else as given."""
+    """The engine for the SHIPPED models (``auto``): their int8 LiteRT file, as accurate as Keras on the
+    validation split (README) and several times faster to start and run; Keras when LiteRT is not
+    installed. Any other value is returned as given."""
     if engine != "auto":
         return engine
-    return "keras" if keras_available() else "litert"
+    return "litert" if litert_available() or not keras_available() else "keras"
 
 
 def engine_for(path: Path, engine: str = "auto") -> str:

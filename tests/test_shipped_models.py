@@ -31,7 +31,7 @@ def test_shipped_model_regression(method, tmp_path):
     reg = json.loads((folder / "regression.json").read_text())
     assert 15 <= len(reg["val"]) <= 25
     summary, rows = evaluate_dataset(
-        HC18_TRAIN, load_engine(None, method), split_file=folder / "regression.json"
+        HC18_TRAIN, load_engine(None, method, "keras"), split_file=folder / "regression.json"
     )
     assert summary["n_images"] == len(reg["val"])
     assert summary["n_failed"] == reg["expected"]["n_failed"]
