@@ -453,63 +453,82 @@ def _available_methods(method: str, model: Path | None, engine: EngineName) -> t
     return methods
 
 
+# --- predict's options ---
+
+Inputs = Annotated[
+    list[Path], typer.Argument(help="Scan files and/or folders (searched recursively).", show_default=False)
+]
+RunFolderOut = Annotated[
+    Path, typer.Option("--out", help="Run folder (one run per folder).", rich_help_panel=OUTPUTS)
+]
+PixelSize = Annotated[
+    float | None, typer.Option(help="Pixel size in mm (overrides everything).", rich_help_panel=INPUTS)
+]
+PixelCsvFound = Annotated[
+    Path | None,
+    typer.Option(
+        help="CSV of filename,pixel size(mm) (default: one found in an input folder).", rich_help_panel=INPUTS
+    ),
+]
+RequireMm = Annotated[
+    bool,
+    typer.Option("--require-mm", help="A scan without a pixel size is an error row.", rich_help_panel=INPUTS),
+]
+ResumeRun = Annotated[
+    bool,
+    typer.Option(
+        "--resume",
+        help="Finish an interrupted run in --out (same models and options).",
+        rich_help_panel=OUTPUTS,
+    ),
+]
+Overwrite = Annotated[
+    bool, typer.Option("--overwrite", help="Replace the run in a non-empty --out.", rich_help_panel=OUTPUTS)
+]
+Overlays = Annotated[
+    bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.", rich_help_panel=OUTPUTS)
+]
+SaveMasks = Annotated[
+    bool, typer.Option("--save-masks", help="Write segmentation masks.", rich_help_panel=OUTPUTS)
+]
+ScansPerCall = Annotated[int, typer.Option(min=1, help="Scans per model call.", rich_help_panel=MODEL)]
+GaCsv = Annotated[
+    Path | None,
+    typer.Option(
+        help="CSV of filename,ga_weeks (or ga_days): adds INTERGROWTH-21st z-scores and centiles.",
+        rich_help_panel=INPUTS,
+    ),
+]
+Frames = Annotated[
+    str | None,
+    typer.Option(
+        help="Multi-frame DICOM: the frames to measure, e.g. 0,3,7 (default: all); the surest is reported.",
+        rich_help_panel=INPUTS,
+    ),
+]
+Quiet = Annotated[
+    bool, typer.Option("--quiet", "-q", help="No table, only the summary line.", rich_help_panel=OUTPUTS)
+]
+
+
 @app.command("predict")
 def predict(
-    inputs: Annotated[
-        list[Path],
-        typer.Argument(help="Scan files and/or folders (searched recursively).", show_default=False),
-    ],
-    out: Annotated[
-        Path, typer.Option("--out", help="Run folder (one run per folder).", rich_help_panel=OUTPUTS)
-    ] = Path("fetalbio-out"),
+    inputs: Inputs,
+    out: RunFolderOut = Path("fetalbio-out"),
     method: MethodOpt = "fused",
     model: ModelPath = None,
     engine: EngineOpt = EngineName.auto,
-    pixel_size: Annotated[
-        float | None, typer.Option(help="Pixel size in mm (overrides everything).", rich_help_panel=INPUTS)
-    ] = None,
-    pixel_csv: Annotated[
-        Path | None,
-        typer.Option(
-            help="CSV of filename,pixel size(mm) (default: one found in an input folder).",
-            rich_help_panel=INPUTS,
-        ),
-    ] = None,
-    require_mm: Annotated[
-        bool,
-        typer.Option(
-            "--require-mm", help="A scan without a pixel size is an error row.", rich_help_panel=INPUTS
-        ),
-    ] = False,
-    resume: Annotated[
-        bool,
-        typer.Option(
-            "--resume",
-            help="Finish an interrupted run in --out (same models and options).",
-            rich_help_panel=OUTPUTS,
-        ),
-    ] = False,
-    overwrite: Annotated[
-        bool,
-        typer.Option("--overwrite", help="Replace the run in a non-empty --out.", rich_help_panel=OUTPUTS),
-    ] = False,
-    overlays: Annotated[
-        bool, typer.Option("--overlays/--no-overlays", help="Write overlay PNGs.", rich_help_panel=OUTPUTS)
-    ] = True,
-    save_masks: Annotated[
-        bool, typer.Option("--save-masks", help="Write segmentation masks.", rich_help_panel=OUTPUTS)
-    ] = False,
-    batch_size: Annotated[int, typer.Option(min=1, help="Scans per model call.", rich_help_panel=MODEL)] = 8,
-    ga_csv: Annotated[
-        Path | None,
-        typer.Option(
-            help="CSV of filename,ga_weeks (or ga_days): adds INTERGROWTH-21st z-scores and centiles.",
-            rich_help_panel=INPUTS,
-        ),
-    ] = None,
-    quiet: Annotated[
-        bool, typer.Option("--quiet", "-q", help="No table, only the summary line.", rich_help_panel=OUTPUTS)
-    ] = False,
+    pixel_size: PixelSize = None,
+    pixel_csv: PixelCsvFound = None,
+    require_mm: RequireMm = False,
+    resume: ResumeRun = False,
+    overwrite: Overwrite = False,
+    overlays: Overlays = True,
+    save_masks: SaveMasks = False,
+    batch_size: ScansPerCall = 8,
+    ga_csv: GaCsv = None,
+    frames: Frames = None,
+    quiet: Quiet = False,
 ) -> None:
     """Measure BPD, OFD and HC on scans; write a run folder (measurements, report.html, overlays)."""
     from fetalbio.io import find_scans
@@ -530,10 +549,23 @@ def predict(
         save_masks=save_masks,
         batch_size=batch_size,
         ga_weeks=ga_map,
+        frames=_frame_list(frames),
     )
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     code = _run_predict(inputs, paths, missing, out, opts, mode, model, engine, quiet)
     raise typer.Exit(code)
+
+
+def _frame_list(text: str | None) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        frames = sorted({int(v) for v in text.split(",") if v.strip()})
+    except ValueError:
+        raise fail(f"--frames {text!r}: expected frame numbers such as 0,3,7") from None
+    if not frames or frames[0] < 0:
+        raise fail(f"--frames {text!r}: expected frame numbers from 0")
+    return frames
 
 
 def _check_predict_options(resume: bool, overwrite: bool, pixel_size, pixel_csv, ga_csv) -> dict | None:

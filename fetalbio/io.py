@@ -803,3 +803,22 @@ def _dicom_reason(ds: Any, exc: BaseException) -> str:
         name = getattr(ts, "name", None) or str(ts)
         return f"compressed as {name}, which needs a decoder that is not installed (e.g. pylibjpeg)"
     return _describe(exc)
+
+
+def count_frames(path: Path) -> int:
+    """Frames in a file: NumberOfFrames of a DICOM (header only), 1 for anything else or a file that
+    cannot be read here (reading it later says why)."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(_DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC))
+    except OSError:
+        return 1
+    if path.suffix.lower() not in DICOM_SUFFIXES and head[_DICOM_MAGIC_OFFSET:] != _DICOM_MAGIC:
+        return 1
+    try:
+        import pydicom
+
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)
+        return max(1, int(ds.get("NumberOfFrames") or 1))
+    except Exception:  # noqa: BLE001 - any damage: read_scan reports it on frame 0
+        return 1

@@ -24,6 +24,7 @@ COLUMNS = [
     "status",
     "error",
     "unit",
+    "frame",
     "pixel_size_mm",
     "pixel_size_y_mm",
     "spacing_source",
@@ -83,6 +84,7 @@ def measurement_row(file: str, result: Result, scan: Scan) -> dict:
     spacing_mm, spacing_source = scan.spacing_mm, scan.spacing_source
     method = methods.get(result.method)
     row: dict = {
+        "frame": scan.frame,
         "file": file,
         "method": result.method,
         "status": "error" if result.error else "ok",
@@ -146,6 +148,7 @@ class PredictOptions:
     batch_size: int = 8
     disagreement_frac: float | None = None  # None: defaults.REVIEW_DISAGREE_FRAC
     ga_weeks: dict[str, float] | None = None  # --ga-csv: known GA per file, for z-scores
+    frames: list[int] | None = None  # multi-frame DICOM: the frames to measure (None: all)
 
 
 @dataclass
@@ -201,19 +204,48 @@ def predict_paths(
             todo.append(p)
     if progress and len(todo) < len(paths):
         progress(len(paths) - len(todo))
-    for batch in predictor.run(todo, lambda p: _read(p, opts)):
-        records = []
+    sources = [(p, f) for p in todo for f in _frames(p, opts)]
+    expected = {str(p): len(_frames(p, opts)) for p in todo}
+    frames: dict[str, list[Prediction]] = {}
+    for batch in predictor.run(sources, lambda s: _read(s, opts)):
+        records, done = [], 0
         for pred in batch:
-            rows = _scan_rows(pred, Path(out_dir), opts, run)
-            rows_by_path[str(pred.source)] = rows
-            records.append((keys[str(pred.source)], rows))
+            path = str(pred.source[0])
+            frames.setdefault(path, []).append(pred)
+            if len(frames[path]) < expected[path]:
+                continue  # the other frames of this file are still to come
+            rows = _scan_rows(_best_frame(frames.pop(path)), Path(out_dir), opts, run)
+            rows_by_path[path] = rows
+            records.append((keys[path], rows))
+            done += 1
         if run.folder is not None:
             run.folder.append(records, run.options)
         if progress:
-            progress(len(batch))
-        if run.stop:
+            progress(done)
+        if run.stop and not frames:
             break
     return [r for p in paths if str(p) in rows_by_path for r in rows_by_path[str(p)]]
+
+
+def _frames(path, opts: PredictOptions) -> list[int]:
+    """The frames to measure: every frame of a multi-frame DICOM (or those --frames names), else [0]."""
+    from fetalbio.io import count_frames
+
+    n = count_frames(Path(path))
+    if opts.frames is None:
+        return list(range(n))
+    return [f for f in opts.frames if f < n] or [opts.frames[0]]  # none exists: its read says so
+
+
+def _best_frame(preds: list[Prediction]) -> Prediction:
+    """The frame the models are surest of (sum of the methods' confidences); the file is the source."""
+    from dataclasses import replace
+
+    def score(p: Prediction) -> float:
+        return -1.0 if p.error else sum(r.confidence for r in p.results.values() if not r.error)
+
+    best = max(preds, key=score)
+    return replace(best, source=best.source[0])
 
 
 def _content_hash(path) -> str:
@@ -223,10 +255,11 @@ def _content_hash(path) -> str:
         return ""  # unreadable: read_scan says why
 
 
-def _read(path, opts: PredictOptions) -> Scan:
+def _read(source: tuple, opts: PredictOptions) -> Scan:
     from fetalbio.io import ScanError, read_scan
 
-    scan = read_scan(path, pixel_size_mm=opts.pixel_size_mm, pixel_csv=opts.pixel_csv)
+    path, frame = source
+    scan = read_scan(path, pixel_size_mm=opts.pixel_size_mm, pixel_csv=opts.pixel_csv, frame=frame)
     if opts.require_mm and scan.spacing_mm is None:
         raise ScanError(Path(path), "no pixel size (--require-mm): give --pixel-size or --pixel-csv")
     return scan

@@ -194,3 +194,44 @@ def test_a_portrait_scan_is_measured_like_the_landscape_one():
     a = measure_ellipse(flat.results["segmentation"].ellipse, (0.15, 0.15)).hc
     b = measure_ellipse(turned_.results["segmentation"].ellipse, (0.15, 0.15)).hc
     assert b == pytest.approx(a, rel=0.02)
+
+
+def test_multiframe_dicom_reports_the_surest_frame_not_frame_0(tmp_path):
+    """A 4-frame cine whose frame 0 is noise: every frame is measured and a head frame is reported."""
+    import csv
+
+    from _dicom import make_dicom, us_region
+    from typer.testing import CliRunner
+
+    from fetalbio.cli import app
+
+    rng = np.random.default_rng(9)
+    hw = (270, 400)
+    noise = rng.integers(0, 255, hw).astype(np.uint8)
+    heads = [draw_scan(hw, random_ellipse(hw, rng), rng) for _ in range(3)]
+    region = [us_region(0.03, 0.03, box=(0, 0, 399, 269))]
+    make_dicom(tmp_path / "cine.dcm", np.stack([noise, *heads]), frames=4, SequenceOfUltrasoundRegions=region)
+    res = CliRunner().invoke(
+        app,
+        ["predict", str(tmp_path / "cine.dcm"), "--out", str(tmp_path / "run"), "--engine", "litert", "-q"],
+    )
+    assert res.exit_code in (0, 1), res.output
+    (row,) = list(csv.DictReader(open(tmp_path / "run" / "measurements.csv")))
+    assert row["frame"] in ("1", "2", "3") and row["status"] in ("ok", "review")
+    only0 = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            str(tmp_path / "cine.dcm"),
+            "--out",
+            str(tmp_path / "r0"),
+            "--engine",
+            "litert",
+            "--frames",
+            "0",
+            "-q",
+        ],
+    )
+    assert only0.exit_code in (0, 1)
+    (row0,) = list(csv.DictReader(open(tmp_path / "r0" / "measurements.csv")))
+    assert row0["frame"] in ("0", "")  # asked for frame 0 only: that is what is measured
