@@ -68,6 +68,8 @@ def collect(
                     "method": r["method"],
                     "status": r["status"],
                     "reasons": r.get("review_reasons", ""),
+                    "flags": r.get("flags", ""),
+                    "cephalic_index": r.get("cephalic_index"),
                     "error": r.get("error", ""),
                 }
                 for k in ("hc", "bpd", "ofd"):

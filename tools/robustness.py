@@ -85,6 +85,38 @@ def cmd_report(args) -> None:
         _plot(table, kinds, args.plot)
 
 
+def cmd_tune_review(args) -> None:
+    """The fused review threshold (HC interval width / HC) on the CALIBRATION half: the largest share of
+    gross errors sent to review while at most ``--max-clean`` of the clean scans are."""
+    from fetalbio import defaults
+
+    recs = [r for r in json.loads(args.records.read_text())["records"] if r["half"] == "calibration"]
+    fused = [
+        r for r in recs if r["method"] == "fused" and r["status"] != "error" and r["hc_mm_low"] is not None
+    ]
+    ci_lo, ci_hi = defaults.REVIEW_CEPHALIC_INDEX
+
+    def other(r):  # the reasons that do not depend on the threshold being tuned
+        flags = set(filter(None, (r.get("flags") or "").split(";"))) - {"methods_disagree"}
+        ci = r.get("cephalic_index")
+        return bool(flags & {"edge", "low_confidence", "one_method_only"}) or (
+            ci is not None and not ci_lo <= ci <= ci_hi
+        )
+
+    best = None
+    for t in np.linspace(0.02, 0.3, 57):
+        review = [other(r) or (r["hc_mm_high"] - r["hc_mm_low"]) > t * r["hc_mm"] for r in fused]
+        clean = [v for v, r in zip(review, fused, strict=True) if r["kind"] == "clean"]
+        gross = [v for v, r in zip(review, fused, strict=True) if abs(r["hc_mm"] - r["hc_true_mm"]) > 5]
+        rate, caught = float(np.mean(clean)), float(np.mean(gross)) if gross else 1.0
+        if rate <= args.max_clean and (
+            best is None or caught > best[1] or (caught == best[1] and t > best[0])
+        ):
+            best = (float(t), caught, rate)
+        print(f"interval/HC > {t:.3f}: clean review {100 * rate:.0f} %, gross reviewed {100 * caught:.0f} %")
+    print(f"best: {best}")
+
+
 def _plot(table: list[dict], kinds: list[str], path: Path) -> None:
     import matplotlib
 
@@ -115,6 +147,10 @@ def main() -> int:
     k = sub.add_parser("calibrate")
     k.add_argument("--records", type=Path, default=Path(".cache/robust.json"))
     k.set_defaults(fn=cmd_calibrate)
+    t = sub.add_parser("tune-review")
+    t.add_argument("--records", type=Path, default=Path(".cache/robust.json"))
+    t.add_argument("--max-clean", type=float, default=0.10)
+    t.set_defaults(fn=cmd_tune_review)
     r = sub.add_parser("report")
     r.add_argument("--records", type=Path, default=Path(".cache/robust.json"))
     r.add_argument("--json", type=Path)
