@@ -16,13 +16,10 @@ import pytest
 from fetalbio.datasets import find_samples, load_truth
 from fetalbio.heatmaps import heatmap_loss, render_heatmaps
 from fetalbio.io import read_scan
+from fetalbio.pack import heatmap_points_loss, load_images, load_pack, normalised, to_original
 from fetalbio.preprocess import prepare_input
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
-
-from tools import train_packed  # noqa: E402
-from tools.pack_landmarks import load_images  # noqa: E402
 
 SIZE = (64, 96)
 
@@ -63,8 +60,7 @@ def pack(synthetic_dataset, tmp_path_factory) -> tuple[Path, Path]:
 
 def test_pack_rebuilds_the_model_input_and_points(pack, synthetic_dataset):
     path, split = pack
-    train_packed.load_pack(path)
-    d = train_packed._DATA
+    d = load_pack(path)
     assert d["images"].shape == (8, *SIZE)
     assert int(d["is_val"].sum()) == 2
     by_name = {s.name: s for s in find_samples(synthetic_dataset)}
@@ -74,13 +70,11 @@ def test_pack_rebuilds_the_model_input_and_points(pack, synthetic_dataset):
         expected, lb = prepare_input(pixels, SIZE)
         # the uint8 rounding moves an input by at most 0.5 / SD (plus float error)
         tol = 0.5 / float(pixels.std()) + 1e-4
-        assert np.abs(train_packed.normalised(i) - expected).max() <= tol
+        assert np.abs(normalised(d, i) - expected).max() <= tol
         truth = load_truth(s.annotation_path).landmarks.as_array()
         np.testing.assert_allclose(d["points_orig"][i], truth)
         np.testing.assert_allclose(d["points_in"][i], lb.to_input(truth))
-        np.testing.assert_allclose(
-            train_packed.to_original(d["points_in"][i], d["letterbox"][i]), truth, atol=1e-9
-        )
+        np.testing.assert_allclose(to_original(d["points_in"][i], d["letterbox"][i]), truth, atol=1e-9)
         assert d["spacing_mm"][i] == pytest.approx(s.pixel_size_mm)
     with np.load(path) as p:
         np.testing.assert_array_equal(load_images(p), d["images"])  # lossless WebP
@@ -92,7 +86,7 @@ def test_loss_from_points_equals_the_products_heatmap_loss():
     pred = rng.normal(0, 0.3, size=(3, *SIZE, 4)).astype(np.float32)
     target = np.stack([render_heatmaps(p, SIZE, 2.5) for p in points])
     expected = np.asarray(heatmap_loss(target, pred))
-    got = np.asarray(train_packed.heatmap_points_loss(2.5, SIZE)(points, pred))
+    got = np.asarray(heatmap_points_loss(2.5, SIZE)(points, pred))
     np.testing.assert_allclose(got, expected, rtol=1e-5)
 
 

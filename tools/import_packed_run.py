@@ -16,16 +16,14 @@ import argparse
 import csv
 import json
 import shutil
-import sys
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fetalbio.datasets import default_data_root  # noqa: E402
-from fetalbio.train import TrainConfig, model_info  # noqa: E402
+from fetalbio.datasets import default_data_root
+from fetalbio.pack import load_pack, normalised
+from fetalbio.train import TrainConfig
 
 
 def main() -> None:
@@ -80,7 +78,7 @@ def main() -> None:
     }
     (args.out / "config.json").write_text(json.dumps(config, indent=2) + "\n")
     shutil.copyfile(args.split, args.out / "splits.json")
-    (args.out / "model.json").write_text(json.dumps(model_info(cfg), indent=2) + "\n")
+    (args.out / "model.json").write_text(json.dumps(cfg.model_info().to_dict(), indent=2) + "\n")
     rows = info["history"]
     columns = list(dict.fromkeys(k for r in rows for k in r))
     with open(args.out / "history.csv", "w", newline="") as fh:
@@ -91,14 +89,13 @@ def main() -> None:
     from fetalbio.engines import KerasEngine
     from fetalbio.evaluate import evaluate_dataset
     from fetalbio.heatmaps import decode_heatmaps
-    from tools import train_packed
 
     engine = KerasEngine(args.out)
     # the same points here (TensorFlow) as where it was trained (JAX)?
-    train_packed.load_pack(args.pack)
-    names = [str(n) for n in train_packed._DATA["names"]]
+    data = load_pack(args.pack)
+    names = [str(n) for n in data["names"]]
     idx = [names.index(n) for n in info["check_names"]]
-    x = np.stack([train_packed.normalised(i) for i in idx])[..., None]
+    x = np.stack([normalised(data, i) for i in idx])[..., None]
     out = engine.predict(x)
     pts = np.array([decode_heatmaps(o, info["heatmap_sigma_px"])[0] for o in out])
     check = float(np.abs(pts - np.array(info["check_points_in"])).max())

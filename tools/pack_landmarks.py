@@ -73,13 +73,5 @@ def main() -> None:
     print(f"{args.out}: {len(samples)} scans, {args.out.stat().st_size / 1e6:.1f} MB")
 
 
-def load_images(pack) -> np.ndarray:
-    """The (N, H, W) uint8 letterboxed scans of a loaded pack (``np.load(path)``)."""
-    blob, off = pack["webp"], pack["webp_offsets"]
-    return np.stack(
-        [cv2.imdecode(blob[off[i] : off[i + 1]], cv2.IMREAD_GRAYSCALE) for i in range(len(off) - 1)]
-    )
-
-
 if __name__ == "__main__":
     main()

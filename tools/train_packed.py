@@ -29,29 +29,24 @@ import json
 import math
 import multiprocessing as mp
 import os
-import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from fetalbio.augment import AugmentConfig, augment  # noqa: E402
-from fetalbio.geometry import pair_errors_mm  # noqa: E402
-from fetalbio.heatmaps import FOREGROUND_WEIGHT, decode_heatmaps  # noqa: E402
-from fetalbio.preprocess import Letterbox  # noqa: E402
-from tools.pack_landmarks import load_images  # noqa: E402
+from fetalbio import pack as packfmt
+from fetalbio.augment import AugmentConfig, augment
+from fetalbio.geometry import pair_errors_mm
+from fetalbio.heatmaps import decode_heatmaps
+from fetalbio.pack import heatmap_points_loss, to_original
 
 # the pack, in the main process and in each augmentation worker
 _DATA: dict = {}
 
 
 def load_pack(path: Path) -> None:
-    with np.load(path) as pack:
-        _DATA.update({k: pack[k] for k in pack.files if k not in ("webp", "webp_offsets")})
-        _DATA["images"] = load_images(pack)
+    _DATA.update(packfmt.load_pack(path))
     _DATA["aug"] = AugmentConfig()
 
 
@@ -61,14 +56,8 @@ def _init_worker(path: Path) -> None:
 
 
 def normalised(i: int) -> np.ndarray:
-    """The model input of scan i: (u8 - mean) / sd inside the scan, 0 in the padding."""
-    d = _DATA
-    mean, sd = d["mean_sd"][i]
-    x = (d["images"][i].astype(np.float32) - mean) / sd
-    _, _, _, _, nh, nw, py, px = d["letterbox"][i]
-    out = np.zeros_like(x)
-    out[py : py + nh, px : px + nw] = x[py : py + nh, px : px + nw]
-    return out
+    """The model input of scan i (see :func:`fetalbio.pack.normalised`)."""
+    return packfmt.normalised(_DATA, i)
 
 
 def augment_batch(args: tuple[int, int, list[int]]) -> tuple[np.ndarray, np.ndarray]:
@@ -82,32 +71,6 @@ def augment_batch(args: tuple[int, int, list[int]]) -> tuple[np.ndarray, np.ndar
         ims.append(im)
         pts.append(pt)
     return np.stack(ims)[..., None].astype(np.float16), np.stack(pts).astype(np.float32)
-
-
-def heatmap_points_loss(sigma_px: float, hw: tuple[int, int], foreground_weight: float = FOREGROUND_WEIGHT):
-    """The loss of ``heatmaps.heatmap_loss`` with its target rendered from (B, 4, 2) points on the device."""
-    from keras import ops
-
-    h, w = hw
-    inv = 1.0 / (2.0 * sigma_px**2)
-
-    def loss(points, y_pred):
-        points = ops.cast(points, "float32")
-        xs = ops.arange(w, dtype="float32")
-        ys = ops.arange(h, dtype="float32")
-        gx = ops.exp(-ops.square(xs[None, None, :] - points[..., 0:1]) * inv)  # (B, 4, W)
-        gy = ops.exp(-ops.square(ys[None, None, :] - points[..., 1:2]) * inv)  # (B, 4, H)
-        target = ops.transpose(gy[..., :, None] * gx[..., None, :], (0, 2, 3, 1))  # (B, H, W, 4)
-        y_pred = ops.cast(y_pred, "float32")
-        weight = 1.0 + foreground_weight * target
-        return ops.mean(weight * ops.square(y_pred - target), axis=(1, 2, 3))
-
-    return loss
-
-
-def to_original(points_in: np.ndarray, lb: np.ndarray) -> np.ndarray:
-    """Input px -> original px; lb is the pack's 8 integers, the fields of a :class:`Letterbox`."""
-    return Letterbox(*(int(v) for v in lb)).to_original(points_in)
 
 
 def validate(model, val_idx: np.ndarray, x_val: np.ndarray, sigma_px: float) -> tuple[dict, np.ndarray]:
