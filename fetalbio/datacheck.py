@@ -82,7 +82,6 @@ together by 10-17 mm while each check is just inside its limit.
 
 from __future__ import annotations
 
-import csv
 import math
 import os
 import time
@@ -95,9 +94,17 @@ from typing import Any
 
 import numpy as np
 
-from fetalbio.datasets import Sample, Truth, find_pixel_csv, find_samples, load_truth
+from fetalbio.datasets import (  # noqa: F401  (read_landmarks_csv: re-exported)
+    LANDMARK_COLUMNS,
+    Sample,
+    Truth,
+    find_pixel_csv,
+    find_samples,
+    load_truth,
+    read_landmarks_csv,
+)
 from fetalbio.geometry import Ellipse, Landmarks, measure_ellipse, pair_errors_mm
-from fetalbio.io import ScanError, read_csv_file, read_pixel_csv, read_scan
+from fetalbio.io import ScanError, read_pixel_csv, read_scan
 
 __all__ = [
     "HC_TOLERANCE_MM",
@@ -132,8 +139,6 @@ LM_OFF_SKULL_MIN_MM = 3.0
 LM_REASONS = ("zero_length", "bpd_longer", "not_perpendicular", "midpoints_apart", "off_skull", "duplicate")
 
 #: Coordinate columns of a landmark CSV, in the order of the returned arrays (bpd1, bpd2, ofd1, ofd2).
-LANDMARK_COLUMNS = ("bpd_1_x", "bpd_1_y", "bpd_2_x", "bpd_2_y", "ofd_1_x", "ofd_1_y", "ofd_2_x", "ofd_2_y")
-_NAME_COLUMNS = ("image_name", "filename")
 _METADATA_SUFFIXES = frozenset({".csv", ".txt", ".json", ".md"})
 _LM_POINT_NAMES = ("bpd1", "bpd2", "ofd1", "ofd2")
 _MAX_PROBLEM_ROWS = 15
@@ -163,64 +168,6 @@ class DataCheckReport:
 
 
 # --- landmark CSV ------------------------------------------------------------------------------------
-
-
-def read_landmarks_csv(path: str | Path) -> dict[str, np.ndarray]:
-    """Read a four-point landmark CSV (role-challenge format).
-
-    Columns: ``image_name`` (or ``filename``) and ``ofd_1_x, ofd_1_y, ofd_2_x, ofd_2_y, bpd_1_x,
-    bpd_1_y, bpd_2_x, bpd_2_y`` in any order (header case and spaces ignored), pixels of the original
-    scan (x right, y down). CRLF line ends, a UTF-8 BOM and blank lines are accepted.
-
-    Returns:
-        ``{image file name (basename): (4, 2) float64}`` in the order bpd1, bpd2, ofd1, ofd2 **as named
-        in the file** (the names are not trusted or corrected here; see :func:`names_swapped_share`).
-
-    Raises:
-        ScanError: missing/unreadable file, missing column, empty image name, a value that is not a
-            finite number, or an image listed twice with different points (the reason names the
-            line and the image).
-    """
-    return read_csv_file(path, lambda p, fh: _parse_landmarks(p, csv.reader(fh)))
-
-
-def _parse_landmarks(path: Path, reader: Any) -> dict[str, np.ndarray]:
-    header = next(reader, None)
-    if header is None:
-        raise ScanError(path, "empty CSV file")
-    columns = ["".join(h.split()).lower() for h in header]
-    name_col = next((columns.index(c) for c in _NAME_COLUMNS if c in columns), None)
-    if name_col is None:
-        raise ScanError(path, "missing column 'image_name'")
-    missing = [c for c in LANDMARK_COLUMNS if c not in columns]
-    if missing:
-        raise ScanError(path, f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-    value_cols = [columns.index(c) for c in LANDMARK_COLUMNS]
-    out: dict[str, np.ndarray] = {}
-    for row in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) <= max(name_col, *value_cols):
-            raise ScanError(path, f"row {line}: expected {len(header)} columns, got {len(row)}")
-        name = row[name_col].strip().replace("\\", "/").rsplit("/", 1)[-1]
-        if not name:
-            raise ScanError(path, f"row {line}: empty image name")
-        values = []
-        for col_name, col in zip(LANDMARK_COLUMNS, value_cols, strict=True):
-            raw = row[col].strip()
-            try:
-                v = float(raw)
-            except ValueError:
-                raise ScanError(path, f"row {line} ({name}): {col_name} {raw!r} is not a number") from None
-            if not math.isfinite(v):
-                raise ScanError(path, f"row {line} ({name}): {col_name} {raw!r} is not finite")
-            values.append(v)
-        pts = np.array(values, dtype=np.float64).reshape(4, 2)
-        if name in out and not np.array_equal(out[name], pts):
-            raise ScanError(path, f"row {line}: {name} listed twice with different points")
-        out[name] = pts
-    return out
 
 
 # --- landmark checks -----------------------------------------------------------------------------------

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -26,9 +28,11 @@ from fetalbio.geometry import (
     ellipse_to_landmarks,
     fit_ellipse_outline,
 )
-from fetalbio.io import ScanError, read_pixel_csv
+from fetalbio.io import ScanError, annotation_path, read_csv_file, read_pixel_csv
 
 ANNOTATION_SUFFIX = "_Annotation"
+LANDMARK_COLUMNS = ("bpd_1_x", "bpd_1_y", "bpd_2_x", "bpd_2_y", "ofd_1_x", "ofd_1_y", "ofd_2_x", "ofd_2_y")
+_NAME_COLUMNS = ("image_name", "filename")
 _SUBJECT_RE = re.compile(r"^(\d{3})_")
 
 
@@ -90,19 +94,23 @@ def find_pixel_csv(folder: Path) -> Path | None:
 
 def read_hc_column(path: Path) -> dict[str, float]:
     """The optional ``head circumference (mm)`` column of an HC18 CSV (empty when absent)."""
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
-        col = next((v for k, v in cols.items() if k.startswith("head circumference")), None)
-        if col is None:
-            return {}
-        out = {}
-        for row in reader:
-            try:
-                out[Path(row[cols["filename"]].strip()).name] = float(row[col])
-            except (ValueError, KeyError, TypeError):
-                continue
-        return out
+    return read_csv_file(path, _parse_hc_column)
+
+
+def _parse_hc_column(path: Path, fh: Any) -> dict[str, float]:
+    # one reader for every CSV (fetalbio.io.read_csv_file): one-line errors naming the file
+    reader = csv.DictReader(fh)
+    cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
+    col = next((v for k, v in cols.items() if k.startswith("head circumference")), None)
+    if col is None:
+        return {}
+    out = {}
+    for row in reader:
+        try:
+            out[Path(row[cols["filename"]].strip()).name] = float(row[col])
+        except (ValueError, KeyError, TypeError):
+            continue
+    return out
 
 
 def find_samples(folder: str | Path, pixel_csv: str | Path | None = None) -> list[Sample]:
@@ -117,7 +125,7 @@ def find_samples(folder: str | Path, pixel_csv: str | Path | None = None) -> lis
     for p in sorted(folder.iterdir()):
         if p.suffix.lower() != ".png" or p.stem.endswith(ANNOTATION_SUFFIX) or p.name.startswith("."):
             continue
-        ann = p.with_name(p.stem + ANNOTATION_SUFFIX + p.suffix)
+        ann = annotation_path(p)
         samples.append(
             Sample(
                 name=p.name,
@@ -187,3 +195,64 @@ def load_or_make_split(run_dir: Path, samples: list[Sample], val_fraction: float
 
     write_json_atomic(path, split)
     return split
+
+
+# --- landmark CSVs (role-challenge format) ---
+
+
+def read_landmarks_csv(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a four-point landmark CSV (role-challenge format).
+
+    Columns: ``image_name`` (or ``filename``) and ``ofd_1_x, ofd_1_y, ofd_2_x, ofd_2_y, bpd_1_x,
+    bpd_1_y, bpd_2_x, bpd_2_y`` in any order (header case and spaces ignored), pixels of the original
+    scan (x right, y down). CRLF line ends, a UTF-8 BOM and blank lines are accepted.
+
+    Returns:
+        ``{image file name (basename): (4, 2) float64}`` in the order bpd1, bpd2, ofd1, ofd2 **as named
+        in the file** (the names are not trusted or corrected here; see :func:`names_swapped_share`).
+
+    Raises:
+        ScanError: missing/unreadable file, missing column, empty image name, a value that is not a
+            finite number, or an image listed twice with different points (the reason names the
+            line and the image).
+    """
+    return read_csv_file(path, lambda p, fh: _parse_landmarks(p, csv.reader(fh)))
+
+
+def _parse_landmarks(path: Path, reader: Any) -> dict[str, np.ndarray]:
+    header = next(reader, None)
+    if header is None:
+        raise ScanError(path, "empty CSV file")
+    columns = ["".join(h.split()).lower() for h in header]
+    name_col = next((columns.index(c) for c in _NAME_COLUMNS if c in columns), None)
+    if name_col is None:
+        raise ScanError(path, "missing column 'image_name'")
+    missing = [c for c in LANDMARK_COLUMNS if c not in columns]
+    if missing:
+        raise ScanError(path, f"missing column{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
+    value_cols = [columns.index(c) for c in LANDMARK_COLUMNS]
+    out: dict[str, np.ndarray] = {}
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) <= max(name_col, *value_cols):
+            raise ScanError(path, f"row {line}: expected {len(header)} columns, got {len(row)}")
+        name = row[name_col].strip().replace("\\", "/").rsplit("/", 1)[-1]
+        if not name:
+            raise ScanError(path, f"row {line}: empty image name")
+        values = []
+        for col_name, col in zip(LANDMARK_COLUMNS, value_cols, strict=True):
+            raw = row[col].strip()
+            try:
+                v = float(raw)
+            except ValueError:
+                raise ScanError(path, f"row {line} ({name}): {col_name} {raw!r} is not a number") from None
+            if not math.isfinite(v):
+                raise ScanError(path, f"row {line} ({name}): {col_name} {raw!r} is not finite")
+            values.append(v)
+        pts = np.array(values, dtype=np.float64).reshape(4, 2)
+        if name in out and not np.array_equal(out[name], pts):
+            raise ScanError(path, f"row {line}: {name} listed twice with different points")
+        out[name] = pts
+    return out
