@@ -23,7 +23,7 @@ def main() -> None:
     out = Path("fetalbio/shipped") / method / "regression.json"
     write_json_atomic(out, {"val": names, "expected": {}})
     summary, _ = evaluate_dataset(
-        default_data_root() / "hc18" / "training_set", load_engine(None, method), split_file=out
+        default_data_root() / "hc18" / "training_set", load_engine(None, method, "keras"), split_file=out
     )
     keys = ("n_failed", "dice_mean", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm", "landmark_mre_mm")
     write_json_atomic(out, {"val": names, "expected": {k: summary[k] for k in keys}})

@@ -1,4 +1,4 @@
-"""Copy a run's best model into fetalbio/shipped/<method>/ with its model card.
+"""Copy a run's model (best or final epoch) into fetalbio/shipped/<method>/ with its model card.
 
     python tools/ship_model.py runs/seg-v1 --command "fetalbio train-seg ... " [--notes TEXT]
 
@@ -24,6 +24,9 @@ def main() -> None:
     ap.add_argument("run", type=Path)
     ap.add_argument("--command", required=True)
     ap.add_argument("--notes", default="")
+    ap.add_argument(
+        "--model-file", default="best.keras", help="final.keras (tools/final_epoch.py) or best.keras"
+    )
     args = ap.parse_args()
     cfg = json.loads((args.run / "config.json").read_text())
     metrics = json.loads((args.run / "metrics.json").read_text())
@@ -31,9 +34,14 @@ def main() -> None:
     method = cfg["method"]
     dest = Path("fetalbio/shipped") / method
     dest.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(args.run / "best.keras", dest / "model.keras")
+    shutil.copyfile(args.run / args.model_file, dest / "model.keras")
     shutil.copyfile(args.run / "model.json", dest / "model.json")
     shutil.copyfile(args.run / "splits.json", dest / "splits.json")
+    import hashlib
+
+    info = json.loads((dest / "model.json").read_text())
+    info["model_sha256"] = hashlib.sha256((dest / "model.keras").read_bytes()).hexdigest()
+    (dest / "model.json").write_text(json.dumps(info, indent=2) + "\n")  # checked before every use
     eng = KerasEngine(dest / "model.keras")
     s, _ = evaluate_dataset(
         default_data_root() / "hc18" / "training_set", eng, split_file=dest / "splits.json"
@@ -71,16 +79,22 @@ def main() -> None:
     card = f"""# fetalbio {method} model
 
 - **File**: `model.keras` (Keras 3, {eng.model.count_params():,} parameters; inference info in `model.json`).
-  Architecture: `{cfg["arch"] if method == "landmarks" else "unet"}`, input {cfg["image_size"][0]}x{cfg["image_size"][1]}
+  Architecture: `{cfg["arch"] if method == "landmarks" else "unet"}`, input {cfg["image_size"][0]}x{
+        cfg["image_size"][1]
+    }
   (letterboxed, per-scan normalised), base filters {cfg["base_filters"]}.
 - **Data**: HC18 training set (van den Heuvel et al. 2018, Zenodo 1327317, CC BY 4.0), the 798 scans
   in `../shared/data/hc18/training_set` (201 further scans are withheld by the project for independent
   evaluation and were never seen).
 - **Split**: by subject, seed {split["seed"]}, validation share {split["val_fraction"]} of subjects:
-  {len(split["train"])} training scans ({subjects(split["train"])} subjects), {len(split["val"])} validation scans
+  {len(split["train"])} training scans ({subjects(split["train"])} subjects), {
+        len(split["val"])
+    } validation scans
   ({subjects(split["val"])} subjects). The split is `splits.json` here.
 - **Command**: `{args.command}`
-- **Training**: {cfg["epochs"]} epochs (best epoch {metrics["best_epoch"]}), global batch {cfg["batch_size"]},
+- **Training**: {cfg["epochs"]} epochs ({
+        "the final epoch ships" if args.model_file == "final.keras" else f"best epoch {metrics['best_epoch']}"
+    }), global batch {cfg["batch_size"]},
   AdamW lr {cfg["lr"]} (cosine), {metrics["train_seconds"] / 60:.0f} min on {trained_on}.
 {args.notes}
 
@@ -90,7 +104,9 @@ def main() -> None:
 |---|---|
 {table}
 
-Re-measure: `fetalbio evaluate ../shared/data/hc18/training_set --method {method} --split fetalbio/shipped/{method}/splits.json`.
+Re-measure: `fetalbio evaluate ../shared/data/hc18/training_set --method {method} --split fetalbio/shipped/{
+        method
+    }/splits.json`.
 The CI regression test (`tests/test_shipped_models.py`) holds the model to `regression.json`.
 """
     (dest / "MODEL_CARD.md").write_text(card)
