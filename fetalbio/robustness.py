@@ -18,6 +18,7 @@ import numpy as np
 
 MEASURES = ("hc", "bpd", "ofd")
 GROSS_MM = 5.0  # an HC error above this is a gross error, which must be sent to review
+WEIGHT_EVIDENCE = 0.10  # a fitted weight replaces 0.5 only when it cuts the calibration MAE by more
 
 
 def report_and_calibration_halves(names: list[str], seed: int = 2026) -> tuple[list[str], list[str]]:
@@ -161,17 +162,25 @@ def fit_fused_calibration(recs: list[dict], coverage: float = 0.9) -> dict:
             bias[m][k] = round(float(np.median(errs)), 3)
     weights = {}
     for k in MEASURES:
-        best = None
-        for w in np.linspace(0, 1, 21):
-            est = [
-                w * (s[f"{k}_mm"] - bias["segmentation"][k])
-                + (1 - w) * (lm[f"{k}_mm"] - bias["landmarks"][k])
-                for s, lm in ok
-            ]
-            mae = float(np.mean([abs(e - s[f"{k}_true_mm"]) for e, (s, _) in zip(est, ok, strict=True)]))
-            if best is None or mae < best[0]:
-                best = (mae, round(float(w), 2))
-        weights[k] = best[1]
+
+        def mae(w: float, k: str = k) -> float:
+            return float(
+                np.mean(
+                    [
+                        abs(
+                            w * (s[f"{k}_mm"] - bias["segmentation"][k])
+                            + (1 - w) * (lm[f"{k}_mm"] - bias["landmarks"][k])
+                            - s[f"{k}_true_mm"]
+                        )
+                        for s, lm in ok
+                    ]
+                )
+            )
+
+        best = min(np.linspace(0, 1, 21), key=mae)
+        # equal weights unless the data says clearly otherwise: on ~80 scans the two halves of the
+        # validation split disagree on which method is better, by about 10 %
+        weights[k] = round(float(best), 2) if mae(best) < (1 - WEIGHT_EVIDENCE) * mae(0.5) else 0.5
     cal = FusedCalibration(weights=weights, bias_mm=bias)
     q, single = {}, {}
     scores = {k: [] for k in MEASURES}

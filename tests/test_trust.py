@@ -108,14 +108,14 @@ def test_an_error_row_stays_an_error():
 
 
 def _records(n: int, seed: int, kind: str = "clean") -> list[dict]:
-    """Synthetic (scan, method) records with known noise: segmentation unbiased, SD 2 mm; landmarks
-    biased by +1.5 mm, SD 3 mm; every 4th scan 3x noisier on both (a 'perturbed' look)."""
+    """Synthetic (scan, method) records with known noise: segmentation unbiased, SD 1.5 mm; landmarks
+    biased by +1.5 mm, SD 4 mm; every 4th scan 3x noisier on both (a 'perturbed' look)."""
     rng = np.random.default_rng(seed)
     out = []
     for i in range(n):
         t = {k: rng.uniform(60, 340) * f for k, f in (("hc", 1.0), ("bpd", 0.27), ("ofd", 0.34))}
         scale = 3.0 if i % 4 == 0 else 1.0
-        for m, bias, sd in (("segmentation", 0.0, 2.0), ("landmarks", 1.5, 3.0)):
+        for m, bias, sd in (("segmentation", 0.0, 1.5), ("landmarks", 1.5, 4.0)):
             rec = {"file": f"s{seed}_{i}", "kind": kind, "method": m, "status": "ok"}
             for k in t:
                 rec[f"{k}_true_mm"] = t[k]
