@@ -783,8 +783,11 @@ def evaluate(
     out: dict = {}
     try:
         for m in methods:
+            from fetalbio.methods import engines_needed
+
+            needed = {n: engines[n] for n in engines_needed((m,))}
             summary, rows = evaluate_dataset(
-                dataset, engines[m], pixel_csv=pixel_csv, split_file=split, limit=limit
+                dataset, needed, pixel_csv=pixel_csv, split_file=split, limit=limit, method=m
             )
             print_summary(summary, m, console)
             out[m] = {"summary": summary, "rows": rows}

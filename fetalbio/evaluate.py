@@ -113,8 +113,12 @@ def evaluate_dataset(
     split_file: str | Path | None = None,
     limit: int | None = None,
     batch_size: int = 8,
+    method: str | None = None,
 ) -> tuple[dict, list[dict]]:
     """Run ``engine`` over an annotated folder and score every scan; returns (summary, rows).
+
+    ``engine`` is one engine, or ``{method: engine}`` for the models a combining ``method`` (e.g.
+    ``fused``) needs.
 
     ``split_file`` (a run's ``splits.json``) restricts it to that run's validation scans. A scan or
     annotation that cannot be read is a failed row, and the evaluation goes on.
@@ -141,13 +145,16 @@ def evaluate_dataset(
         return scan
 
     rows: list[dict] = []
-    for batch in Predictor({engine.method: engine}, batch_size).run(samples, read):
+    engines = engine if isinstance(engine, dict) else {engine.method: engine}
+    method = method or next(iter(engines))
+    combined = (method,) if method not in engines else ()
+    for batch in Predictor(engines, batch_size, combined=combined).run(samples, read):
         for pred in batch:
             s = pred.source
             if pred.error is not None:
-                rows.append({"file": s.name, "method": engine.method, "status": "error", "error": pred.error})
+                rows.append({"file": s.name, "method": method, "status": "error", "error": pred.error})
                 continue
-            res = pred.results[engine.method]
+            res = pred.results[method]
             rows.append(score_prediction(res, truths.pop(s.name), pred.scan.spacing_mm, s.name))
     return summarise(rows), rows
 
