@@ -58,24 +58,8 @@ def draw_overlay(pixels: np.ndarray, result: Result, row: dict) -> np.ndarray:
         lines.append("review: " + row["review_reasons"])
     for n, text in enumerate(lines):
         y = (22 + 22 * n) * scale
-        cv2.putText(
-            bgr,
-            text,
-            (10 * scale, y),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.6 * scale,
-            (0, 0, 0),
-            3 * scale,
-            cv2.LINE_AA,
-        )
-        cv2.putText(
-            bgr,
-            text,
-            (10 * scale, y),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.6 * scale,
-            (255, 255, 255),
-            scale,
-            cv2.LINE_AA,
-        )
+        for colour, width in (((0, 0, 0), 3 * scale), ((255, 255, 255), scale)):  # white on a dark outline
+            cv2.putText(
+                bgr, text, (10 * scale, y), cv2.FONT_HERSHEY_SIMPLEX, 0.6 * scale, colour, width, cv2.LINE_AA
+            )
     return bgr

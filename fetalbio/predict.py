@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from fetalbio import methods
+from fetalbio.clinical import GA_COLUMNS
 from fetalbio.methods.base import Result
 from fetalbio.runfolder import OutputNames, RunFolder, file_sha256
 
@@ -45,13 +46,7 @@ COLUMNS = [
     "ga_hadlock_bpd_weeks",
     "ga_intergrowth_hc_weeks",
     "ga_note",
-    "ga_given_weeks",
-    "hc_zscore",
-    "hc_centile",
-    "bpd_zscore",
-    "bpd_centile",
-    "ofd_zscore",
-    "ofd_centile",
+    *GA_COLUMNS,
     "bpd1_x",
     "bpd1_y",
     "bpd2_x",
