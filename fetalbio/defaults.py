@@ -59,3 +59,7 @@ REVIEW_CEPHALIC_INDEX = (60.0, 96.0)
 # 20000x20000 pixels and 5 GB of memory). Ultrasound frames are at most ~2000 px a side.
 MAX_SCAN_SIDE_PX = 10000
 MAX_SCAN_PIXELS = 40_000_000
+
+# Segmentation post-processing runs on a probability map of at most this many pixels a side, so that its
+# cost is bounded whatever the scan's size (the model input is 256x384; HC18 scans are 800x540).
+MAX_POSTPROCESS_SIDE_PX = 2048

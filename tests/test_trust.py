@@ -235,3 +235,27 @@ def test_multiframe_dicom_reports_the_surest_frame_not_frame_0(tmp_path):
     assert only0.exit_code in (0, 1)
     (row0,) = list(csv.DictReader(open(tmp_path / "r0" / "measurements.csv")))
     assert row0["frame"] in ("0", "")  # asked for frame 0 only: that is what is measured
+
+
+@pytest.mark.slow
+def test_a_huge_scan_is_post_processed_at_a_bounded_size():
+    """The same head at 6x the pixels (and 1/6 of the pixel size): the same HC in mm (post-processed on a
+    map of at most MAX_POSTPROCESS_SIDE_PX a side, so no huge morphology)."""
+    from pathlib import Path
+
+    import cv2
+
+    from fetalbio.engines import load_engine
+    from fetalbio.geometry import measure_ellipse
+    from fetalbio.io import Scan
+    from fetalbio.pipeline import Predictor
+
+    img = _scan(7, (540, 800))
+    big = cv2.resize(img, (800 * 6, 540 * 6), interpolation=cv2.INTER_CUBIC)
+    p = Predictor({"segmentation": load_engine(None, "segmentation", "litert")})
+    small_r, big_r = p.predict_scans(
+        [Scan(img, (0.15, 0.15), Path("a"), "cli"), Scan(big, (0.025, 0.025), Path("b"), "cli")]
+    )
+    a = measure_ellipse(small_r.results["segmentation"].ellipse, (0.15, 0.15)).hc
+    b = measure_ellipse(big_r.results["segmentation"].ellipse, (0.025, 0.025)).hc
+    assert b == pytest.approx(a, rel=0.02)

@@ -5,10 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import cv2
 import numpy as np
 
+from fetalbio import defaults
 from fetalbio.biometry import BPD_CONVENTION
-from fetalbio.geometry import ellipse_to_landmarks
+from fetalbio.geometry import Ellipse, ellipse_to_landmarks
 from fetalbio.methods import register
 from fetalbio.methods.base import Method, Result
 from fetalbio.postprocess import segment_to_ellipse
@@ -52,10 +54,26 @@ class Segmentation(Method):
 
     def decode(self, output, letterbox, info) -> Result:
         prob = letterbox.map_to_original(np.asarray(output, np.float32)[..., 0])
+        f = min(1.0, defaults.MAX_POSTPROCESS_SIDE_PX / max(prob.shape))
+        if f < 1.0:  # a huge scan: post-process at a bounded size (the model saw far fewer pixels anyway)
+            small = cv2.resize(
+                prob, (round(prob.shape[1] * f), round(prob.shape[0] * f)), interpolation=cv2.INTER_AREA
+            )
+            f = small.shape[1] / prob.shape[1]
+            prob = small
         seg = segment_to_ellipse(prob, THRESHOLD)
         if seg.fit is None:
-            return Result(self.name, mask=seg.mask, flags=seg.flags, error=seg.error)
+            return Result(self.name, mask=seg.mask if f == 1.0 else None, flags=seg.flags, error=seg.error)
         e = seg.fit.ellipse
+        if f < 1.0:
+            e = Ellipse(
+                (e.cx_px + 0.5) / f - 0.5,
+                (e.cy_px + 0.5) / f - 0.5,
+                e.semi_major_px / f,
+                e.semi_minor_px / f,
+                e.angle_deg,
+            )
+            seg.mask = None  # not kept at the full size of a huge scan
         return Result(
             self.name,
             e,
@@ -63,7 +81,7 @@ class Segmentation(Method):
             seg.mask,
             seg.flags,
             seg.confidence,
-            fit_residual_px=seg.fit.residual_px,
+            fit_residual_px=seg.fit.residual_px / f,
         )
 
 
