@@ -64,3 +64,46 @@ def test_demo_measures_synthetic_heads_with_the_shipped_models(tmp_path):
         # the net was trained on HC18's outline convention; synthetic skull walls are thick, so allow 6 %
         assert abs(float(r["hc_mm"]) - truth[name]) < 0.06 * truth[name], (name, r["hc_mm"], truth[name])
     assert len(list((tmp_path / "results" / "overlays").glob("*.png"))) == len(rows)
+
+
+@needs_data()
+@pytest.mark.slow
+def test_litert_gives_the_statuses_and_intervals_of_keras(tmp_path):
+    """The default int8 LiteRT models and the Keras models, fused, on the 20 regression scans."""
+    import csv
+
+    from typer.testing import CliRunner
+
+    from fetalbio.cli import app
+
+    names = json.loads((REPO / "fetalbio" / "shipped" / "segmentation" / "regression.json").read_text())[
+        "val"
+    ]
+    files = [str(HC18_TRAIN / n) for n in names]
+    csv_path = str(HC18_TRAIN.parent / "training_set_pixel_size_and_HC.csv")
+    rows = {}
+    for engine in ("keras", "litert"):
+        out = tmp_path / engine
+        res = CliRunner().invoke(
+            app,
+            [
+                "predict",
+                *files,
+                "--out",
+                str(out),
+                "--engine",
+                engine,
+                "--pixel-csv",
+                csv_path,
+                "--no-overlays",
+                "-q",
+            ],
+        )
+        assert res.exit_code == 0, res.output
+        rows[engine] = {r["file"]: r for r in csv.DictReader(open(out / "measurements.csv"))}
+    for f, k in rows["keras"].items():
+        lite = rows["litert"][f]
+        assert lite["status"] == k["status"], (f, k["review_reasons"], lite["review_reasons"])
+        assert abs(float(lite["hc_mm"]) - float(k["hc_mm"])) < 0.3  # int8 within 0.3 mm of Keras on HC
+        for col in ("hc_mm_low", "hc_mm_high"):
+            assert abs(float(lite[col]) - float(k[col])) < 1.0, (f, col)
