@@ -836,7 +836,10 @@ def export(
     from fetalbio.export import ExportError, export_model, print_verification
 
     try:
-        report = export_model(model, _methods(method)[0], out, quantize.value, calibration, console=console)
+        with console.status("exporting: conversion, then verification with LiteRT (up to a minute)..."):
+            report = export_model(
+                model, _methods(method)[0], out, quantize.value, calibration, console=console
+            )
     except ExportError as exc:
         raise fail(str(exc)) from None
     print_verification(report, console)
