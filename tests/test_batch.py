@@ -71,6 +71,8 @@ def test_out_that_is_a_file_or_read_only(folder, tmp_path):
     f.write_text("x")
     res = invoke(folder, "--out", f, *LITERT)
     assert res.exit_code == 2 and "existing file" in res.output and "Traceback" not in res.output
+    under_a_file = invoke(folder, "--out", f / "sub", *LITERT)  # a folder that cannot be made, even as root
+    assert under_a_file.exit_code == 2 and "cannot write the output folder" in under_a_file.output
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o500)
