@@ -624,6 +624,7 @@ def _run_predict(inputs, paths, missing, out: Path, opts, mode: str, model, engi
 
     from rich.progress import Progress
 
+    from fetalbio.modelinfo import ModelError
     from fetalbio.predict import (
         BatchRun,
         error_row,
@@ -659,7 +660,12 @@ def _run_predict(inputs, paths, missing, out: Path, opts, mode: str, model, engi
             with Progress(console=err_console, transient=True, disable=quiet) as bar:
                 task = bar.add_task("measuring", total=len(paths))
                 rows = [error_row(str(e.path), m, e.reason) for e in missing for m in opts.methods]
-                rows += predict_paths(paths, engines, out, opts, lambda n: bar.advance(task, n), run)
+                try:
+                    rows += predict_paths(paths, engines, out, opts, lambda n: bar.advance(task, n), run)
+                except ModelError as exc:  # a model that fails while running fails every scan: stop, say so
+                    raise fail(
+                        f"{exc} (the scans measured before are kept: fix the model, then --resume)"
+                    ) from None
             if opts.ga_weeks:
                 from fetalbio.clinical import add_ga_columns
 

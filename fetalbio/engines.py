@@ -54,8 +54,24 @@ def _complete_info(path: Path, info: ModelInfo | None, channels: int, input_hw: 
                 + " or ".join(f"{methods.get(n).out_channels} ({n})" for n in methods.PRIMARY)
             )
         info.method = m.name
+    else:
+        try:
+            want = getattr(methods.get(info.method), "out_channels", None)
+        except ValueError:  # a method this install does not know: nothing to check against
+            want = None
+        if want is not None and want != channels:
+            raise ModelError(
+                f"{path}: model has {channels} output channels but its sidecar says it is a {info.method} "
+                f"model ({want} channels); the sidecar belongs to another model"
+            )
     info.image_size = input_hw
     return info
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception as one line (TFLite and Keras errors span several)."""
+    text = " ".join(str(exc).split())
+    return f"{exc.__class__.__name__}: {text}" if text else exc.__class__.__name__
 
 
 class _EngineBase:
@@ -89,12 +105,11 @@ class KerasEngine(_EngineBase):
         register_keras_classes()
         self.path = resolve_model_path(path)
         info = info or ModelInfo.read(self.path)
+        verify_sha256(self.path, info)
         try:
             self.model = keras.models.load_model(self.path, compile=False)
         except Exception as exc:  # Keras raises many kinds; the user needs one line
-            raise ModelError(
-                f"{self.path}: cannot load Keras model ({exc.__class__.__name__}: {exc})"
-            ) from None
+            raise ModelError(f"{self.path}: cannot load Keras model ({_one_line(exc)})") from None
         shape = self.model.input_shape
         self.info = _complete_info(
             self.path, info, int(self.model.output_shape[-1]), (int(shape[1]), int(shape[2]))
@@ -122,12 +137,10 @@ class LiteRTEngine(_EngineBase):
             ) from None
         self.path = resolve_model_path(path)
         info = info or ModelInfo.read(self.path)
-        try:
-            self.interp = Interpreter(model_path=str(self.path), num_threads=num_threads)
-        except Exception as exc:
-            raise ModelError(f"{self.path}: cannot load TFLite model ({exc})") from None
-        self.inp = self.interp.get_input_details()[0]
-        self.out = self.interp.get_output_details()[0]
+        verify_sha256(self.path, info)
+        self.interp = self._call("load", Interpreter, model_path=str(self.path), num_threads=num_threads)
+        self.inp = self._call("read the input of", lambda: self.interp.get_input_details()[0])
+        self.out = self._call("read the output of", lambda: self.interp.get_output_details()[0])
         self.info = _complete_info(
             self.path,
             info,
@@ -135,12 +148,26 @@ class LiteRTEngine(_EngineBase):
             (int(self.inp["shape"][1]), int(self.inp["shape"][2])),
         )
         self._batch = int(self.inp["shape"][0])
-        self.interp.allocate_tensors()
+        self._call("allocate tensors for", self.interp.allocate_tensors)
+
+    def _call(self, what: str, fn, *args, **kw):
+        """``fn(*args, **kw)``; what a damaged file makes LiteRT raise becomes one line naming the file."""
+        try:
+            return fn(*args, **kw)
+        except Exception as exc:
+            raise ModelError(
+                f"{self.path}: LiteRT cannot {what} this TFLite model ({_one_line(exc)}); "
+                "the file may be damaged"
+            ) from None
 
     def _resize(self, n: int) -> None:
         if n != self._batch:
-            self.interp.resize_tensor_input(self.inp["index"], [n, *self.image_size, 1])
-            self.interp.allocate_tensors()
+
+            def resize():
+                self.interp.resize_tensor_input(self.inp["index"], [n, *self.image_size, 1])
+                self.interp.allocate_tensors()
+
+            self._call(f"run a batch of {n} with", resize)
             self.inp = self.interp.get_input_details()[0]
             self.out = self.interp.get_output_details()[0]
             self._batch = n
@@ -152,9 +179,9 @@ class LiteRTEngine(_EngineBase):
         if self.inp["dtype"] != np.float32:
             info = np.iinfo(self.inp["dtype"])
             x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.inp["dtype"])
-        self.interp.set_tensor(self.inp["index"], x)
-        self.interp.invoke()
-        y = self.interp.get_tensor(self.out["index"])
+        self._call("set the input of", self.interp.set_tensor, self.inp["index"], x)
+        self._call("run", self.interp.invoke)
+        y = self._call("read the output of", self.interp.get_tensor, self.out["index"])
         scale, zero = self.out["quantization"]
         if self.out["dtype"] != np.float32:
             y = (y.astype(np.float32) - zero) * scale
@@ -174,7 +201,6 @@ def load_engine(path: str | Path | None, method: str, engine: str = "auto") -> E
     info = ModelInfo.read(p)
     if info is not None and info.method is not None and info.method != wanted:
         raise ModelError(f"{p}: its sidecar says it is a {info.method} model, not a {wanted} model")
-    verify_sha256(p, info)
     eng: Engine = LiteRTEngine(p, info) if kind == "litert" else KerasEngine(p, info)
     if eng.method != wanted:
         raise ModelError(f"{p}: is a {eng.method} model, not a {wanted} model")

@@ -91,14 +91,14 @@ class ModelInfo:
     @classmethod
     def read(cls, path: Path) -> ModelInfo | None:
         """The sidecar of a model file: ``<name>.json``, else ``model.json`` beside it; None if neither."""
-        for cand in (path.with_suffix(".json"), path.parent / "model.json"):
-            if cand.exists():
-                try:
-                    d = json.loads(cand.read_text())
-                except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                    raise ModelError(f"{cand}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
-                return cls.from_dict(d, cand)
-        return None
+        cand = sidecar_path(path)
+        if cand is None:
+            return None
+        try:
+            d = json.loads(cand.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+            raise ModelError(f"{cand}: not valid JSON ({getattr(exc, 'msg', exc)})") from None
+        return cls.from_dict(d, cand)
 
     def write(self, path: Path) -> Path:
         from fetalbio.writers import write_json_atomic
@@ -145,8 +145,15 @@ def _positive(v: Any, key: str, where: Path | str, allow_zero: bool = False) -> 
     return f
 
 
+def sidecar_path(path: Path) -> Path | None:
+    """The sidecar of a model file: ``<name>.json``, else ``model.json`` beside it; None if neither."""
+    return next((c for c in (path.with_suffix(".json"), path.parent / "model.json") if c.exists()), None)
+
+
 def verify_sha256(path: Path, info: ModelInfo | None) -> None:
-    """ModelError when the sidecar records a sha256 for ``path`` and the file's bytes differ from it."""
+    """ModelError when the sidecar records a sha256 for ``path`` (``tflite_sha256`` for a ``.tflite``
+    file, ``model_sha256`` for a ``.keras`` one) and the file's bytes differ from it. No hash: no check
+    (a training run's ``model.json`` records none)."""
     if info is None:
         return
     want = info.tflite_sha256 if path.suffix == ".tflite" else info.model_sha256
@@ -157,8 +164,8 @@ def verify_sha256(path: Path, info: ModelInfo | None) -> None:
     got = hashlib.sha256(path.read_bytes()).hexdigest()
     if got != want:
         raise ModelError(
-            f"{path}: sha256 {got[:12]}... differs from its sidecar's {want[:12]}...: the file is damaged or "
-            "was replaced; reinstall it or export it again"
+            f"{path}: sha256 {got[:12]}... does not match its sidecar ({sidecar_path(path)}: "
+            f"{want[:12]}...); the file is damaged or was replaced: reinstall it or export it again"
         )
 
 
