@@ -62,6 +62,8 @@ def _time(cmd: list[str], env: dict) -> tuple[float, float]:
 
 
 def run(n: int, baseline: str, repeat: int) -> dict:
+    from fetalbio import methods
+
     with tempfile.TemporaryDirectory(prefix="fetalbio-benchproc-") as tmp_s:
         tmp = Path(tmp_s)
         folder, what = _scans(n, tmp)
@@ -89,7 +91,7 @@ def run(n: int, baseline: str, repeat: int) -> dict:
                         "--engine",
                         "litert",
                         "--method",
-                        "segmentation",
+                        methods.PRIMARY[0],
                         "--no-overlays",
                         "-q",
                         "--pixel-csv",

@@ -8,7 +8,6 @@ The same records calibrate the fused estimate (``tools/calibrate_fused.py``).
 
 from __future__ import annotations
 
-import math
 import random
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,9 +15,9 @@ from typing import Any
 
 import numpy as np
 
-MEASURES = ("hc", "bpd", "ofd")
+from fetalbio.methods.fused import MEASURES, fit_fused_calibration  # noqa: F401  (the tools import it here)
+
 GROSS_MM = 5.0  # an HC error above this is a gross error, which must be sent to review
-WEIGHT_EVIDENCE = 0.10  # a fitted weight replaces 0.5 only when it cuts the calibration MAE by more
 
 
 def report_and_calibration_halves(names: list[str], seed: int = 2026) -> tuple[list[str], list[str]]:
@@ -139,75 +138,3 @@ def validation_samples(split_file: Path, names: list[str] | None = None) -> list
     keep = set(names) if names is not None else val
     folder = default_data_root() / "hc18" / "training_set"
     return [s for s in find_samples(folder) if s.name in val and s.name in keep and s.annotation_path]
-
-
-def _pairs(recs: list[dict]) -> list[tuple[dict, dict]]:
-    by = {}
-    for r in recs:
-        by.setdefault((r["file"], r["kind"]), {})[r["method"]] = r
-    return [
-        (d["segmentation"], d["landmarks"]) for d in by.values() if "segmentation" in d and "landmarks" in d
-    ]
-
-
-def fit_fused_calibration(recs: list[dict], coverage: float = 0.9) -> dict:
-    """Biases (median errors on clean scans), weights (least MAE), conformal quantiles (clean + perturbed)."""
-    from fetalbio.methods.fused import FusedCalibration, combine_values
-
-    ok = [(s, lm) for s, lm in _pairs(recs) if s["status"] != "error" and lm["status"] != "error"]
-    bias = {m: {} for m in ("segmentation", "landmarks")}
-    for i, m in enumerate(bias):
-        for k in MEASURES:
-            errs = [p[i][f"{k}_mm"] - p[i][f"{k}_true_mm"] for p in ok if p[i]["kind"] == "clean"]
-            bias[m][k] = round(float(np.median(errs)), 3)
-    weights = {}
-    for k in MEASURES:
-
-        def mae(w: float, k: str = k) -> float:
-            return float(
-                np.mean(
-                    [
-                        abs(
-                            w * (s[f"{k}_mm"] - bias["segmentation"][k])
-                            + (1 - w) * (lm[f"{k}_mm"] - bias["landmarks"][k])
-                            - s[f"{k}_true_mm"]
-                        )
-                        for s, lm in ok
-                    ]
-                )
-            )
-
-        best = min(np.linspace(0, 1, 21), key=mae)
-        # equal weights unless the data says clearly otherwise: on ~80 scans the two halves of the
-        # validation split disagree on which method is better, by about 10 %
-        weights[k] = round(float(best), 2) if mae(best) < (1 - WEIGHT_EVIDENCE) * mae(0.5) else 0.5
-    cal = FusedCalibration(weights=weights, bias_mm=bias)
-    q, single = {}, {}
-    scores = {k: [] for k in MEASURES}
-    for s, lm in ok:
-        est, sig = combine_values(_vals(s), _vals(lm), cal, True)
-        for k in MEASURES:
-            scores[k].append(abs(est[k] - s[f"{k}_true_mm"]) / sig[k])
-    for k in MEASURES:
-        a = np.sort(scores[k])
-        n = len(a)
-        q[k] = round(float(a[min(n - 1, math.ceil((n + 1) * coverage) - 1)]), 4)  # split-conformal
-        rel = [
-            abs(p[i][f"{k}_mm"] - bias[m][k] - p[i][f"{k}_true_mm"]) / p[i][f"{k}_true_mm"]
-            for p in ok
-            for i, m in enumerate(bias)
-        ]
-        single[k] = round(float(np.quantile(rel, coverage)), 4)
-    return {
-        "weights": weights,
-        "bias_mm": bias,
-        "floor_frac": cal.floor_frac,
-        "q": q,
-        "single_method_sigma_frac": single,
-        "coverage": coverage,
-        "notes": f"fitted on {len(ok)} (scan, perturbation) pairs of the calibration half",
-    }
-
-
-def _vals(r: dict) -> dict:
-    return {k: r[f"{k}_mm"] for k in MEASURES}
