@@ -398,15 +398,6 @@ def write_outputs(out: Path, rows: list[dict], run_info: dict) -> dict:
     shown = ("model", "engine", "started", "finished", "fetalbio_version")
     write_report(out, rows, {**summary, **{k: run_info.get(k) for k in shown}})
     return summary
-    write_report(
-        out,
-        rows,
-        {
-            **summary,
-            **{k: run_info.get(k) for k in ("model", "engine", "started", "finished", "fetalbio_version")},
-        },
-    )
-    return summary
 
 
 def options_for(opts: PredictOptions, model_sha256: dict[str, str]) -> str:

@@ -1,22 +1,24 @@
-"""report.html: unit checks, and the real thing opened in headless Chromium (DOM + a screenshot)."""
+"""report.html: unit checks, and the real page opened in headless Chromium (DOM, JS, a screenshot)."""
 
 from __future__ import annotations
 
 import csv
 import html
-import re
 import shutil
 import subprocess
+from decimal import Decimal
+from html.parser import HTMLParser
 from pathlib import Path
+from urllib.parse import quote
 
 import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from fetalbio.report import render, weeks_days
+from fetalbio.report import render, weeks_days, write_report
 from fetalbio.synthetic import write_samples
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+CHROMIUM = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 FLAGS = [
     "--headless",
     "--no-sandbox",
@@ -27,74 +29,206 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="/usr/bin/chromium is absent (Debian's chromium; .ci/run installs it)"
+)
+WEIRD = '<b>&"x" #1.png'  # HTML metacharacters, quotes, and a '#' that would cut a URL
+
+
+class Cards(HTMLParser):
+    """The cards of a page, in document order: attributes, the text of classed cells, image sources."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.cards: list[dict] = []
+        self.field: str | None = None
+
+    def handle_starttag(self, tag: str, attrs: list) -> None:
+        a = dict(attrs)
+        cls = a.get("class") or ""
+        if tag == "div" and cls == "card":
+            self.cards.append({**a, "img": [], "href": []})
+        elif self.cards and tag == "img":
+            self.cards[-1]["img"].append(a["src"])
+        elif self.cards and tag == "a":
+            self.cards[-1]["href"].append(a["href"])
+        elif self.cards and cls in ("hc", "bpd", "ofd", "ga", "err", "reasons", "flags", "status"):
+            self.field = cls
+            self.cards[-1].setdefault(cls, []).append("")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in ("td", "div", "b"):
+            self.field = None
+
+    def handle_data(self, data: str) -> None:
+        if self.field:
+            self.cards[-1][self.field][-1] += data
+
+
+def cards_of(page: str) -> list[dict]:
+    """The parsed cards of a page."""
+    p = Cards()
+    p.feed(page)
+    return p.cards
+
+
+def fmt(row: dict, key: str) -> str:
+    """A value as the page must show it, computed here: the stored float rounded exactly to 0.1, with the
+    row's unit (35.55 is 35.5499... as a float, so 35.5)."""
+    unit = row["unit"]
+    return f"{Decimal(float(row[f'{key}_{unit}'])).quantize(Decimal('0.1'))} {unit}"
+
+
+def ga(weeks: float) -> str:
+    """Weeks as 'Nw Nd', days rounded down."""
+    days = int(float(weeks) * 7 + 1e-6)
+    return f"{days // 7}w {days % 7}d"
+
+
+def built_rows() -> list[dict]:
+    """A batch: a review scan with two methods and an awkward name, one in pixels, one ok, one failed."""
+    base = {"engine": "litert", "model_id": "fused/model.tflite@abc", "error": ""}
+    return [
+        {**base, "file": "/d/a.png", "method": "fused", "status": "ok", "unit": "mm", "hc_mm": 170.04,
+         "bpd_mm": 47.25, "ofd_mm": 60.0, "ga_hadlock_hc_weeks": 19.43, "flags": "",
+         "overlay": "overlays/a.png"},
+        {**base, "file": f"/d/{WEIRD}", "method": "fused", "status": "review", "unit": "mm", "hc_mm": 99.96,
+         "bpd_mm": 28.04, "ofd_mm": 35.55, "ga_hadlock_hc_weeks": 14.1, "flags": "edge;methods_disagree",
+         "review_reasons": "head cut by the image border; the methods disagree",
+         "overlay": f"overlays/{WEIRD}_fused.png"},
+        {**base, "file": f"/d/{WEIRD}", "method": "landmarks", "status": "ok", "unit": "mm", "hc_mm": 120.0,
+         "bpd_mm": 30.0, "ofd_mm": 40.0, "ga_hadlock_hc_weeks": 16.0, "flags": "methods_disagree",
+         "overlay": f"overlays/{WEIRD}_landmarks.png"},
+        {**base, "file": "/d/px.png", "method": "fused", "status": "ok", "unit": "px", "hc_px": 812.36,
+         "bpd_px": 230.0, "ofd_px": 290.12, "hc_mm": None, "ga_hadlock_hc_weeks": None,
+         "flags": "no_pixel_size", "overlay": "overlays/px.png"},
+        {"file": "/d/bad.png", "method": "fused", "status": "error", "error": "cannot read <bad> & co",
+         "unit": "", "flags": "", "overlay": ""},
+    ]  # fmt: skip
 
 
 def test_weeks_and_days():
-    assert weeks_days(20.43) == "20w 3d" and weeks_days(20.0) == "20w 0d" and weeks_days(None) == ""
+    assert weeks_days(20.43) == "20w 3d" and weeks_days(20.0) == "20w 0d" and weeks_days(13.99) == "13w 6d"
+    assert weeks_days(None) == weeks_days(float("nan")) == weeks_days("") == ""
+    assert weeks_days("20.43") == "20w 3d"  # values read back from measurements.csv are text
 
 
 def test_names_are_escaped_and_review_comes_first():
+    rows = built_rows()
+    page = render(rows, {"n_scans": 4, "n_review": 1, "model": "<m>"})
+    assert WEIRD not in page and html.escape(WEIRD) in page and "&lt;m&gt;" in page
+    assert "cannot read &lt;bad&gt; &amp; co" in page
+    cards = cards_of(page)
+    assert [c["data-status"] for c in cards] == ["review", "error", "ok", "ok"]
+    weird = cards[0]
+    assert weird["data-file"] == f"/d/{WEIRD}" and weird["hc"] == ["100.0 mm", "120.0 mm"]
+    assert weird["img"][0] == quote(f"overlays/{WEIRD}_fused.png") and "%23" in weird["img"][0]
+    assert weird["ga"] == ["14w 0d", "16w 0d"] and "edge" in weird["flags"][0]
+    px = next(c for c in cards if c["data-file"] == "/d/px.png")
+    assert px["hc"] == ["812.4 px"] and px["bpd"] == ["230.0 px"] and px["ga"] == [""]
+
+
+def test_a_big_batch_stays_lean():
     rows = [
-        {"file": "a.png", "method": "fused", "status": "ok", "unit": "mm", "hc_mm": 170.04, "flags": ""},
-        {
-            "file": '<b>&"x".png',
-            "method": "fused",
-            "status": "review",
-            "unit": "mm",
-            "hc_mm": 99.96,
-            "flags": "edge",
-            "review_reasons": "head cut by the image border",
-        },
-        {"file": "c.png", "method": "fused", "status": "error", "error": "not an image", "flags": ""},
-    ]
-    page = render(rows, {"n_scans": 3})
-    assert "<b>&" not in page and html.escape('<b>&"x".png') in page
-    order = [m.group(1) for m in re.finditer(r'data-status="(\w+)"', page)]
-    assert order == ["review", "error", "ok"]
-    assert "170.0 mm" in page and "100.0 mm" in page and "head cut by the image border" in page
+        {"file": f"/d/{i:05d}.png", "method": "fused", "status": "ok", "unit": "mm", "hc_mm": 100 + i % 200,
+         "bpd_mm": 30.0, "ofd_mm": 40.0, "flags": "", "overlay": f"overlays/{i:05d}.png"}
+        for i in range(2000)
+    ]  # fmt: skip
+    page = render(rows, {"n_scans": 2000})
+    assert page.count('class="card"') == 2000 and page.count('loading="lazy"') == 2000
+    assert len(page) < 2_000_000
 
 
-def _chromium(*args: str, tmp: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
+def chromium(*args: str, tmp: Path) -> str:
+    """Run headless Chromium; its stdout."""
+    res = subprocess.run(
         [CHROMIUM, *FLAGS, f"--user-data-dir={tmp / 'profile'}", *args],
         capture_output=True,
         text=True,
         timeout=120,
     )
+    assert res.returncode == 0, res.stderr[-2000:]
+    return res.stdout
+
+
+def screenshot(url: str, tmp: Path) -> np.ndarray:
+    """A 1200x1600 screenshot of a page (BGR), asserted not blank."""
+    import cv2
+
+    shot = tmp / "shot.png"
+    chromium(f"--screenshot={shot}", "--window-size=1200,1600", url, tmp=tmp)
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (1600, 1200)
+    assert float(img.std()) > 10 and len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # not blank
+    return img
+
+
+def check_cards(cards: list[dict], rows: list[dict]) -> None:
+    """Every scan has one card, with its rows' values formatted independently here."""
+    assert sorted(c["data-file"] for c in cards) == sorted({r["file"] for r in rows})
+    for card in cards:
+        mine = [r for r in rows if r["file"] == card["data-file"]]
+        measured = [r for r in mine if r["status"] != "error"]
+        assert card.get("hc", []) == [fmt(r, "hc") for r in measured]
+        assert card.get("bpd", []) == [fmt(r, "bpd") for r in measured]
+        assert card.get("ofd", []) == [fmt(r, "ofd") for r in measured]
+        assert card.get("ga", []) == [
+            ga(r["ga_hadlock_hc_weeks"]) if r.get("ga_hadlock_hc_weeks") else "" for r in measured
+        ]
+        assert card["img"] == card["href"] == [quote(r["overlay"]) for r in mine if r.get("overlay")]
+        assert card.get("err", []) == [r["error"] for r in mine if r["status"] == "error"]
 
 
 @pytest.mark.slow
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (.ci/run installs it)")
-def test_report_in_a_real_browser(tmp_path):
+@needs_chromium
+def test_built_report_in_a_real_browser(tmp_path):
+    import cv2
+
+    rows = built_rows()
+    (tmp_path / "overlays").mkdir()
+    for r in rows:  # real overlays: the review scan's in pure red, so the screenshot shows they load
+        if r["overlay"]:
+            colour = (0, 0, 255) if r["status"] == "review" else (200, 120, 40)
+            ok, png = cv2.imencode(".png", np.full((240, 320, 3), colour, np.uint8))
+            assert ok
+            (tmp_path / r["overlay"]).write_bytes(png.tobytes())
+    path = write_report(tmp_path, rows, {"n_scans": 4, "n_ok": 2, "n_review": 1, "n_failed": 1, "n_px": 1})
+    cards = cards_of(chromium("--dump-dom", path.as_uri(), tmp=tmp_path))
+    assert [c["data-status"] for c in cards] == ["review", "error", "ok", "ok"]
+    check_cards(cards, rows)
+    assert cards[0]["reasons"] == ["review: head cut by the image border; the methods disagree"]
+    # the inline JS: a link's #status=ok&sort=hc filters and sorts on load
+    js = cards_of(chromium("--dump-dom", path.as_uri() + "#status=ok&sort=hc", tmp=tmp_path))
+    assert [c["data-file"] for c in js] == [f"/d/{WEIRD}", "/d/a.png", "/d/px.png", "/d/bad.png"]  # by HC
+    shown = [c["data-file"] for c in js if "none" not in (c.get("style") or "")]
+    assert shown == ["/d/a.png", "/d/px.png"]  # status ok only
+    img = screenshot(path.as_uri(), tmp_path)
+    red = (img[..., 2] > 230) & (img[..., 1] < 25) & (img[..., 0] < 25)
+    assert red.sum() > 5000, "the overlay named with <, &, quotes and # did not load"
+
+
+@pytest.mark.slow
+@needs_chromium
+def test_predict_report_in_a_real_browser(tmp_path):
     from fetalbio.cli import app
 
     scans = tmp_path / "scans"
     write_samples(scans, n=4, seed=5, shape_hw=(270, 400), pixel_size_mm=0.2)
+    shutil.copy(scans / "100_HC.png", scans / WEIRD)
     (scans / "broken.png").write_bytes(b"not a png")
     out = tmp_path / "run"
     res = CliRunner().invoke(app, ["predict", str(scans), "--out", str(out), "--engine", "litert", "-q"])
     assert res.exit_code == 1, res.output  # the broken file fails, the batch does not
     with open(out / "measurements.csv", newline="") as f:
         rows = list(csv.DictReader(f))
-    dom = _chromium("--dump-dom", (out / "report.html").as_uri(), tmp=tmp_path).stdout
-    cards = re.findall(
-        r'<div class="card" data-file="([^"]+)" data-status="(\w+)"[^>]*>(.*?)</table>', dom, re.S
-    )
-    assert len(cards) == len({r["file"] for r in rows}) == 5
-    for file, status, body in cards:
-        row = next(r for r in rows if r["file"] == html.unescape(file))
-        if row["status"] == "error":
-            assert status == "error" and html.escape(row["error"]) in body
-            continue
-        assert status == row["status"]
-        want = f"{float(row['hc_mm']):.1f} mm"  # from the CSV, formatted here
-        assert re.search(rf'class="hc">{re.escape(want)}<', body), (want, body[:300])
-        assert f"{float(row['bpd_mm']):.1f} mm" in body and f"{float(row['ofd_mm']):.1f} mm" in body
-        assert re.search(r'<img loading="lazy" src="overlays/', body)
-    shot = tmp_path / "shot.png"
-    _chromium(f"--screenshot={shot}", "--window-size=1200,900", (out / "report.html").as_uri(), tmp=tmp_path)
-    import cv2
-
-    img = cv2.imread(str(shot))
-    assert img is not None and img.shape[0] > 100
-    assert float(img.std()) > 10 and len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # not blank
+    assert (out / "report.html").exists(), "predict did not write report.html"
+    cards = cards_of(chromium("--dump-dom", (out / "report.html").as_uri(), tmp=tmp_path))
+    assert len(cards) == len({r["file"] for r in rows}) == 6
+    rank = {"review": 0, "error": 1, "ok": 2}
+    statuses = [c["data-status"] for c in cards]
+    assert statuses == sorted(statuses, key=rank.__getitem__) and "error" in statuses
+    for r in rows:
+        r["ga_hadlock_hc_weeks"] = r["ga_hadlock_hc_weeks"] or None
+    check_cards(cards, rows)
+    assert any(c["data-file"].endswith(WEIRD) for c in cards)
+    screenshot((out / "report.html").as_uri(), tmp_path)
