@@ -259,3 +259,19 @@ def test_a_huge_scan_is_post_processed_at_a_bounded_size():
     a = measure_ellipse(small_r.results["segmentation"].ellipse, (0.15, 0.15)).hc
     b = measure_ellipse(big_r.results["segmentation"].ellipse, (0.025, 0.025)).hc
     assert b == pytest.approx(a, rel=0.02)
+
+
+def test_a_landmark_outside_the_scan_is_flagged_edge():
+    from fetalbio import methods
+    from fetalbio.heatmaps import render_heatmaps
+    from fetalbio.modelinfo import ModelInfo
+
+    lb = Letterbox.fit((300, 400), (64, 96))  # the scan fills 85 of 96 columns: pad_x = 5
+    info = ModelInfo("landmarks", heatmap_sigma_px=2.0)
+    inside = np.array([[48, 14], [48, 50], [22, 32], [74, 32]], float)
+    outside = inside.copy()
+    outside[2, 0] = 1.0  # an OFD end in the padding, left of the scan
+    lm = methods.get("landmarks")
+    assert "edge" not in lm.decode(render_heatmaps(inside, (64, 96), 2.0), lb, info).flags
+    res = lm.decode(render_heatmaps(outside, (64, 96), 2.0), lb, info)
+    assert "edge" in res.flags and res.landmarks.as_array()[:, 0].min() < 0

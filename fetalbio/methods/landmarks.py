@@ -53,6 +53,10 @@ class LandmarkMethod(Method):
         limit = LOW_POINT_CONFIDENCE if info.low_point_confidence is None else info.low_point_confidence
         flags = ["low_confidence"] if min(conf) < limit else []
         pts = lm.as_array()
+        w = getattr(letterbox, "full_w", None) or letterbox.orig_w
+        h = getattr(letterbox, "full_h", None) or letterbox.orig_h
+        if (pts < -0.5).any() or (pts[:, 0] > w - 0.5).any() or (pts[:, 1] > h - 0.5).any():
+            flags.append("edge")  # a caliper outside the scan: the head is cut, or the points are wrong
         # a collapsed pair (both points on one spot) is no measurement: an empty or degenerate output
         if min(np.hypot(*(pts[1] - pts[0])), np.hypot(*(pts[3] - pts[2]))) < MIN_AXIS_PX:
             return Result(
