@@ -537,8 +537,8 @@ def predict(
     ga_map = _check_predict_options(resume, overwrite, pixel_size, pixel_csv, ga_csv)
     methods = _available_methods(method, model, engine)
     paths, missing = find_scans(inputs)  # checked before any model loads
-    if not paths and not missing:
-        raise fail("no scans found in " + ", ".join(map(str, inputs)))
+    if not paths:  # nothing to measure: say why at once, before any model loads
+        raise fail("; ".join(str(e) for e in missing) or "no scans found in " + ", ".join(map(str, inputs)))
     csv_map = _pixel_csv_for(inputs, pixel_csv, pixel_size, paths)
     opts = PredictOptions(
         methods=methods,
