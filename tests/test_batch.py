@@ -59,9 +59,7 @@ def test_run_folder_holds_provenance_and_refuses_a_second_run(folder, tmp_path):
     again = invoke(folder, "--out", out, "--method", "segmentation", *LITERT)
     assert again.exit_code == 2 and "not empty" in again.output and "--resume" in again.output
     assert len(table(out)) == 4  # untouched
-    over = invoke(
-        folder / "100_HC.png", "--out", out, "--method", "segmentation", "--overwrite", *LITERT
-    )
+    over = invoke(folder / "100_HC.png", "--out", out, "--method", "segmentation", "--overwrite", *LITERT)
     assert over.exit_code == 0, over.output
     assert len(table(out)) == 1 and len(list((out / "overlays").iterdir())) == 1  # no stale overlays
 
@@ -125,22 +123,13 @@ def test_long_names_are_capped(tmp_path):
     assert len(Path(row["overlay"]).name.encode()) < 200 and (tmp_path / "run" / row["overlay"]).exists()
 
 
+def _cmd(folder: Path, out: Path, *extra: str) -> list[str]:
+    """The real CLI in a fresh process (signals and locks are per process)."""
+    return [sys.executable, "-m", "fetalbio.cli", "predict", str(folder), "--out", str(out), *LITERT, *extra]
+
+
 def _start(folder: Path, out: Path, *extra: str) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "fetalbio.cli",
-        "predict",
-        str(folder),
-        "--out",
-        str(out),
-        "--batch-size",
-        "2",
-        "--method",
-        "segmentation",
-        *LITERT,
-        *extra,
-    ]
+    cmd = _cmd(folder, out, "--batch-size", "2", "--method", "segmentation", *extra)
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -200,21 +189,7 @@ def test_two_runs_into_one_folder(tmp_path):
     out = tmp_path / "run"
     first = _start(folder, out)
     _wait_for_journal(out, 1, first)
-    second = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fetalbio.cli",
-            "predict",
-            str(folder),
-            "--out",
-            str(out),
-            "--resume",
-            *LITERT,
-        ],
-        capture_output=True,
-        text=True,
-    )
+    second = subprocess.run(_cmd(folder, out, "--resume"), capture_output=True, text=True)
     assert second.returncode == 2 and "another fetalbio run" in second.stderr
     assert first.wait(timeout=120) == 0
     assert len(table(out)) == 24
