@@ -255,7 +255,8 @@ def test_predict_with_litert_gives_the_keras_measurements(head, tmp_path):
         for a, b in zip(ref, rows, strict=True):
             assert b["status"] == "ok"
             for k in ("hc_mm", "bpd_mm", "ofd_mm"):
-                assert abs(float(a[k]) - float(b[k])) <= tol, (q, k, a[k], b[k])
+                # the CSV holds mm to 2 decimals: rounding alone can add 0.01 mm to a difference
+                assert abs(float(a[k]) - float(b[k])) <= tol + 0.01 + 1e-9, (q, k, a[k], b[k])
     ver = head["int8"]["verification"]["summary"]
     assert ver["n_compared"] == ver["n_scans"] > 0 and ver["max_abs_hc_diff_mm"] < INT8_MM_TOL
 
