@@ -76,8 +76,8 @@ def _row(**kw) -> dict:
         (_row(flags="methods_disagree"), _row(), "disagree"),
         (_row(flags="one_method_only"), _row(), "only one method"),
         (
-            _row(hc_mm_low=160.0, hc_mm_high=160.0 + 0.09 * 170),
-            _row(hc_mm_low=165.0, hc_mm_high=175.0),
+            _row(hc_mm_low=160.0, hc_mm_high=160.0 + (defaults.REVIEW_INTERVAL_FRAC + 0.01) * 170),
+            _row(hc_mm_low=165.0, hc_mm_high=165.0 + (defaults.REVIEW_INTERVAL_FRAC - 0.02) * 170),
             "wide",
         ),
         (_row(cephalic_index=55.0), _row(cephalic_index=72.0), "shape"),
@@ -94,10 +94,10 @@ def test_each_review_reason_fires_and_does_not(bad, good, reason):
 
 
 def test_review_threshold_scales_with_the_head():
-    # the same 9 mm wide interval: too wide for a small head, fine for a large one
-    small = _row(hc_mm=100.0, hc_mm_low=95.0, hc_mm_high=104.0)
-    large = _row(hc_mm=300.0, hc_mm_low=295.0, hc_mm_high=304.0)
-    assert 9.0 > defaults.REVIEW_INTERVAL_FRAC * 100.0 and 9.0 < defaults.REVIEW_INTERVAL_FRAC * 300.0
+    # the same interval width: too wide for a small head, fine for a large one
+    width = 1.3 * defaults.REVIEW_INTERVAL_FRAC * 100.0
+    small = _row(hc_mm=100.0, hc_mm_low=100.0 - width / 2, hc_mm_high=100.0 + width / 2)
+    large = _row(hc_mm=300.0, hc_mm_low=300.0 - width / 2, hc_mm_high=300.0 + width / 2)
     assert review_reasons(small) and not review_reasons(large)
 
 
