@@ -23,11 +23,11 @@ annotation without its scan, or any other file that is neither a scan nor an ann
 
 Landmark checks (``lm_status``/``lm_reasons``)
 ----------------------------------------------
-The landmark CSV (role-challenge format, see :func:`read_landmarks_csv`) names two pairs 'bpd' and
-'ofd'. First the file as a whole: when the majority of its rows have the 'bpd' pair LONGER than the
-'ofd' pair, the names are swapped (``landmarks_names_swapped``) and every row is read with the pairs
-exchanged. Then each row of an image in the folder is flagged ``suspect`` with one short reason per
-failed check:
+The landmark CSV (role-challenge format, see :func:`fetalbio.datasets.read_landmarks_csv`) names
+two pairs 'bpd' and 'ofd'. First the file as a whole: when the majority of its rows have the 'bpd'
+pair LONGER than the 'ofd' pair, the names are swapped (``landmarks_names_swapped``) and every row is
+read with the pairs exchanged. Then each row of an image in the folder is flagged ``suspect`` with
+one short reason per failed check:
 
 * ``bpd_longer``: BPD is still longer than OFD after the file-wide decision;
 * ``not_perpendicular``: the angle between the two axes differs from 90 deg by more than
@@ -94,8 +94,7 @@ from typing import Any
 
 import numpy as np
 
-from fetalbio.datasets import (  # noqa: F401  (read_landmarks_csv: re-exported)
-    LANDMARK_COLUMNS,
+from fetalbio.datasets import (
     Sample,
     Truth,
     find_pixel_csv,
@@ -108,7 +107,6 @@ from fetalbio.io import ScanError, read_pixel_csv, read_scan
 
 __all__ = [
     "HC_TOLERANCE_MM",
-    "LANDMARK_COLUMNS",
     "LM_MAX_ANGLE_DEV_DEG",
     "LM_MAX_MIDPOINT_OFFSET",
     "LM_OFF_SKULL_MIN_MM",
@@ -119,7 +117,6 @@ __all__ = [
     "check_landmark_points",
     "names_swapped_share",
     "print_report",
-    "read_landmarks_csv",
     "report_table_rows",
     "usable_landmarks",
 ]
@@ -428,7 +425,8 @@ def check_dataset(
         folder: ``NAME.png`` scans with ``NAME_Annotation.png`` outlines (HC18 layout).
         pixel_csv: ``filename,pixel size(mm)[,head circumference (mm)]``; found in or beside the
             folder when not given (:func:`fetalbio.datasets.find_pixel_csv`).
-        landmarks_csv: a four-point CSV (:func:`read_landmarks_csv`) to check against the annotations.
+        landmarks_csv: a four-point CSV (:func:`fetalbio.datasets.read_landmarks_csv`) to check
+            against the annotations.
 
     Returns:
         A :class:`DataCheckReport`. Each row has ``file``, ``status`` ('ok' | 'warning' | 'error'),

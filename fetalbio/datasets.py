@@ -15,7 +15,7 @@ import random
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import cv2
 import numpy as np
@@ -28,9 +28,15 @@ from fetalbio.geometry import (
     ellipse_to_landmarks,
     fit_ellipse_outline,
 )
-from fetalbio.io import ScanError, annotation_path, read_csv_file, read_pixel_csv
+from fetalbio.io import (
+    ScanError,
+    annotation_path,
+    check_comma_separated,
+    is_annotation,
+    read_csv_file,
+    read_pixel_csv,
+)
 
-ANNOTATION_SUFFIX = "_Annotation"
 LANDMARK_COLUMNS = ("bpd_1_x", "bpd_1_y", "bpd_2_x", "bpd_2_y", "ofd_1_x", "ofd_1_y", "ofd_2_x", "ofd_2_y")
 _NAME_COLUMNS = ("image_name", "filename")
 _SUBJECT_RE = re.compile(r"^(\d{3})_")
@@ -93,13 +99,20 @@ def find_pixel_csv(folder: Path) -> Path | None:
 
 
 def read_hc_column(path: Path) -> dict[str, float]:
-    """The optional ``head circumference (mm)`` column of an HC18 CSV (empty when absent)."""
+    """``{file name: reference HC in mm}`` from an HC18 CSV's optional ``head circumference (mm)`` column.
+
+    Empty when the column is absent; rows whose value is not a number are skipped.
+
+    Raises:
+        ScanError: missing/unreadable file, or a header separated by ``;`` or tabs instead of commas.
+    """
     return read_csv_file(path, _parse_hc_column)
 
 
-def _parse_hc_column(path: Path, fh: Any) -> dict[str, float]:
-    # one reader for every CSV (fetalbio.io.read_csv_file): one-line errors naming the file
+def _parse_hc_column(path: Path, fh: TextIO) -> dict[str, float]:
+    """The HC column (mm) of an open CSV (read through :func:`fetalbio.io.read_csv_file`)."""
     reader = csv.DictReader(fh)
+    check_comma_separated(path, reader.fieldnames, "filename,pixel size(mm),head circumference (mm)")
     cols = {c.strip().lower(): c for c in (reader.fieldnames or [])}
     col = next((v for k, v in cols.items() if k.startswith("head circumference")), None)
     if col is None:
@@ -123,7 +136,7 @@ def find_samples(folder: str | Path, pixel_csv: str | Path | None = None) -> lis
     hcs = read_hc_column(csv_path) if csv_path else {}
     samples = []
     for p in sorted(folder.iterdir()):
-        if p.suffix.lower() != ".png" or p.stem.endswith(ANNOTATION_SUFFIX) or p.name.startswith("."):
+        if p.suffix.lower() != ".png" or is_annotation(p) or p.name.startswith("."):
             continue
         ann = annotation_path(p)
         samples.append(
@@ -212,17 +225,19 @@ def read_landmarks_csv(path: str | Path) -> dict[str, np.ndarray]:
         in the file** (the names are not trusted or corrected here; see :func:`names_swapped_share`).
 
     Raises:
-        ScanError: missing/unreadable file, missing column, empty image name, a value that is not a
-            finite number, or an image listed twice with different points (the reason names the
-            line and the image).
+        ScanError: missing/unreadable file, a header separated by ``;`` or tabs instead of commas,
+            missing column, empty image name, a value that is not a finite number, or an image listed
+            twice with different points (the reason names the line and the image).
     """
     return read_csv_file(path, lambda p, fh: _parse_landmarks(p, csv.reader(fh)))
 
 
 def _parse_landmarks(path: Path, reader: Any) -> dict[str, np.ndarray]:
+    """``{name: (4, 2) px}`` from a ``csv.reader`` over a landmark CSV (see :func:`read_landmarks_csv`)."""
     header = next(reader, None)
     if header is None:
         raise ScanError(path, "empty CSV file")
+    check_comma_separated(path, header, "image_name," + ",".join(LANDMARK_COLUMNS))
     columns = ["".join(h.split()).lower() for h in header]
     name_col = next((columns.index(c) for c in _NAME_COLUMNS if c in columns), None)
     if name_col is None:

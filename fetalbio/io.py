@@ -19,7 +19,7 @@ import csv
 import errno
 import math
 import os
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO, TypeVar
@@ -37,7 +37,11 @@ __all__ = [
     "DICOM_SUFFIXES",
     "Scan",
     "ScanError",
+    "annotation_path",
+    "check_comma_separated",
     "find_scans",
+    "is_annotation",
+    "read_csv_file",
     "read_pixel_csv",
     "read_scan",
 ]
@@ -50,7 +54,9 @@ SPACING_SOURCES: frozenset[str] = frozenset(
     {"cli", "csv", "dicom-region", "dicom-pixelspacing", "dicom-imagerpixelspacing", "none"}
 )
 
-_ANNOTATION_SUFFIX = "_annotation.png"  # HC18 ground-truth ellipses sit next to the scans
+# HC18 ground-truth ellipses sit next to the scans: NAME.png -> NAME_Annotation.png
+_ANNOTATION_TAG = "_Annotation"
+_ANNOTATION_SUFFIX = (_ANNOTATION_TAG + ".png").lower()
 _DICOM_MAGIC_OFFSET = 128
 _DICOM_MAGIC = b"DICM"
 _CM_UNITS = 3  # DICOM PhysicalUnits{X,Y}Direction code for centimetres
@@ -167,21 +173,30 @@ def read_csv_file(path: str | Path, parse: Callable[[Path, TextIO], T]) -> T:
         raise ScanError(path, f"cannot read CSV: {_describe(exc)}") from exc
 
 
+def check_comma_separated(path: Path, header: Sequence[str] | None, expected: str) -> None:
+    """ScanError when a CSV header is one cell holding ``;`` or a tab: the file uses another delimiter.
+
+    ``expected`` names the columns for the message, e.g. ``'filename,pixel size(mm)'``; an empty or
+    ordinary header passes (missing columns are the parser's to report).
+    """
+    if not header or len(header) != 1:
+        return
+    sep = next((s for s in (";", "\t") if s in header[0]), None)
+    if sep:
+        name = "semicolon" if sep == ";" else "tab"
+        raise ScanError(path, f"the CSV is {name}-separated; expected commas ({expected})")
+
+
 def _parse_pixel_csv(path: Path, lines: Iterable[str]) -> dict[str, float]:
     reader = csv.reader(lines)
     header = next(reader, None)
     if header is None:
         raise ScanError(path, "empty CSV file")
     columns = [_norm_header(h) for h in header]
+    check_comma_separated(path, header, "filename,pixel size(mm)")
     try:
         name_col = columns.index("filename")
     except ValueError:
-        sep = next((s for s in (";", "\t") if len(header) == 1 and s in header[0]), None)
-        if sep:
-            name = "semicolon" if sep == ";" else "tab"
-            raise ScanError(
-                path, f"the CSV is {name}-separated; expected commas (filename,pixel size(mm))"
-            ) from None
         raise ScanError(path, "missing column 'filename'") from None
     try:
         size_col = columns.index("pixelsize(mm)")
@@ -623,18 +638,15 @@ def _find_spacing_tag(ds: Any, keyword: str, frame: int) -> Any:
 # --------------------------------------------------------------------------------------------------
 
 
-def is_annotation(path: Path) -> bool:
-    """Whether a file is an HC18 ground-truth outline (``NAME_Annotation.png``), not a scan."""
-    return path.name.lower().endswith(_ANNOTATION_SUFFIX)
+def is_annotation(path: str | Path) -> bool:
+    """Whether a file is an HC18 ground-truth outline (``NAME_Annotation.png``, any case), not a scan."""
+    return Path(path).name.lower().endswith(_ANNOTATION_SUFFIX)
 
 
-def annotation_path(scan_path: Path) -> Path:
+def annotation_path(scan_path: str | Path) -> Path:
     """The annotation file of a scan: ``NAME.png`` -> ``NAME_Annotation.png`` beside it."""
     p = Path(scan_path)
-    return p.with_name(p.stem + "_Annotation" + p.suffix)
-
-
-_is_annotation = is_annotation
+    return p.with_name(p.stem + _ANNOTATION_TAG + p.suffix)
 
 
 def find_scans(inputs: Iterable[str | Path]) -> tuple[list[Path], list[ScanError]]:
@@ -697,7 +709,7 @@ def _walk_scans(root: Path, errors: list[ScanError] | None = None) -> Iterator[P
             if (
                 not name.startswith(".")
                 and candidate.suffix.lower() in SCAN_SUFFIXES
-                and not _is_annotation(candidate)
+                and not is_annotation(candidate)
             ):
                 yield candidate
 

@@ -30,11 +30,10 @@ from fetalbio.datacheck import (
     check_landmark_points,
     names_swapped_share,
     print_report,
-    read_landmarks_csv,
     report_table_rows,
     usable_landmarks,
 )
-from fetalbio.datasets import default_data_root
+from fetalbio.datasets import default_data_root, read_landmarks_csv
 from fetalbio.geometry import Ellipse, Landmarks
 from fetalbio.io import ScanError
 

@@ -16,7 +16,16 @@ import pytest
 from fetalbio.datasets import find_samples, load_truth
 from fetalbio.heatmaps import heatmap_loss, render_heatmaps
 from fetalbio.io import read_scan
-from fetalbio.pack import heatmap_points_loss, load_images, load_pack, normalised, to_original
+from fetalbio.pack import (
+    LETTERBOX_FIELDS,
+    heatmap_points_loss,
+    load_images,
+    load_pack,
+    normalised,
+    pack_scan,
+    save_pack,
+    to_original,
+)
 from fetalbio.preprocess import prepare_input
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,6 +87,26 @@ def test_pack_rebuilds_the_model_input_and_points(pack, synthetic_dataset):
         assert d["spacing_mm"][i] == pytest.approx(s.pixel_size_mm)
     with np.load(path) as p:
         np.testing.assert_array_equal(load_images(p), d["images"])  # lossless WebP
+
+
+def test_save_pack_round_trip_in_process(synthetic_dataset, tmp_path):
+    samples = find_samples(synthetic_dataset)[:3]
+    pts = np.stack([load_truth(s.annotation_path).landmarks.as_array() for s in samples])
+    scans = [pack_scan(read_scan(s.scan_path).pixels, p, SIZE) for s, p in zip(samples, pts, strict=True)]
+    path = tmp_path / "sub" / "p.npz"
+    names = [s.name for s in samples]
+    save_pack(path, scans, names=names, is_val=[0, 0, 1], points_orig=pts, spacing_mm=[0.2] * 3)
+    d = load_pack(path)
+    assert [str(n) for n in d["names"]] == names and d["is_val"].tolist() == [0, 0, 1]
+    np.testing.assert_array_equal(d["images"], np.stack([sc.image for sc in scans]))
+    lb = prepare_input(read_scan(samples[0].scan_path).pixels, SIZE)[1]
+    assert d["letterbox"][0].tolist() == [getattr(lb, f) for f in LETTERBOX_FIELDS]
+    np.testing.assert_allclose(to_original(d["points_in"][0], d["letterbox"][0]), pts[0], atol=1e-9)
+
+
+def test_pack_module_does_not_import_keras():
+    code = "import sys, fetalbio.pack; sys.exit(any(m in sys.modules for m in ('keras', 'tensorflow')))"
+    assert subprocess.run([sys.executable, "-c", code], cwd=REPO, timeout=120).returncode == 0
 
 
 def test_loss_from_points_equals_the_products_heatmap_loss():

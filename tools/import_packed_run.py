@@ -18,6 +18,7 @@ import json
 import shutil
 import tarfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -26,16 +27,8 @@ from fetalbio.pack import load_pack, normalised
 from fetalbio.train import TrainConfig
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("gpu_out", type=Path)
-    ap.add_argument("name")
-    ap.add_argument("--split", type=Path, required=True, help="the splits.json the pack was made with")
-    ap.add_argument("--pack", type=Path, required=True, help="the pack it was trained on (for the check)")
-    ap.add_argument("--out", type=Path, required=True)
-    ap.add_argument("--dataset", type=Path, default=None)
-    args = ap.parse_args()
-    dataset = args.dataset or default_data_root() / "hc18" / "training_set"
+def copy_outputs(args: argparse.Namespace) -> dict:
+    """Unpack the trainer's log (``results.tgz``) and copy its model to ``OUT/best.keras``; the log's dict."""
     src = args.gpu_out
     logs = src / "logs"
     if not logs.exists():
@@ -52,7 +45,11 @@ def main() -> None:
                 fh.write(p.read_bytes())
     else:
         shutil.copyfile(src / f"{args.name}.keras", model_path)
+    return info
 
+
+def write_run_files(args: argparse.Namespace, dataset: Path, info: dict) -> None:
+    """config.json, splits.json, model.json and history.csv of the run folder, as train-landmarks writes them."""
     cfg = TrainConfig(
         method="landmarks",
         dataset=str(dataset),
@@ -86,12 +83,11 @@ def main() -> None:
         w.writeheader()
         w.writerows(rows)
 
-    from fetalbio.engines import KerasEngine
-    from fetalbio.evaluate import evaluate_dataset
+
+def check_points(args: argparse.Namespace, engine: Any, info: dict) -> float:
+    """Max |difference| (input px) between the points decoded here (TensorFlow) and where it trained."""
     from fetalbio.heatmaps import decode_heatmaps
 
-    engine = KerasEngine(args.out)
-    # the same points here (TensorFlow) as where it was trained (JAX)?
     data = load_pack(args.pack)
     names = [str(n) for n in data["names"]]
     idx = [names.index(n) for n in info["check_names"]]
@@ -102,6 +98,29 @@ def main() -> None:
     print(
         f"{args.name}: decoded points here vs on {info['device'] or info['backend']}: max |diff| {check:.2e} px"
     )
+    return check
+
+
+def main() -> None:
+    """Import one packed-training model as a run folder (see the module docstring)."""
+    ap = argparse.ArgumentParser()
+    ap.add_argument("gpu_out", type=Path)
+    ap.add_argument("name")
+    ap.add_argument("--split", type=Path, required=True, help="the splits.json the pack was made with")
+    ap.add_argument("--pack", type=Path, required=True, help="the pack it was trained on (for the check)")
+    ap.add_argument("--out", type=Path, required=True)
+    ap.add_argument("--dataset", type=Path, default=None)
+    args = ap.parse_args()
+    dataset = args.dataset or default_data_root() / "hc18" / "training_set"
+    info = copy_outputs(args)
+    write_run_files(args, dataset, info)
+
+    from fetalbio.engines import KerasEngine
+    from fetalbio.evaluate import evaluate_dataset
+
+    engine = KerasEngine(args.out)
+    # the same points here (TensorFlow) as where it was trained (JAX)?
+    check = check_points(args, engine, info)
 
     summary, _ = evaluate_dataset(dataset, engine, split_file=args.out / "splits.json")
     metrics = {

@@ -18,15 +18,15 @@ import argparse
 import json
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 from fetalbio.datasets import find_samples, load_truth
 from fetalbio.io import read_scan
-from fetalbio.preprocess import Letterbox
+from fetalbio.pack import pack_scan, save_pack
 
 
 def main() -> None:
+    """Pack the split's annotated scans of a dataset (format: :mod:`fetalbio.pack`)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("dataset", type=Path)
     ap.add_argument("--split", type=Path, required=True, help="a splits.json (train / val scan names)")
@@ -36,39 +36,20 @@ def main() -> None:
     split = json.loads(args.split.read_text())
     which = {n: 0 for n in split["train"]} | {n: 1 for n in split["val"]}
     samples = [s for s in find_samples(args.dataset) if s.annotation_path is not None and s.name in which]
-    h, w = args.size
-    images = np.zeros((len(samples), h, w), np.uint8)
-    mean_sd = np.zeros((len(samples), 2), np.float32)
-    lbs = np.zeros((len(samples), 8), np.int32)
-    pts_in = np.zeros((len(samples), 4, 2), np.float64)
-    pts_orig = np.zeros((len(samples), 4, 2), np.float64)
-    spacing = np.zeros(len(samples), np.float64)
+    size_hw = (args.size[0], args.size[1])
+    scans, pts_orig = [], np.zeros((len(samples), 4, 2), np.float64)
     for i, s in enumerate(samples):
-        px = read_scan(s.scan_path).pixels.astype(np.float32)
-        lb = Letterbox.fit(px.shape[:2], (h, w))
-        mean, sd = float(px.mean()), float(px.std())
-        # the pad holds the scan's mean: it normalises to 0, as prepare_input's padding does
-        raw = lb.image_to_input(px, fill=mean)
-        images[i] = np.clip(np.rint(raw), 0, 255).astype(np.uint8)
-        mean_sd[i] = (mean, sd if sd > 1e-6 else 1.0)
-        lbs[i] = [lb.orig_h, lb.orig_w, lb.in_h, lb.in_w, lb.new_h, lb.new_w, lb.pad_y, lb.pad_x]
-        lm = load_truth(s.annotation_path).landmarks.as_array()
-        pts_orig[i] = lm
-        pts_in[i] = lb.to_input(lm)
-        spacing[i] = s.pixel_size_mm or np.nan
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    blobs = [cv2.imencode(".webp", im, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].ravel() for im in images]
-    np.savez(
+        assert s.annotation_path is not None
+        pixels = read_scan(s.scan_path).pixels
+        pts_orig[i] = load_truth(s.annotation_path).landmarks.as_array()
+        scans.append(pack_scan(pixels, pts_orig[i], size_hw))
+    save_pack(
         args.out,
-        names=np.array([s.name for s in samples]),
-        is_val=np.array([which[s.name] for s in samples], np.uint8),
-        webp=np.concatenate(blobs),
-        webp_offsets=np.cumsum([0] + [len(b) for b in blobs]),
-        mean_sd=mean_sd,
-        letterbox=lbs,
-        points_in=pts_in,
+        scans,
+        names=[s.name for s in samples],
+        is_val=[which[s.name] for s in samples],
         points_orig=pts_orig,
-        spacing_mm=spacing,
+        spacing_mm=np.array([s.pixel_size_mm or np.nan for s in samples], np.float64),
     )
     print(f"{args.out}: {len(samples)} scans, {args.out.stat().st_size / 1e6:.1f} MB")
 

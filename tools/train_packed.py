@@ -31,6 +31,7 @@ import multiprocessing as mp
 import os
 import time
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -111,7 +112,8 @@ def jax_device() -> str:
     return str(jax.devices()[0])
 
 
-def main() -> None:
+def parse_args() -> argparse.Namespace:
+    """The command line (times in seconds, sigma in input pixels)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--pack", type=Path, required=True)
     ap.add_argument("--arch", default="unet", choices=("unet", "hrnet", "resnet"))
@@ -138,32 +140,11 @@ def main() -> None:
     )
     ap.add_argument("--limit", type=int, default=None, help="use only the first N training scans (tests)")
     ap.add_argument("--val-limit", type=int, default=None, help="validate on the first N only (tests)")
-    args = ap.parse_args()
-    name = args.name or args.arch
-    args.out.mkdir(parents=True, exist_ok=True)
+    return ap.parse_args()
 
-    t_start = t_load = time.time()
-    load_pack(args.pack)
-    train_idx = np.flatnonzero(_DATA["is_val"] == 0)[: args.limit]
-    val_idx = np.flatnonzero(_DATA["is_val"] == 1)[: args.val_limit]
-    hw = tuple(int(v) for v in _DATA["images"].shape[1:3])
-    steps = max(1, len(train_idx) // args.batch_size)
-    print(
-        f"{name}: {len(train_idx)} train / {len(val_idx)} val scans at {hw}, loaded in {time.time() - t_load:.1f}s",
-        flush=True,
-    )
 
-    # spawned, not forked: a fork can copy a lock held by one of OpenCV's threads and hang the worker
-    pool = mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(args.pack,))
-
-    def epoch_tasks(epoch: int):
-        order = np.random.default_rng([args.seed, epoch]).permutation(train_idx)
-        tasks = [
-            (args.seed, epoch, order[s * args.batch_size : (s + 1) * args.batch_size].tolist())
-            for s in range(steps)
-        ]
-        return [pool.apply_async(augment_batch, (t,)) for t in tasks]
-
+def build_model(args: argparse.Namespace, name: str, hw: tuple[int, int]) -> tuple[Any, Any]:
+    """The seeded model (from ``--init-from`` when given), compiled with the points loss; and its optimizer."""
     import keras
 
     from fetalbio.models import build_landmark_model
@@ -184,17 +165,36 @@ def main() -> None:
         print(f"{name}: starting from {args.init_from}", flush=True)
     optimizer = keras.optimizers.AdamW(learning_rate=args.lr / 10, weight_decay=args.weight_decay)
     model.compile(optimizer=optimizer, loss=heatmap_points_loss(args.sigma, hw))
-    x_val = np.stack([normalised(i) for i in val_idx])[..., None]
+    return model, optimizer
 
-    def save(trained) -> None:
-        """The model without its optimizer (a third of the size), written atomically."""
-        plain = build_landmark_model(args.arch, (*hw, 1), base_filters=args.base_filters)
-        plain.set_weights(trained.get_weights())
-        tmp = args.out / f".{name}.tmp.keras"
-        plain.save(tmp)
-        os.replace(tmp, args.out / f"{name}.keras")
 
-    state = {"t0": None, "epoch_s": [], "history": [], "budget_s": args.budget_s}
+def save_model(args: argparse.Namespace, name: str, hw: tuple[int, int], trained: Any) -> None:
+    """The model without its optimizer (a third of the size), written atomically."""
+    from fetalbio.models import build_landmark_model
+
+    plain = build_landmark_model(args.arch, (*hw, 1), base_filters=args.base_filters)
+    plain.set_weights(trained.get_weights())
+    tmp = args.out / f".{name}.tmp.keras"
+    plain.save(tmp)
+    os.replace(tmp, args.out / f"{name}.keras")
+
+
+def train(run: dict, model: Any, optimizer: Any, pool: Any, state: dict) -> int:
+    """Train for the budget (s) or ``--max-epochs``; ``state`` gathers history and epoch times. Epochs done.
+
+    ``run`` holds ``args``, ``name``, ``hw``, ``train_idx``, ``val_idx``, ``x_val`` and ``t_start``.
+    """
+    args, name, train_idx = run["args"], run["name"], run["train_idx"]
+    steps = max(1, len(train_idx) // args.batch_size)
+
+    def epoch_tasks(epoch: int) -> list:
+        order = np.random.default_rng([args.seed, epoch]).permutation(train_idx)
+        tasks = [
+            (args.seed, epoch, order[s * args.batch_size : (s + 1) * args.batch_size].tolist())
+            for s in range(steps)
+        ]
+        return [pool.apply_async(augment_batch, (t,)) for t in tasks]
+
     warmup_epochs = 2
 
     def lr_at(epoch: int) -> float:
@@ -211,7 +211,7 @@ def main() -> None:
             state["t0"] = time.time()  # the budget counts from the end of the first (compiling) epoch
             if args.deadline_s:
                 # keep ~20 s for the last epoch, validation and saving
-                budget = min(args.budget_s, args.deadline_s - (state["t0"] - t_start) - 20.0)
+                budget = min(args.budget_s, args.deadline_s - (state["t0"] - run["t_start"]) - 20.0)
                 state["budget_s"] = max(budget, 1.0)
         lr = lr_at(epoch) if state["t0"] is not None else args.lr / 10
         optimizer.learning_rate = lr
@@ -232,7 +232,7 @@ def main() -> None:
         done = done or epoch >= args.max_epochs
         row = {"epoch": epoch, "loss": loss, "lr": lr, "seconds": round(seconds, 2)}
         if epoch % args.val_every == 0 or done:
-            figures, _ = validate(model, val_idx, x_val, args.sigma)
+            figures, _ = validate(model, run["val_idx"], run["x_val"], args.sigma)
             row.update(figures)
             print(
                 f"{name}: epoch {epoch} loss {loss:.5f} lr {lr:.2e} point {figures['landmark_mre_mm']:.2f} "
@@ -242,13 +242,19 @@ def main() -> None:
             )
         state["history"].append(row)
         if "landmark_mre_mm" in row and not done:
-            save(model)  # a run stopped from outside still leaves its latest validated model
+            save_model(args, name, run["hw"], model)  # a run stopped from outside leaves its latest model
         if done:
             break
-    pool.terminate()
+    return epoch
 
-    figures, decoded = validate(model, val_idx, x_val, args.sigma)
-    save(model)
+
+def write_result(run: dict, model: Any, optimizer: Any, state: dict, epoch: int) -> None:
+    """Validate the final model, save it and write ``OUTDIR/<name>.json`` (times in s, errors in mm)."""
+    import keras
+
+    args, name, hw, train_idx, val_idx = run["args"], run["name"], run["hw"], run["train_idx"], run["val_idx"]
+    figures, decoded = validate(model, val_idx, run["x_val"], args.sigma)
+    save_model(args, name, hw, model)
     train_s = sum(state["epoch_s"])
     result = {
         "name": name,
@@ -281,6 +287,41 @@ def main() -> None:
     tmp.write_text(json.dumps(result, indent=1))
     os.replace(tmp, args.out / f"{name}.json")
     print(f"{name}: done, {epoch} epochs in {train_s:.0f}s; " + json.dumps(figures), flush=True)
+
+
+def main() -> None:
+    """Train from a pack for a time budget; write the model and its figures (see the module docstring)."""
+    args = parse_args()
+    name = args.name or args.arch
+    args.out.mkdir(parents=True, exist_ok=True)
+
+    t_start = t_load = time.time()
+    load_pack(args.pack)
+    train_idx = np.flatnonzero(_DATA["is_val"] == 0)[: args.limit]
+    val_idx = np.flatnonzero(_DATA["is_val"] == 1)[: args.val_limit]
+    hw = (int(_DATA["images"].shape[1]), int(_DATA["images"].shape[2]))
+    print(
+        f"{name}: {len(train_idx)} train / {len(val_idx)} val scans at {hw}, loaded in {time.time() - t_load:.1f}s",
+        flush=True,
+    )
+
+    # spawned, not forked: a fork can copy a lock held by one of OpenCV's threads and hang the worker
+    pool = mp.get_context("spawn").Pool(args.workers, initializer=_init_worker, initargs=(args.pack,))
+    model, optimizer = build_model(args, name, hw)
+    x_val = np.stack([normalised(i) for i in val_idx])[..., None]
+    run = {
+        "args": args,
+        "name": name,
+        "hw": hw,
+        "train_idx": train_idx,
+        "val_idx": val_idx,
+        "x_val": x_val,
+        "t_start": t_start,
+    }
+    state: dict = {"t0": None, "epoch_s": [], "history": [], "budget_s": args.budget_s}
+    epoch = train(run, model, optimizer, pool, state)
+    pool.terminate()
+    write_result(run, model, optimizer, state, epoch)
 
 
 if __name__ == "__main__":

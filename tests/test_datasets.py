@@ -1,0 +1,92 @@
+"""CSV readers of datasets.py (through io.read_csv_file) and the annotation-name helpers of io.py."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from fetalbio.datasets import find_samples, read_hc_column, read_landmarks_csv
+from fetalbio.io import ScanError, annotation_path, is_annotation, read_pixel_csv
+
+LM_HEADER = "image_name,ofd_1_x,ofd_1_y,ofd_2_x,ofd_2_y,bpd_1_x,bpd_1_y,bpd_2_x,bpd_2_y"
+
+
+def _one_line(err: pytest.ExceptionInfo[ScanError], path: Path) -> str:
+    text = str(err.value)
+    assert "\n" not in text and text.startswith(f"{path}: ")
+    return text
+
+
+@pytest.mark.parametrize(("sep", "name"), [(";", "semicolon"), ("\t", "tab")])
+@pytest.mark.parametrize(
+    "reader",
+    [read_pixel_csv, read_hc_column, read_landmarks_csv],
+    ids=["pixel", "hc", "landmarks"],
+)
+def test_csv_with_other_delimiter_says_so(tmp_path: Path, sep: str, name: str, reader: object) -> None:
+    path = tmp_path / "table.csv"
+    header = LM_HEADER if reader is read_landmarks_csv else "filename,pixel size(mm),head circumference (mm)"
+    row = "000_HC.png,1,2,3,4,5,6,7,8" if reader is read_landmarks_csv else "000_HC.png,0.1,150.5"
+    path.write_text(f"{header}\n{row}\n".replace(",", sep), encoding="utf-8")
+    with pytest.raises(ScanError) as err:
+        reader(path)  # type: ignore[operator]
+    text = _one_line(err, path)
+    assert f"{name}-separated; expected commas" in text and "missing column" not in text
+
+
+def test_landmark_csv_filename_column_bom_and_crlf(tmp_path: Path) -> None:
+    path = tmp_path / "lm.csv"
+    header = LM_HEADER.replace("image_name", "Filename")
+    path.write_bytes(f"\ufeff{header}\r\nsub/000_HC.png,1,2,3,4,5,6,7,8\r\n".encode())
+    assert read_landmarks_csv(path)["000_HC.png"].tolist() == [[5, 6], [7, 8], [1, 2], [3, 4]]
+
+
+def test_landmark_csv_errors_are_one_line(tmp_path: Path) -> None:
+    path = tmp_path / "lm.csv"
+    path.write_text("name,x\na.png,1\n")
+    with pytest.raises(ScanError, match="missing column 'image_name'") as err:
+        read_landmarks_csv(path)
+    _one_line(err, path)
+    path.write_bytes(b"\xff\xfe\x00bad")
+    with pytest.raises(ScanError, match="cannot read CSV") as err:
+        read_landmarks_csv(path)
+    _one_line(err, path)
+    with pytest.raises(ScanError, match="is a directory"):
+        read_landmarks_csv(tmp_path)
+
+
+def test_hc_column(tmp_path: Path) -> None:
+    path = tmp_path / "sizes.csv"
+    path.write_text(
+        "\ufefffilename,pixel size(mm),head circumference (mm)\r\n"
+        "000_HC.png,0.1,150.5\r\n001_HC.png,0.1,x\r\n",
+        encoding="utf-8",
+    )
+    assert read_hc_column(path) == {"000_HC.png": 150.5}
+    path.write_text("filename,pixel size(mm)\n000_HC.png,0.1\n")
+    assert read_hc_column(path) == {}
+    with pytest.raises(ScanError, match="does not exist"):
+        read_hc_column(tmp_path / "missing.csv")
+
+
+def test_annotation_helpers(tmp_path: Path) -> None:
+    assert annotation_path(Path("d/010_2HC.png")) == Path("d/010_2HC_Annotation.png")
+    assert annotation_path("010_HC.png") == Path("010_HC_Annotation.png")
+    assert is_annotation(Path("d/010_2HC_Annotation.png")) and is_annotation("X_ANNOTATION.PNG")
+    assert not is_annotation(Path("010_HC.png")) and not is_annotation("annotation.png")
+    assert is_annotation(annotation_path(Path("a.png")))
+
+
+def test_find_samples_skips_annotations_and_pairs_them(tmp_path: Path) -> None:
+    for name in ("000_HC.png", "000_HC_Annotation.png", "001_HC.png", ".hidden.png", "notes.txt"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "x_pixel_size.csv").write_text(
+        "filename,pixel size(mm),head circumference (mm)\n000_HC.png,0.1,150\n"
+    )
+    samples = find_samples(tmp_path)
+    assert [s.name for s in samples] == ["000_HC.png", "001_HC.png"]
+    assert samples[0].annotation_path == tmp_path / "000_HC_Annotation.png"
+    assert samples[1].annotation_path is None
+    assert (samples[0].pixel_size_mm, samples[0].hc_csv_mm) == (0.1, 150.0)
+    assert (samples[1].pixel_size_mm, samples[1].hc_csv_mm) == (None, None)
