@@ -20,13 +20,19 @@ measurements, and fetalbio measures an ellipse fitted to the skull outline (see
   estimates are population regressions with a 2-SD spread of about +/-1 to +/-3.6 weeks
   (larger late in pregnancy).
 
+The GA functions never raise and never extrapolate: a length that is not a finite positive number,
+that would overflow a formula, or whose estimate falls outside the formula's validity range gives
+``None``; :func:`ga_reason` and :attr:`Biometry.ga_note` say why.
+
 None of these numbers is a diagnosis.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Literal
 
 __all__ = [
@@ -35,6 +41,7 @@ __all__ = [
     "INTERGROWTH_DATING_GA_RANGE_WEEKS",
     "INTERGROWTH_GA_RANGE_WEEKS",
     "Biometry",
+    "GaFormula",
     "Measure",
     "biometry_from_axes",
     "centile",
@@ -43,6 +50,7 @@ __all__ = [
     "ga_hadlock_hc_weeks",
     "ga_intergrowth_hc_days",
     "ga_intergrowth_hc_weeks",
+    "ga_reason",
     "intergrowth_mean_sd_mm",
     "ramanujan_perimeter",
     "zscore",
@@ -120,28 +128,113 @@ def cephalic_index(bpd_mm: float, ofd_mm: float) -> float:
 
 
 # --------------------------------------------------------------------------- gestational age
+#
+# Every GA function is total: it returns ``None`` instead of raising or extrapolating when the input is
+# not a finite positive length, would overflow the formula (a head of kilometres from an absurd pixel
+# size), or gives an age outside the range the formula was derived for. :func:`ga_estimate` says why.
 
 
-def ga_hadlock_hc_weeks(hc_mm: float) -> float:
-    """Gestational age (weeks) from head circumference (mm), Hadlock 1984.
+@dataclass(frozen=True)
+class _GaFormula:
+    """One published GA regression: ``weeks(length_mm)`` and the GA range (weeks) it is valid for."""
+
+    name: str  # e.g. "Hadlock HC", used in reasons
+    measure: str  # "HC" or "BPD"
+    weeks: Callable[[float], float]  # the bare formula, length in mm -> GA in weeks (may overflow)
+    ga_range: tuple[float, float]
+    upper_inclusive: bool
+    min_mm: float  # below this the formula is not monotone (or meaningless): out of range
+
+    @cached_property
+    def mm_range(self) -> tuple[float, float]:
+        """Lengths (mm) whose estimate lies in :attr:`ga_range`, by bisection of the monotone formula."""
+        lo, hi = self.ga_range
+        return _invert(self.weeks, lo, self.min_mm), _invert(self.weeks, hi, self.min_mm)
+
+
+def _invert(fn: Callable[[float], float], target: float, lo: float, hi: float = 1e3) -> float:
+    """The length (mm) at which the increasing formula ``fn`` reaches ``target`` weeks (bisection over
+    ``lo``-``hi`` mm; every formula here exceeds 42 weeks well before 1 m and does not overflow there)."""
+    for _ in range(200):
+        mid = 0.5 * (lo + hi)
+        if fn(mid) < target:
+            lo = mid
+        else:
+            hi = mid
+    return 0.5 * (lo + hi)
+
+
+def _hadlock_hc(hc_mm: float) -> float:
+    hc_cm = hc_mm / 10.0
+    return 8.96 + 0.540 * hc_cm + 0.0003 * hc_cm**3
+
+
+def _hadlock_bpd(bpd_mm: float) -> float:
+    bpd_cm = bpd_mm / 10.0
+    return 9.54 + 1.482 * bpd_cm + 0.1676 * bpd_cm**2
+
+
+def _intergrowth_hc_days(hc_mm: float) -> float:
+    return math.exp(0.05970 * math.log(hc_mm) ** 2 + 0.000000006409 * hc_mm**3 + 3.3258)
+
+
+_HADLOCK_HC = _GaFormula("Hadlock HC", "HC", _hadlock_hc, HADLOCK_GA_RANGE_WEEKS, True, 0.0)
+_HADLOCK_BPD = _GaFormula("Hadlock BPD", "BPD", _hadlock_bpd, HADLOCK_GA_RANGE_WEEKS, True, 0.0)
+# ln(GA) has a minimum at HC = 1 mm: below it the equation grows again as HC shrinks (HC 0.01 mm would
+# "date" to 14 weeks), so lengths under 1 mm are out of range whatever the formula gives.
+_INTERGROWTH_HC = _GaFormula(
+    "INTERGROWTH-21st HC dating",
+    "HC",
+    lambda hc: _intergrowth_hc_days(hc) / 7.0,
+    INTERGROWTH_DATING_GA_RANGE_WEEKS,
+    False,
+    1.0,
+)
+
+
+def _range_text(f: _GaFormula) -> str:
+    lo, hi = f.ga_range
+    weeks = f"{lo:g}-{hi:g} weeks" if f.upper_inclusive else f"{lo:g}+0 to {hi - 1:g}+6 weeks"
+    mlo, mhi = f.mm_range
+    return f"{weeks}, {f.measure} about {mlo:.0f}-{mhi:.0f} mm"
+
+
+def _estimate(f: _GaFormula, length_mm: float) -> tuple[float | None, str]:
+    """``(GA in weeks, "")`` or ``(None, reason)``; never raises."""
+    try:
+        v = float(length_mm)
+    except (TypeError, ValueError):
+        return None, f"{f.measure} {length_mm!r} is not a number"
+    if not math.isfinite(v) or v <= 0.0:
+        return None, f"{f.measure} {v:g} mm is not a finite positive length"
+    try:
+        ga = f.weeks(v) if v >= f.min_mm else None
+    except (OverflowError, ValueError, ZeroDivisionError):
+        ga = None
+    lo, hi = f.ga_range
+    ok = ga is not None and math.isfinite(ga) and lo <= ga and (ga <= hi if f.upper_inclusive else ga < hi)
+    if ok:
+        return ga, ""
+    return None, f"{f.measure} {v:.4g} mm outside the {f.name} range ({_range_text(f)})"
+
+
+def ga_hadlock_hc_weeks(hc_mm: float) -> float | None:
+    """Gestational age (weeks) from head circumference (mm), Hadlock 1984; ``None`` out of range.
 
     Hadlock FP, Deter RL, Harrist RB, Park SK. "Estimating fetal age: computer-assisted analysis of
     multiple fetal growth parameters." Radiology 1984;152:497-501, regression of menstrual age on HC::
 
         GA_weeks = 8.96 + 0.540 HC + 0.0003 HC**3      (HC in cm)
 
-    Derived from fetuses of 14-42 weeks (:data:`HADLOCK_GA_RANGE_WEEKS`); this function does not
-    clip, :func:`biometry_from_axes` reports ``None`` outside that range.
-
-    Raises:
-        ValueError: if ``hc_mm`` is not a finite positive number.
+    Derived from fetuses of 14-42 weeks (:data:`HADLOCK_GA_RANGE_WEEKS`, HC about 89-358 mm). Returns
+    ``None``, never raises, when ``hc_mm`` is not a finite positive number or the estimate falls
+    outside that range (no extrapolation); :func:`ga_reason` says why.
     """
-    hc_cm = _check_positive("hc_mm", hc_mm) / 10.0
-    return 8.96 + 0.540 * hc_cm + 0.0003 * hc_cm**3
+    return _estimate(_HADLOCK_HC, hc_mm)[0]
 
 
-def ga_hadlock_bpd_weeks(bpd_mm: float) -> float:
-    """Gestational age (weeks) from biparietal diameter (mm), Hadlock 1984.
+def ga_hadlock_bpd_weeks(bpd_mm: float) -> float | None:
+    """Gestational age (weeks) from biparietal diameter (mm), Hadlock 1984; ``None`` out of range.
 
     Hadlock FP, Deter RL, Harrist RB, Park SK. Radiology 1984;152:497-501 (see
     :func:`ga_hadlock_hc_weeks`), regression of menstrual age on BPD::
@@ -149,17 +242,14 @@ def ga_hadlock_bpd_weeks(bpd_mm: float) -> float:
         GA_weeks = 9.54 + 1.482 BPD + 0.1676 BPD**2    (BPD in cm)
 
     BPD-based age is unreliable when the head shape is abnormal (see :func:`cephalic_index`).
-    Valid range as for :func:`ga_hadlock_hc_weeks`.
-
-    Raises:
-        ValueError: if ``bpd_mm`` is not a finite positive number.
+    Valid for 14-42 weeks (BPD about 24-102 mm); outside it, or for a length that is not a finite
+    positive number, the result is ``None`` (never raises).
     """
-    bpd_cm = _check_positive("bpd_mm", bpd_mm) / 10.0
-    return 9.54 + 1.482 * bpd_cm + 0.1676 * bpd_cm**2
+    return _estimate(_HADLOCK_BPD, bpd_mm)[0]
 
 
-def ga_intergrowth_hc_days(hc_mm: float) -> float:
-    """Gestational age (days) from head circumference (mm), INTERGROWTH-21st dating equation.
+def ga_intergrowth_hc_days(hc_mm: float) -> float | None:
+    """Gestational age (days) from head circumference (mm), INTERGROWTH-21st dating; ``None`` out of range.
 
     Papageorghiou AT, Kemp B, Stones W, Ohuma EO, Kennedy SH, Purwar M, et al. "Ultrasound-based
     gestational-age estimation in late pregnancy." Ultrasound Obstet Gynecol 2016;48:719-726
@@ -168,25 +258,43 @@ def ga_intergrowth_hc_days(hc_mm: float) -> float:
         ln(GA_days) = 0.05970 (ln HC)**2 + 0.000000006409 HC**3 + 3.3258     (HC in mm)
 
     Intended for pregnancies without first-trimester dating, scanned at 14+0 to 25+6 weeks
-    (:data:`INTERGROWTH_DATING_GA_RANGE_WEEKS`); this function does not clip.
-
-    Raises:
-        ValueError: if ``hc_mm`` is not a finite positive number.
+    (:data:`INTERGROWTH_DATING_GA_RANGE_WEEKS`, 98 to 181.99 days). An estimate outside that window, an
+    HC under 1 mm (where the equation turns back up) or an HC that is not a finite positive number
+    gives ``None`` (never raises).
     """
-    hc = _check_positive("hc_mm", hc_mm)
-    log_hc = math.log(hc)
-    return math.exp(0.05970 * log_hc**2 + 0.000000006409 * hc**3 + 3.3258)
+    weeks = _estimate(_INTERGROWTH_HC, hc_mm)[0]
+    return None if weeks is None else weeks * 7.0
 
 
-def ga_intergrowth_hc_weeks(hc_mm: float) -> float:
+def ga_intergrowth_hc_weeks(hc_mm: float) -> float | None:
     """Gestational age (weeks) from head circumference (mm): :func:`ga_intergrowth_hc_days` / 7.
 
-    Papageorghiou AT et al. Ultrasound Obstet Gynecol 2016;48:719-726 (HC-only equation).
-
-    Raises:
-        ValueError: if ``hc_mm`` is not a finite positive number.
+    Papageorghiou AT et al. Ultrasound Obstet Gynecol 2016;48:719-726 (HC-only equation). ``None``
+    outside 14+0 to 25+6 weeks or for an HC that is not a finite positive number (never raises).
     """
-    return ga_intergrowth_hc_days(hc_mm) / 7.0
+    return _estimate(_INTERGROWTH_HC, hc_mm)[0]
+
+
+GaFormula = Literal["hadlock_hc", "hadlock_bpd", "intergrowth_hc"]
+_FORMULAS: dict[str, _GaFormula] = {
+    "hadlock_hc": _HADLOCK_HC,
+    "hadlock_bpd": _HADLOCK_BPD,
+    "intergrowth_hc": _INTERGROWTH_HC,
+}
+
+
+def ga_reason(formula: GaFormula, length_mm: float) -> str:
+    """Why a GA formula gives ``None`` for ``length_mm`` (mm), or ``""`` when it gives an age.
+
+    ``formula`` is ``"hadlock_hc"``, ``"hadlock_bpd"`` or ``"intergrowth_hc"``. Example:
+    ``ga_reason("hadlock_hc", 2400)`` -> ``"HC 2400 mm outside the Hadlock HC range (14-42 weeks, HC
+    about 89-358 mm)"``. Never raises for a number; an unknown ``formula`` is a ValueError.
+    """
+    try:
+        f = _FORMULAS[formula]
+    except (KeyError, TypeError):
+        raise ValueError(f"unknown GA formula {formula!r}; expected one of {sorted(_FORMULAS)}") from None
+    return _estimate(f, length_mm)[1]
 
 
 # --------------------------------------------------------------------------- INTERGROWTH-21st standards
@@ -289,7 +397,9 @@ class Biometry:
     A GA is ``None`` when the estimate falls outside its formula's valid range:
     :data:`HADLOCK_GA_RANGE_WEEKS` (14-42 weeks) for the Hadlock estimates,
     :data:`INTERGROWTH_DATING_GA_RANGE_WEEKS` (14+0 to 25+6 weeks) for the INTERGROWTH-21st HC
-    dating equation. BPD follows :data:`BPD_CONVENTION`.
+    dating equation; ``ga_note`` then says why, one reason per empty GA joined by ``"; "`` (e.g.
+    ``"HC 2400 mm outside the Hadlock HC range (14-42 weeks, HC about 89-358 mm)"``). A length that is
+    not a finite positive number is ``None`` too. BPD follows :data:`BPD_CONVENTION`.
     """
 
     bpd_mm: float | None
@@ -299,59 +409,72 @@ class Biometry:
     ga_hadlock_hc_weeks: float | None
     ga_hadlock_bpd_weeks: float | None
     ga_intergrowth_hc_weeks: float | None
-    ga_note: str = ""  # why a GA is empty (outside its formula's range), for the output row
+    ga_note: str = ""  # why a GA is empty (outside its formula's range), for the output row's ga_note
 
 
-def _safe_ga(fn, value: float) -> float | None:
-    """A GA formula that never raises: an absurd input (a head of kilometres) overflows to None."""
+def _length(name: str, value: float | None) -> tuple[float | None, str]:
+    """``(value as float, "")`` for a finite positive length, else ``(None, reason)``."""
+    if value is None:
+        return None, f"{name} unknown"
+    v = float(value)
+    if not math.isfinite(v) or v <= 0.0:
+        return None, f"{name} {v:g} mm is not a finite positive length"
+    return v, ""
+
+
+def _finite(fn: Callable[[float, float], float], a: float, b: float) -> float | None:
+    """``fn(a, b)`` when it is a finite number, else ``None`` (overflow, NaN from inf / inf)."""
     try:
-        ga = fn(value)
-    except (OverflowError, ValueError, ZeroDivisionError):
+        value = fn(a, b)
+    except (ArithmeticError, ValueError):
         return None
-    return ga if math.isfinite(ga) else None
-
-
-def _in_range(
-    ga_weeks: float | None, ga_range: tuple[float, float], upper_inclusive: bool = True
-) -> float | None:
-    if ga_weeks is None:
-        return None
-    lo, hi = ga_range
-    ok = lo <= ga_weeks <= hi if upper_inclusive else lo <= ga_weeks < hi
-    return ga_weeks if ok else None
+    return value if math.isfinite(value) else None
 
 
 def biometry_from_axes(bpd_mm: float, ofd_mm: float, hc_mm: float | None = None) -> Biometry:
     """All head biometry from the two ellipse axes (mm) and, optionally, a measured HC (mm).
 
     ``hc_mm`` defaults to the Ramanujan perimeter of the ellipse with semi-axes ``bpd_mm / 2`` and
-    ``ofd_mm / 2``. GA estimates outside their formula's valid range are ``None`` (see
-    :class:`Biometry`).
+    ``ofd_mm / 2``. GA estimates outside their formula's valid range are ``None`` and
+    :attr:`Biometry.ga_note` says why (see :class:`Biometry`).
 
-    Raises:
-        ValueError: if a measurement is not a finite positive number.
+    Never raises for numbers, however absurd (1e300, 1e-300, inf, NaN, 0, negative: a length that is
+    not a finite positive number becomes ``None`` with its reason in ``ga_note``); a value that is not
+    a number at all (a string) is a programming error and raises TypeError or ValueError from
+    ``float()``.
     """
-    bpd = _check_positive("bpd_mm", bpd_mm)
-    ofd = _check_positive("ofd_mm", ofd_mm)
-    hc = ramanujan_perimeter(bpd / 2.0, ofd / 2.0) if hc_mm is None else _check_positive("hc_mm", hc_mm)
-    hadlock_hc = _in_range(_safe_ga(ga_hadlock_hc_weeks, hc), HADLOCK_GA_RANGE_WEEKS)
-    hadlock_bpd = _in_range(_safe_ga(ga_hadlock_bpd_weeks, bpd), HADLOCK_GA_RANGE_WEEKS)
-    ig = _in_range(
-        _safe_ga(ga_intergrowth_hc_weeks, hc), INTERGROWTH_DATING_GA_RANGE_WEEKS, upper_inclusive=False
-    )
-    notes = []
-    if hadlock_hc is None or hadlock_bpd is None:
-        notes.append(f"Hadlock GA only for {HADLOCK_GA_RANGE_WEEKS[0]:g}-{HADLOCK_GA_RANGE_WEEKS[1]:g} weeks")
-    if ig is None:
-        lo, hi = INTERGROWTH_DATING_GA_RANGE_WEEKS
-        notes.append(f"INTERGROWTH-21st HC dating only for {lo:g}+0 to {hi - 1:g}+6 weeks")
+    bpd, why_bpd = _length("BPD", bpd_mm)
+    ofd, why_ofd = _length("OFD", ofd_mm)
+    if hc_mm is not None:
+        hc, why_hc = _length("HC", hc_mm)
+    elif bpd is not None and ofd is not None:
+        hc = _finite(ramanujan_perimeter, bpd / 2.0, ofd / 2.0)
+        why_hc = "HC not computable from BPD and OFD (overflow or underflow)"
+    else:
+        hc, why_hc = None, "HC unknown (no BPD and OFD)"
+    ci = _finite(cephalic_index, bpd, ofd) if bpd is not None and ofd is not None else None
+    notes = [why for why in (why_bpd, why_ofd) if why]
+    estimates: dict[str, float | None] = {}
+    for key, formula, length, why_length in (
+        ("hadlock_hc", _HADLOCK_HC, hc, why_hc),
+        ("hadlock_bpd", _HADLOCK_BPD, bpd, why_bpd),
+        ("intergrowth_hc", _INTERGROWTH_HC, hc, why_hc),
+    ):
+        if length is None:
+            estimates[key] = None
+            if why_length and why_length not in notes:
+                notes.append(why_length)
+            continue
+        estimates[key], why = _estimate(formula, length)
+        if why:
+            notes.append(why)
     return Biometry(
         bpd_mm=bpd,
         ofd_mm=ofd,
         hc_mm=hc,
-        cephalic_index=cephalic_index(bpd, ofd),
-        ga_hadlock_hc_weeks=hadlock_hc,
-        ga_hadlock_bpd_weeks=hadlock_bpd,
-        ga_intergrowth_hc_weeks=ig,
+        cephalic_index=ci,
+        ga_hadlock_hc_weeks=estimates["hadlock_hc"],
+        ga_hadlock_bpd_weeks=estimates["hadlock_bpd"],
+        ga_intergrowth_hc_weeks=estimates["intergrowth_hc"],
         ga_note="; ".join(notes),
     )

@@ -1,18 +1,30 @@
-"""Clinical context for a batch: a known gestational age per scan (``--ga-csv``) turns each HC, BPD and
-OFD into an INTERGROWTH-21st z-score and centile (Papageorghiou et al., Lancet 2014; the equations are
-in :mod:`fetalbio.biometry`)."""
+"""Clinical context for a batch: a known gestational age (GA) per scan (``--ga-csv``) turns each HC, BPD
+and OFD into an INTERGROWTH-21st z-score and centile.
+
+Standards: Papageorghiou AT, Ohuma EO, Altman DG, et al. "International standards for fetal growth
+based on serial ultrasound measurements: the Fetal Growth Longitudinal Study of the INTERGROWTH-21st
+Project." Lancet 2014;384:869-879. The equations (HC, BPD, OFD; GA 14-40 weeks) are in
+:mod:`fetalbio.biometry`. GA is in exact weeks (20.5 = 20 weeks 3.5 days), lengths in mm, z-scores in
+SD units, centiles in percent (0-100). None of these numbers is a diagnosis.
+"""
 
 from __future__ import annotations
 
 import csv
 import math
+import re
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 from fetalbio.biometry import INTERGROWTH_GA_RANGE_WEEKS, centile, zscore
-from fetalbio.io import ScanError, read_csv_file
+from fetalbio.io import ScanError, check_comma_separated, read_csv_file
 
-GA_COLUMNS = [
+__all__ = ["GA_COLUMNS", "MEASURED_STATUSES", "add_ga_columns", "read_ga_csv"]
+
+#: Columns :func:`add_ga_columns` fills: the given GA (weeks), then z-score (SD) and centile (%) of each
+#: measure against the INTERGROWTH-21st fetal growth standards.
+GA_COLUMNS: list[str] = [
     "ga_given_weeks",
     "hc_zscore",
     "hc_centile",
@@ -22,23 +34,57 @@ GA_COLUMNS = [
     "ofd_centile",
 ]
 
+#: Row statuses that carry a measurement (an ``error`` row has none).
+MEASURED_STATUSES: frozenset[str] = frozenset({"ok", "review"})
 
-def _key(name: str) -> str:
-    return "".join(name.split()).lower()
+_MEASURES = ("hc", "bpd", "ofd")  # all three have INTERGROWTH-21st standards (biometry.zscore)
+_WEEKS_PLUS_DAYS = re.compile(r"^(\d{1,2})\s*\+\s*([0-6])$")  # "20+3" = 20 weeks 3 days
+
+
+def _norm_header(name: str) -> str:
+    """Header name without case, spaces or punctuation: 'GA (days)', 'ga_days', 'GA days' -> 'gadays'."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def _base_name(name: str) -> str:
+    """The file's base name, as :func:`fetalbio.io.read_pixel_csv` keys it (``\\`` or ``/`` folders)."""
+    return name.strip().replace("\\", "/").rsplit("/", 1)[-1]
+
+
+def _parse_ga(raw: str, unit: str) -> float:
+    """GA in weeks from a cell: a number of ``unit`` (``'weeks'`` or ``'days'``), or weeks+days
+    ``'20+3'`` in a weeks column. Raises ValueError for anything else."""
+    text = raw.strip()
+    m = _WEEKS_PLUS_DAYS.match(text) if unit == "weeks" else None
+    if m:
+        return int(m.group(1)) + int(m.group(2)) / 7.0
+    value = float(text)
+    if not math.isfinite(value):
+        raise ValueError(text)
+    return value / 7.0 if unit == "days" else value
+
+
+def _columns(path: Path, header: list[str]) -> tuple[int, int, str]:
+    """``(filename column, GA column, 'weeks' or 'days')`` from the header, or a ScanError."""
+    check_comma_separated(path, header, "filename,ga_weeks")
+    cols = [_norm_header(h) for h in header]
+    if "filename" not in cols:
+        raise ScanError(path, "missing column 'filename' (expected filename and ga_weeks or ga_days)")
+    has = [u for u in ("weeks", "days") if f"ga{u}" in cols]
+    if not has:
+        raise ScanError(path, "missing column 'ga_weeks' or 'ga_days'")
+    if len(has) == 2:
+        raise ScanError(path, "has both 'ga_weeks' and 'ga_days': give one GA column")
+    return cols.index("filename"), cols.index(f"ga{has[0]}"), has[0]
 
 
 def _parse(path: Path, lines: Iterable[str]) -> dict[str, float]:
+    """Rows of a GA CSV -> ``{base name: GA in weeks}``; every fault is a one-line ScanError."""
     reader = csv.reader(lines)
     header = next(reader, None)
     if header is None:
         raise ScanError(path, "empty CSV file")
-    cols = [_key(h) for h in header]
-    if "filename" not in cols:
-        raise ScanError(path, "missing column 'filename' (with ga_weeks or ga_days)")
-    unit = next((u for u in ("ga_weeks", "ga_days") if u in cols), None)
-    if unit is None:
-        raise ScanError(path, "missing column 'ga_weeks' or 'ga_days'")
-    i_name, i_ga = cols.index("filename"), cols.index(unit)
+    i_name, i_ga, unit = _columns(path, header)
     lo, hi = INTERGROWTH_GA_RANGE_WEEKS
     out: dict[str, float] = {}
     for row in reader:
@@ -46,40 +92,75 @@ def _parse(path: Path, lines: Iterable[str]) -> dict[str, float]:
             continue
         line = reader.line_num
         if len(row) <= max(i_name, i_ga):
-            raise ScanError(path, f"row {line}: too few columns")
-        name = row[i_name].strip().replace("\\", "/").rsplit("/", 1)[-1]
+            raise ScanError(path, f"row {line}: expected at least {max(i_name, i_ga) + 1} columns")
+        name, raw = _base_name(row[i_name]), row[i_ga].strip()
+        if not name:
+            raise ScanError(path, f"row {line}: empty filename")
+        if not raw:
+            continue  # GA not known for this scan: its z-score columns stay empty
         try:
-            ga = float(row[i_ga]) / (7.0 if unit == "ga_days" else 1.0)
+            ga = _parse_ga(raw, unit)
         except ValueError:
-            raise ScanError(path, f"row {line} ({name}): GA {row[i_ga]!r} is not a number") from None
-        if not (math.isfinite(ga) and lo <= ga <= hi):
+            raise ScanError(path, f"row {line} ({name}): GA {raw!r} is not a number of {unit}") from None
+        if not lo <= ga <= hi:
             raise ScanError(
                 path,
-                f"row {line} ({name}): GA {ga:g} weeks is outside the INTERGROWTH-21st fetal "
-                f"growth standards ({lo:g}-{hi:g} weeks)",
+                f"row {line} ({name}): GA {raw} {unit} ({ga:.4g} weeks) is outside the INTERGROWTH-21st "
+                f"fetal growth standards ({lo:g}-{hi:g} weeks)",
             )
+        if name in out and not math.isclose(out[name], ga, abs_tol=1e-9):
+            raise ScanError(path, f"row {line}: {name} listed twice with different GAs")
         out[name] = ga
     return out
 
 
 def read_ga_csv(path: str | Path) -> dict[str, float]:
-    """``{file name: gestational age in weeks}`` from a CSV: ``filename`` and ``ga_weeks`` or ``ga_days``."""
+    """``{file base name: gestational age in weeks}`` from a CSV.
+
+    Columns: ``filename`` and one of ``ga_weeks`` (exact weeks, e.g. ``20.5``, or weeks+days ``20+3``)
+    or ``ga_days`` (days, divided by 7); header names ignore case, spaces and punctuation (``GA (days)``
+    works), further columns are ignored, a UTF-8 BOM and CRLF are accepted, blank lines and rows with an
+    empty GA cell are skipped. File names are matched by base name, folders (``/`` or ``\\``) dropped,
+    as in the pixel-size CSV.
+
+    Raises:
+        ScanError: one line naming the file: missing/unreadable file, a missing column, a GA that is
+            not a number, a GA outside 14-40 weeks (the range of the INTERGROWTH-21st fetal growth
+            standards), or a file listed twice with different GAs.
+    """
     return read_csv_file(path, _parse)
 
 
-def add_ga_columns(rows: list[dict], ga_weeks: dict[str, float]) -> int:
-    """Add the GA and z-scores/centiles to every measured (mm) row whose file has a GA; returns how many."""
-    n = 0
-    for r in rows:
-        ga = ga_weeks.get(Path(str(r.get("file", ""))).name)
-        if ga is None or r.get("status") == "error" or r.get("unit") != "mm":
+def _z_and_centile(measure: str, value: Any, ga_weeks: float) -> tuple[float | None, float | None]:
+    """INTERGROWTH-21st ``(z-score, centile)`` of ``value`` mm, or ``(None, None)`` when not defined."""
+    try:
+        v = float(value)
+        if not math.isfinite(v) or v <= 0.0:
+            return None, None
+        return zscore(measure, v, ga_weeks), centile(measure, v, ga_weeks)  # type: ignore[arg-type]
+    except (TypeError, ValueError, ArithmeticError):
+        return None, None
+
+
+def add_ga_columns(rows: list[dict], ga_weeks: dict[str, float]) -> None:
+    """Fill :data:`GA_COLUMNS` in place for every row measured in mm whose file has a GA.
+
+    A row qualifies when its ``status`` is ``ok`` or ``review``, its ``unit`` is ``mm`` and the base
+    name of its ``file`` is a key of ``ga_weeks`` (as returned by :func:`read_ga_csv`). It gets
+    ``ga_given_weeks`` and, for each of ``hc_mm``, ``bpd_mm``, ``ofd_mm`` that is a finite positive
+    number, ``<measure>_zscore`` (SD) and ``<measure>_centile`` (0-100) from the INTERGROWTH-21st
+    standards (Papageorghiou et al., Lancet 2014). A GA outside 14-40 weeks or not finite adds
+    nothing; other rows are left untouched. Never raises for odd values.
+    """
+    lo, hi = INTERGROWTH_GA_RANGE_WEEKS
+    for row in rows:
+        if row.get("status") not in MEASURED_STATUSES or row.get("unit") != "mm":
             continue
-        r["ga_given_weeks"] = ga
-        for k in ("hc", "bpd", "ofd"):
-            v = r.get(f"{k}_mm")
-            if v is None or not v > 0:
-                continue
-            r[f"{k}_zscore"] = zscore(k, v, ga)
-            r[f"{k}_centile"] = centile(k, v, ga)
-        n += 1
-    return n
+        ga = ga_weeks.get(_base_name(str(row.get("file", ""))))
+        if ga is None or not (isinstance(ga, int | float) and lo <= ga <= hi):
+            continue
+        row["ga_given_weeks"] = float(ga)
+        for m in _MEASURES:
+            z, c = _z_and_centile(m, row.get(f"{m}_mm"), float(ga))
+            if z is not None:
+                row[f"{m}_zscore"], row[f"{m}_centile"] = z, c

@@ -1,4 +1,6 @@
-"""--ga-csv: INTERGROWTH-21st z-scores and centiles per row, checked against the published equations."""
+"""--ga-csv: reading the GA table, and INTERGROWTH-21st z-scores and centiles per row, checked against
+the published equations and z-score tables (Papageorghiou et al., Lancet 2014;384:869-879), worked
+here by hand rather than through fetalbio.biometry."""
 
 from __future__ import annotations
 
@@ -8,41 +10,176 @@ import math
 import pytest
 from typer.testing import CliRunner
 
-from fetalbio.clinical import add_ga_columns, read_ga_csv
+from fetalbio.clinical import GA_COLUMNS, add_ga_columns, read_ga_csv
 from fetalbio.io import ScanError
 
 
-def test_read_ga_csv_weeks_days_and_errors(tmp_path):
-    p = tmp_path / "ga.csv"
-    p.write_text("filename,GA_days\nfolder/a.png,140\nb.png,203\n")
-    assert read_ga_csv(p) == {"a.png": 20.0, "b.png": 29.0}
-    p.write_text("filename,ga_weeks\na.png,41.5\n")
-    with pytest.raises(ScanError, match="outside the INTERGROWTH-21st"):
-        read_ga_csv(p)
-    p.write_text("filename,ga_weeks\na.png,soon\n")
-    with pytest.raises(ScanError, match="not a number"):
-        read_ga_csv(p)
-    p.write_text("name,weeks\n")
-    with pytest.raises(ScanError, match="missing column"):
-        read_ga_csv(p)
+def phi(z: float) -> float:
+    """Standard normal CDF in percent."""
+    return 50.0 * (1.0 + math.erf(z / math.sqrt(2.0)))
 
 
-def test_hc_zscore_from_the_published_equation():
-    # Papageorghiou et al. 2014 (HC): mean = -28.2849 + 1.69267 GA^2 - 0.397485 GA^2 ln GA, and
-    # SD = 1.98735 + 0.0136772 GA^3 - 0.00726264 GA^3 ln GA + 0.000976253 GA^3 (ln GA)^2
-    ga = 24.0
+def published_mean_sd(measure: str, ga: float) -> tuple[float, float]:
+    """INTERGROWTH-21st fetal growth standards, Papageorghiou et al. Lancet 2014 (Table/appendix):
+    mean and SD in mm at GA in exact weeks, transcribed from the paper, not from fetalbio."""
     lg = math.log(ga)
-    mean = -28.2849 + 1.69267 * ga**2 - 0.397485 * ga**2 * lg
-    sd = 1.98735 + 0.0136772 * ga**3 - 0.00726264 * ga**3 * lg + 0.000976253 * ga**3 * lg**2
-    hc = mean + 1.5 * sd
-    rows = [
-        {"file": "x/a.png", "status": "ok", "unit": "mm", "hc_mm": hc, "bpd_mm": 60.0, "ofd_mm": 75.0},
-        {"file": "b.png", "status": "error"},
+    if measure == "hc":
+        mean = -28.2849 + 1.69267 * ga**2 - 0.397485 * ga**2 * lg
+        sd = 1.98735 + 0.0136772 * ga**3 - 0.00726264 * ga**3 * lg + 0.000976253 * ga**3 * lg**2
+    elif measure == "bpd":
+        mean = 5.60878 + 0.158369 * ga**2 - 0.00256379 * ga**3
+        sd = math.exp(0.101242 + 0.00150557 * ga**3 - 0.000771535 * ga**3 * lg + 0.0000999638 * ga**3 * lg**2)
+    else:
+        mean = -12.4097 + 0.626342 * ga**2 - 0.148075 * ga**2 * lg
+        sd = math.exp(-0.880034 + 0.0631165 * ga**2 - 0.0317136 * ga**2 * lg + 0.00408302 * ga**2 * lg**2)
+    return mean, sd
+
+
+def write(tmp_path, text: str, name: str = "ga.csv"):
+    p = tmp_path / name
+    p.write_text(text, encoding="utf-8")
+    return p
+
+
+# --------------------------------------------------------------------------- read_ga_csv
+
+
+def test_ga_columns_are_exported():
+    assert GA_COLUMNS == [
+        "ga_given_weeks",
+        "hc_zscore",
+        "hc_centile",
+        "bpd_zscore",
+        "bpd_centile",
+        "ofd_zscore",
+        "ofd_centile",
     ]
-    assert add_ga_columns(rows, {"a.png": ga, "b.png": ga}) == 1
-    assert rows[0]["hc_zscore"] == pytest.approx(1.5, abs=1e-9)
-    assert rows[0]["hc_centile"] == pytest.approx(100 * 0.5 * (1 + math.erf(1.5 / math.sqrt(2))), abs=1e-9)
-    assert "hc_zscore" not in rows[1]
+
+
+def test_read_ga_csv_weeks_and_days(tmp_path):
+    p = write(tmp_path, "filename,GA_days\nfolder/a.png,140\nC:\\scans\\b.png,203\n")
+    assert read_ga_csv(p) == {"a.png": 20.0, "b.png": 29.0}
+    p = write(tmp_path, "\ufeffFile Name , GA (weeks)\r\na.png,20.5\r\n\r\nb.png,20+3\r\nc.png,\r\n")
+    got = read_ga_csv(p)
+    assert got == {"a.png": 20.5, "b.png": pytest.approx(20 + 3 / 7)}  # c.png: GA unknown, skipped
+    p = write(tmp_path, "hc,filename,ga_weeks\n1,a.png,14\n2,b.png,40\n3,a.png,14.0\n")
+    assert read_ga_csv(p) == {"a.png": 14.0, "b.png": 40.0}  # both ends of the range are inside
+
+
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        (
+            "filename,ga_weeks\na.png,41.5\n",
+            "outside the INTERGROWTH-21st fetal growth standards (14-40 weeks)",
+        ),
+        (
+            "filename,ga_weeks\na.png,13.9\n",
+            "outside the INTERGROWTH-21st fetal growth standards (14-40 weeks)",
+        ),
+        ("filename,ga_days\na.png,300\n", "300 days (42.86 weeks) is outside the INTERGROWTH-21st"),
+        ("filename,ga_weeks\na.png,soon\n", "row 2 (a.png): GA 'soon' is not a number of weeks"),
+        ("filename,ga_weeks\na.png,nan\n", "is not a number"),
+        ("filename,ga_weeks\na.png,inf\n", "is not a number"),
+        ("filename,ga_weeks\na.png,20+9\n", "is not a number"),
+        ("name,weeks\n", "missing column 'filename'"),
+        ("filename,hc\n", "missing column 'ga_weeks' or 'ga_days'"),
+        ("filename,ga_weeks,ga_days\n", "both 'ga_weeks' and 'ga_days'"),
+        ("filename;ga_weeks\na.png;20\n", "semicolon-separated"),
+        ("filename,ga_weeks\n,20\n", "row 2: empty filename"),
+        ("filename,ga_weeks\na.png,20\nx/a.png,21\n", "a.png listed twice with different GAs"),
+        ("filename,ga_weeks\na.png\n", "row 2: expected at least 2 columns"),
+        ("", "empty CSV file"),
+    ],
+)
+def test_read_ga_csv_errors_are_one_line_and_name_the_file(tmp_path, text, reason):
+    p = write(tmp_path, text)
+    with pytest.raises(ScanError) as info:
+        read_ga_csv(p)
+    msg = str(info.value)
+    assert reason in msg and msg.startswith(str(p)) and "\n" not in msg
+
+
+def test_read_ga_csv_missing_file_and_folder(tmp_path):
+    with pytest.raises(ScanError, match="nope.csv: does not exist"):
+        read_ga_csv(tmp_path / "nope.csv")
+    with pytest.raises(ScanError, match="is a directory"):
+        read_ga_csv(tmp_path)
+    p = tmp_path / "latin1.csv"
+    p.write_bytes(b"filename,ga_weeks\ncaf\xe9.png,20\n")
+    with pytest.raises(ScanError, match="cannot read CSV"):
+        read_ga_csv(p)
+
+
+# --------------------------------------------------------------------------- add_ga_columns
+
+
+@pytest.mark.parametrize("measure", ["hc", "bpd", "ofd"])
+@pytest.mark.parametrize("ga", [14.0, 20.5, 24.0, 33.0, 40.0])
+@pytest.mark.parametrize("z", [-2.5, 0.0, 1.5])
+def test_zscores_match_the_published_equations(measure, ga, z):
+    means_sds = {m: published_mean_sd(m, ga) for m in ("hc", "bpd", "ofd")}
+    row = {"file": "x/a.png", "status": "ok", "unit": "mm"}
+    for m, (mean, sd) in means_sds.items():
+        row[f"{m}_mm"] = mean + (z if m == measure else 0.0) * sd
+    add_ga_columns([row], {"a.png": ga})
+    assert row["ga_given_weeks"] == ga
+    assert row[f"{measure}_zscore"] == pytest.approx(z, abs=1e-9)
+    assert row[f"{measure}_centile"] == pytest.approx(phi(z), abs=1e-9)
+
+
+@pytest.mark.parametrize(
+    ("measure", "ga", "minus2", "mean", "plus2"),
+    [
+        # rows of the published INTERGROWTH-21st z-score tables (mm, rounded to 0.1 mm)
+        ("hc", 20, 157.6, 172.5, 187.4),
+        ("hc", 34, 287.9, 308.1, 328.3),
+        ("bpd", 23, 53.1, 58.2, 63.3),
+        ("bpd", 40, 87.1, 94.9, 102.7),
+        ("ofd", 17, 42.6, 47.4, 52.1),
+        ("ofd", 30, 90.3, 98.0, 105.8),
+    ],
+)
+def test_zscores_match_the_published_tables(measure, ga, minus2, mean, plus2):
+    rows = [
+        {"file": f"{v}.png", "status": "review", "unit": "mm", f"{measure}_mm": v}
+        for v in (minus2, mean, plus2)
+    ]
+    add_ga_columns(rows, {f"{v}.png": float(ga) for v in (minus2, mean, plus2)})
+    zs = [r[f"{measure}_zscore"] for r in rows]
+    assert zs == [pytest.approx(-2.0, abs=0.05), pytest.approx(0.0, abs=0.05), pytest.approx(2.0, abs=0.05)]
+    assert rows[1][f"{measure}_centile"] == pytest.approx(50.0, abs=2.0)
+    assert rows[2][f"{measure}_centile"] == pytest.approx(97.72, abs=0.3)  # Phi(2) = 97.72 %
+
+
+def test_only_measured_mm_rows_with_a_ga_get_columns():
+    ga = {"a.png": 24.0, "b.png": 24.0, "c.png": 24.0, "d.png": 24.0}
+    rows = [
+        {"file": "x/a.png", "status": "ok", "unit": "mm", "hc_mm": 220.0, "bpd_mm": None, "ofd_mm": -1.0},
+        {"file": "b.png", "status": "error", "unit": "", "error": "blank image"},
+        {"file": "c.png", "status": "ok", "unit": "px", "hc_px": 800.0},
+        {"file": "d.png", "status": "ok", "unit": "mm", "hc_mm": math.inf, "bpd_mm": math.nan, "ofd_mm": "x"},
+        {"file": "e.png", "status": "ok", "unit": "mm", "hc_mm": 220.0},  # no GA given
+        {"file": "C:\\scans\\a.png", "status": "ok", "unit": "mm", "hc_mm": 1e300},  # absurd, no raise
+    ]
+    assert add_ga_columns(rows, ga) is None
+    assert rows[0]["ga_given_weeks"] == 24.0 and "hc_zscore" in rows[0]
+    assert "bpd_zscore" not in rows[0] and "ofd_zscore" not in rows[0]  # no value, nothing invented
+    assert rows[1] == {"file": "b.png", "status": "error", "unit": "", "error": "blank image"}
+    assert "ga_given_weeks" not in rows[2]
+    assert rows[3]["ga_given_weeks"] == 24.0 and not any(k.endswith("_zscore") for k in rows[3])
+    assert "ga_given_weeks" not in rows[4]
+    assert rows[5]["hc_centile"] == 100.0 and math.isfinite(rows[5]["hc_zscore"])
+
+
+@pytest.mark.parametrize("ga", [13.0, 41.0, math.nan, math.inf])
+def test_a_ga_outside_the_standards_adds_nothing(ga):
+    rows = [{"file": "a.png", "status": "ok", "unit": "mm", "hc_mm": 200.0}]
+    add_ga_columns(rows, {"a.png": ga})
+    assert rows == [{"file": "a.png", "status": "ok", "unit": "mm", "hc_mm": 200.0}]
+
+
+# --------------------------------------------------------------------------- through the CLI
 
 
 def test_predict_with_ga_csv(tmp_path):
