@@ -26,7 +26,8 @@ AUGMENT_PRESETS: dict[str, dict] = {
     "standard": {},
     "robust": {
         "scale_range": (0.6, 1.2),
-        "p_any_rotation": 0.35,
+        "gamma": (0.6, 1.6),  # machines' grey maps differ more than the standard preset allows
+        "p_any_rotation": 0.5,
         "p_frame": 0.2,
         "p_speckle": 0.25,
         "p_blur": 0.2,
@@ -47,10 +48,12 @@ LANDMARK_ARCH = "resnet"
 MAX_PIXEL_SIZE_MM = 5.0
 
 # --- review: a row keeps its numbers but says a person must look (thresholds scale with the head) ---
-# two methods' HC differing by more than this fraction of the head's HC (3 % of a 170 mm head = 5 mm)
-REVIEW_DISAGREE_FRAC = 0.03
-# a 90 % HC interval wider than this fraction of the HC
-REVIEW_INTERVAL_FRAC = 0.08
+# two methods' HC differing by more than this fraction of the head's HC (4 % of a 170 mm head = 7 mm)
+REVIEW_DISAGREE_FRAC = 0.04
+# a 90 % HC interval wider than this fraction of the HC. Chosen on the calibration half of the validation
+# split (`tools/robustness.py tune-review`): from 0.08 to 0.12 the clean scans sent to review fell from
+# 20 % to 14 % while the gross errors caught fell only from 50 % to 47 % (docs/robustness.md)
+REVIEW_INTERVAL_FRAC = 0.12
 # cephalic index (100 BPD / OFD) outside this range is not a head seen in a proper axial plane
 # (Hadlock et al. 1981: 78.3 +/- 4.4 (SD); the range is about +/- 4 SD)
 REVIEW_CEPHALIC_INDEX = (60.0, 96.0)
