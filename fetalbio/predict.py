@@ -396,7 +396,8 @@ def write_outputs(out: Path, rows: list[dict], run_info: dict) -> dict:
     from fetalbio.report import write_report
 
     shown = ("model", "engine", "started", "finished", "fetalbio_version")
-    write_report(out, rows, {**summary, **{k: run_info.get(k) for k in shown}})
+    # the page shows the numbers the CSV and JSON hold (rounded once, the same way)
+    write_report(out, [round_row(r) for r in rows], {**summary, **{k: run_info.get(k) for k in shown}})
     return summary
 
 
