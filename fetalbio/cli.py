@@ -731,13 +731,24 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
     for r in rows:
         if r["status"] == "error":
             err_console.print(f"[red]{r['file']}[/]: {r['error']}", highlight=False)
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] in ("ok", "review")]  # review rows keep their numbers
     if not ok or len(ok) > 50:
         return
     t = Table(
-        "file", "method", "HC", "BPD", "OFD", "CI", "GA (Hadlock)", "flags", box=None, header_style="bold"
+        "file",
+        "method",
+        "status",
+        "HC",
+        "BPD",
+        "OFD",
+        "CI",
+        "GA (Hadlock)",
+        "flags / review",
+        box=None,
+        header_style="bold",
     )
-    t.columns[0].no_wrap = True
+    for col in t.columns[:8]:  # values never wrap ("124.0 / mm"); flags and reasons may
+        col.no_wrap = True
     from fetalbio import methods
 
     for r in ok:
@@ -751,12 +762,13 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
         t.add_row(
             Path(r["file"]).name,
             methods.get(r["method"]).short_name,
+            "[yellow]review[/]" if r["status"] == "review" else "ok",
             f("hc"),
             f("bpd"),
             f("ofd"),
             f"{r['cephalic_index']:.1f}" if r.get("cephalic_index") else "",
             f"{ga:.1f} w" if ga else "",
-            r.get("flags", ""),
+            "; ".join(filter(None, [r.get("flags", ""), r.get("review_reasons", "")])),
         )
     console.print(t)
 
