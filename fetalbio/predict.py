@@ -199,8 +199,9 @@ def predict_paths(
             todo.append(p)
     if progress and len(todo) < len(paths):
         progress(len(paths) - len(todo))
-    sources = [(p, f) for p in todo for f in _frames(p, opts)]
-    expected = {str(p): len(_frames(p, opts)) for p in todo}
+    frame_lists = {str(p): _frames(p, opts) for p in todo}  # one header read per file
+    sources = [(p, f) for p in todo for f in frame_lists[str(p)]]
+    expected = {path: len(fs) for path, fs in frame_lists.items()}
     frames: dict[str, list[Prediction]] = {}
     for batch in predictor.run(sources, lambda s: _read(s, opts)):
         records, done = [], 0
