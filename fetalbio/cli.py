@@ -154,6 +154,7 @@ def data_check(
 # --- options declared once (Typer Annotated aliases), grouped in --help by panel ---
 
 INPUTS, OUTPUTS, MODEL, TRAINING, DISTRIBUTION = "Inputs", "Outputs", "Model", "Training", "Distribution"
+PACS = "Hospital: DICOM SR and PACS (DICOMweb)"
 
 Dataset = Annotated[
     Path, typer.Argument(help="Annotated folder (NAME.png + NAME_Annotation.png), e.g. hc18/training_set.")
@@ -456,7 +457,48 @@ def _available_methods(method: str, model: Path | None, engine: EngineName) -> t
 # --- predict's options ---
 
 Inputs = Annotated[
-    list[Path], typer.Argument(help="Scan files and/or folders (searched recursively).", show_default=False)
+    list[Path] | None,
+    typer.Argument(help="Scan files and/or folders (searched recursively).", show_default=False),
+]
+WriteSr = Annotated[
+    bool,
+    typer.Option(
+        "--sr", help="Write a DICOM SR (TID 5000) per measured DICOM input to sr/.", rich_help_panel=PACS
+    ),
+]
+Dicomweb = Annotated[
+    str | None,
+    typer.Option(
+        "--dicomweb",
+        metavar="URL",
+        help="Measure a PACS study over DICOMweb (its root, e.g. https://pacs/dicom-web) instead of files.",
+        rich_help_panel=PACS,
+    ),
+]
+Study = Annotated[
+    list[str] | None,
+    typer.Option(
+        "--study", metavar="UID", help="Study Instance UID to measure (repeatable).", rich_help_panel=PACS
+    ),
+]
+StudyDate = Annotated[
+    str | None,
+    typer.Option(help="QIDO study date or range, e.g. 20260101-20261231.", rich_help_panel=PACS),
+]
+Modality = Annotated[str, typer.Option(help="Series modality to measure ('' for all).", rich_help_panel=PACS)]
+PatientId = Annotated[str | None, typer.Option(help="QIDO filter: Patient ID.", rich_help_panel=PACS)]
+Accession = Annotated[str | None, typer.Option(help="QIDO filter: accession number.", rich_help_panel=PACS)]
+StoreSr = Annotated[
+    bool,
+    typer.Option(
+        "--store-sr",
+        help="Store the SRs on the --dicomweb server (STOW-RS); implies --sr.",
+        rich_help_panel=PACS,
+    ),
+]
+Timeout = Annotated[
+    float,
+    typer.Option(min=1, help="Seconds to wait for the DICOMweb server per request.", rich_help_panel=PACS),
 ]
 RunFolderOut = Annotated[
     Path, typer.Option("--out", help="Run folder (one run per folder).", rich_help_panel=OUTPUTS)
@@ -529,17 +571,36 @@ def predict(
     ga_csv: GaCsv = None,
     frames: Frames = None,
     quiet: Quiet = False,
+    sr: WriteSr = False,
+    dicomweb: Dicomweb = None,
+    study: Study = None,
+    study_date: StudyDate = None,
+    modality: Modality = "US",
+    patient_id: PatientId = None,
+    accession: Accession = None,
+    store_sr: StoreSr = False,
+    timeout: Timeout = 30.0,
 ) -> None:
-    """Measure BPD, OFD and HC on scans; write a run folder (measurements, report.html, overlays)."""
+    """Measure BPD, OFD and HC on scans or a PACS study; write a run folder (measurements, report.html,
+    overlays, and with --sr DICOM SRs)."""
+    from fetalbio.hospital import SrOptions
     from fetalbio.io import find_scans
     from fetalbio.predict import PredictOptions
 
     ga_map = _check_predict_options(resume, overwrite, pixel_size, pixel_csv, ga_csv)
+    if store_sr and not dicomweb:
+        raise fail("--store-sr stores on the --dicomweb server: give --dicomweb URL (or use `fetalbio sr`)")
+    if dicomweb and inputs:
+        raise fail("give scan files/folders or --dicomweb URL, not both")
+    if not dicomweb and not inputs:
+        raise fail("give scan files or folders to measure, or --dicomweb URL --study UID")
     methods = _available_methods(method, model, engine)
-    paths, missing = find_scans(inputs)  # checked before any model loads
-    if not paths:  # nothing to measure: say why at once, before any model loads
+    remote = _find_remote(dicomweb, study, study_date, modality, patient_id, accession, timeout)
+    inputs = [out / "dicomweb"] if remote else inputs
+    paths, missing = ([], []) if remote else find_scans(inputs)  # checked before any model loads
+    if not paths and not remote:  # nothing to measure: say why at once, before any model loads
         raise fail("; ".join(str(e) for e in missing) or "no scans found in " + ", ".join(map(str, inputs)))
-    csv_map = _pixel_csv_for(inputs, pixel_csv, pixel_size, paths)
+    csv_map = _pixel_csv_for(inputs, pixel_csv, pixel_size, paths) if not remote else None
     opts = PredictOptions(
         methods=methods,
         pixel_size_mm=pixel_size,
@@ -552,8 +613,25 @@ def predict(
         frames=_frame_list(frames),
     )
     mode = "resume" if resume else "overwrite" if overwrite else "new"
-    code = _run_predict(inputs, paths, missing, out, opts, mode, model, engine, quiet)
+    sr_opts = SrOptions(write=sr or store_sr, store=remote.pacs if remote and store_sr else None)
+    code = _run_predict(inputs, paths, missing, out, opts, mode, model, engine, quiet, remote, sr_opts)
     raise typer.Exit(code)
+
+
+def _find_remote(url, study, study_date, modality, patient_id, accession, timeout):
+    """The DICOMweb source's instances, asked before any model loads (None without --dicomweb)."""
+    if not url:
+        return None
+    from fetalbio.dicomweb import DicomwebError, Query
+    from fetalbio.hospital import find_remote
+
+    query = Query(tuple(study or ()), modality or None, study_date, patient_id, accession)
+    try:
+        remote = find_remote(url, query, timeout)
+    except DicomwebError as exc:
+        raise fail(str(exc)) from None
+    err_console.print(f"{len(remote.refs)} instances on {remote.pacs.where}", highlight=False)
+    return remote
 
 
 def _frame_list(text: str | None) -> list[int] | None:
@@ -617,22 +695,14 @@ def _pixel_csv_for(
     return csv_map or None
 
 
-def _run_predict(inputs, paths, missing, out: Path, opts, mode: str, model, engine, quiet: bool) -> int:
+def _run_predict(
+    inputs, paths, missing, out: Path, opts, mode: str, model, engine, quiet: bool, remote=None, sr_opts=None
+) -> int:
     """Open the run folder, load the models, measure (journal, resume, signals), write the outputs."""
     import datetime as dt
     import signal
 
-    from rich.progress import Progress
-
-    from fetalbio.modelinfo import ModelError
-    from fetalbio.predict import (
-        BatchRun,
-        error_row,
-        model_identity,
-        options_for,
-        predict_paths,
-        write_outputs,
-    )
+    from fetalbio.predict import BatchRun, model_identity, options_for, write_outputs
     from fetalbio.runfolder import OutputNames, RunFolder, RunFolderError
 
     folder = RunFolder(out, mode)
@@ -652,28 +722,12 @@ def _run_predict(inputs, paths, missing, out: Path, opts, mode: str, model, engi
             err_console.print(
                 f"resuming: {len(run.done)} scans already measured with these models and options"
             )
-        handlers = {
-            sig: signal.signal(sig, lambda n, f: run.stop.append(n))
-            for sig in (signal.SIGINT, signal.SIGTERM)
-        }
-        try:
-            with Progress(console=err_console, transient=True, disable=quiet) as bar:
-                task = bar.add_task("measuring", total=len(paths))
-                rows = [error_row(str(e.path), m, e.reason) for e in missing for m in opts.methods]
-                try:
-                    rows += predict_paths(paths, engines, out, opts, lambda n: bar.advance(task, n), run)
-                except ModelError as exc:  # a model that fails while running fails every scan: stop, say so
-                    raise fail(
-                        f"{exc} (the scans measured before are kept: fix the model, then --resume)"
-                    ) from None
-            if opts.ga_weeks:
-                from fetalbio.clinical import add_ga_columns
-
-                add_ga_columns(rows, opts.ga_weeks)
-        finally:
-            for sig, h in handlers.items():
-                signal.signal(sig, h)
-        info = _run_info(started, engines, ids, kind, opts, mode)
+        if remote is not None:
+            paths, missing = _fetch(remote, out, quiet)
+        rows = _measure(paths, missing, engines, out, opts, run, quiet)
+        info = _run_info(started, engines, ids, kind, opts, mode) | {"options_hash": options}
+        if remote is not None:
+            info["dicomweb"] = remote.info()
         summary = write_outputs(out, rows, info)
     finally:
         folder.close()
@@ -685,13 +739,80 @@ def _run_predict(inputs, paths, missing, out: Path, opts, mode: str, model, engi
         + f" -> {out / 'measurements.csv'} ({kind})",
         highlight=False,
     )
+    not_stored = _srs(out, rows, info, sr_opts)
     if run.stop:
         left = len(paths) - summary["n_scans"] + len(missing)
         err_console.print(
             f"interrupted: the measured scans are kept; {left} left, rerun with --resume to finish"
         )
         return 130 if run.stop[0] == signal.SIGINT else 143
-    return 1 if summary["n_error_rows"] else 0
+    return 1 if summary["n_error_rows"] or not_stored else 0
+
+
+def _fetch(remote, out: Path, quiet: bool):
+    """Retrieve a DICOMweb source into the run folder: (files, missing-like errors)."""
+    from fetalbio.hospital import fetch_remote
+    from fetalbio.io import ScanError
+
+    with (
+        err_console.status(f"retrieving {len(remote.refs)} instances", spinner="dots")
+        if not quiet
+        else _null()
+    ):
+        paths, failed = fetch_remote(remote, out)
+    for ref, why in remote.skipped:
+        err_console.print(f"skipped {ref.name}: {why}", highlight=False)
+    return paths, [ScanError(Path(name), why) for name, why in failed]
+
+
+def _null():
+    from contextlib import nullcontext
+
+    return nullcontext()
+
+
+def _measure(paths, missing, engines, out: Path, opts, run, quiet: bool) -> list[dict]:
+    """The rows of a run: error rows for what could not be read, then every scan measured."""
+    import signal
+
+    from rich.progress import Progress
+
+    from fetalbio.modelinfo import ModelError
+    from fetalbio.predict import error_row, predict_paths
+
+    handlers = {
+        sig: signal.signal(sig, lambda n, f: run.stop.append(n)) for sig in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        with Progress(console=err_console, transient=True, disable=quiet) as bar:
+            task = bar.add_task("measuring", total=len(paths))
+            rows = [error_row(str(e.path), m, e.reason) for e in missing for m in opts.methods]
+            try:
+                rows += predict_paths(paths, engines, out, opts, lambda n: bar.advance(task, n), run)
+            except ModelError as exc:  # a model that fails while running fails every scan: stop, say so
+                raise fail(
+                    f"{exc} (the scans measured before are kept: fix the model, then --resume)"
+                ) from None
+        if opts.ga_weeks:
+            from fetalbio.clinical import add_ga_columns
+
+            add_ga_columns(rows, opts.ga_weeks)
+    finally:
+        for sig, h in handlers.items():
+            signal.signal(sig, h)
+    return rows
+
+
+def _srs(out: Path, rows: list[dict], info: dict, sr_opts) -> int:
+    """--sr / --store-sr: write (and store) the SRs; returns how many could not be stored."""
+    if sr_opts is None or not sr_opts.write:
+        return 0
+    from fetalbio.hospital import finish_srs
+
+    lines, not_stored = finish_srs(out, rows, info, sr_opts)
+    for line in lines:
+        (err_console if line.startswith(("not stored", "no SR:")) else console).print(line, highlight=False)
+    return not_stored
 
 
 def _run_info(started: str, engines: dict, ids: dict, kind: str, opts, mode: str) -> dict:
@@ -771,6 +892,35 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
             "; ".join(filter(None, [r.get("flags", ""), r.get("review_reasons", "")])),
         )
     console.print(t)
+
+
+@app.command("sr")
+def sr_command(
+    run_folder: Annotated[Path, typer.Argument(help="A predict run folder (measurements.json, run.json).")],
+    dicomweb: Dicomweb = None,
+    store_sr: StoreSr = False,
+    timeout: Timeout = 30.0,
+) -> None:
+    """Write a DICOM SR (TID 5000) for each measured DICOM input of a finished run; --store-sr stores them."""
+    import json
+
+    from fetalbio.dicomweb import DicomwebError, Pacs
+    from fetalbio.hospital import SrOptions
+
+    if store_sr and not dicomweb:
+        raise fail("--store-sr stores on the --dicomweb server: give --dicomweb URL")
+    try:
+        rows = json.loads((run_folder / "measurements.json").read_text())["rows"]
+        info = json.loads((run_folder / "run.json").read_text())
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise fail(
+            f"{run_folder}: not a finished predict run folder ({getattr(exc, 'strerror', None) or exc})"
+        ) from None
+    try:
+        pacs = Pacs(dicomweb, timeout) if store_sr else None
+    except DicomwebError as exc:
+        raise fail(str(exc)) from None
+    raise typer.Exit(1 if _srs(run_folder, rows, info, SrOptions(True, pacs)) else 0)
 
 
 @app.command("evaluate")

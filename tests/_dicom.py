@@ -74,3 +74,47 @@ def us_region(
     region.PhysicalDeltaX = dx_cm
     region.PhysicalDeltaY = dy_cm
     return region
+
+
+STUDY_IDENTITY = {  # what an SR must copy from its source, never invent
+    "PatientID": "FB-0042",
+    "PatientName": "Doe^Jane",
+    "PatientBirthDate": "19900101",
+    "PatientSex": "F",
+    "AccessionNumber": "ACC42",
+    "StudyID": "S42",
+    "StudyDate": "20261126",
+    "StudyTime": "101500",
+    "ReferringPhysicianName": "Ref^Doctor",
+}
+
+
+def write_study(
+    folder: Path, n: int, *, multiframe: int = 0, seed: int = 0, study_uid: str | None = None
+) -> tuple[str, list[Path]]:
+    """A synthetic ultrasound study: ``n`` single-frame scans (plus ``multiframe`` 3-frame cines) with a
+    bright skull ring, ultrasound-region spacing 0.2 mm and a full patient/study identity.
+    Returns (study UID, paths)."""
+    from fetalbio.synthetic import draw_scan, random_ellipse
+
+    rng = np.random.default_rng(seed)
+    folder.mkdir(parents=True, exist_ok=True)
+    study_uid = study_uid or generate_uid()
+    series_uid = generate_uid()
+    hw = (240, 320)
+    region = [us_region(0.02, 0.02, box=(0, 0, hw[1] - 1, hw[0] - 1))]
+    common = dict(
+        STUDY_IDENTITY,
+        StudyInstanceUID=study_uid,
+        SeriesInstanceUID=series_uid,
+        SeriesNumber=1,
+        SequenceOfUltrasoundRegions=region,
+    )
+    paths = []
+    for i in range(n):
+        img = draw_scan(hw, random_ellipse(hw, rng), rng)
+        paths.append(make_dicom(folder / f"us_{i:03d}.dcm", img, InstanceNumber=i + 1, **common))
+    for j in range(multiframe):
+        cine = np.stack([draw_scan(hw, random_ellipse(hw, rng), rng) for _ in range(3)])
+        paths.append(make_dicom(folder / f"cine_{j:03d}.dcm", cine, frames=3, InstanceNumber=n + j + 1, **common))
+    return study_uid, paths
