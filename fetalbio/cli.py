@@ -555,7 +555,7 @@ Quiet = Annotated[
 
 @app.command("predict")
 def predict(
-    inputs: Inputs,
+    inputs: Inputs = None,
     out: RunFolderOut = Path("fetalbio-out"),
     method: MethodOpt = "fused",
     model: ModelPath = None,
@@ -594,6 +594,8 @@ def predict(
         raise fail("give scan files/folders or --dicomweb URL, not both")
     if not dicomweb and not inputs:
         raise fail("give scan files or folders to measure, or --dicomweb URL --study UID")
+    if sr or store_sr or dicomweb:
+        _require_dicom_extra()
     methods = _available_methods(method, model, engine)
     remote = _find_remote(dicomweb, study, study_date, modality, patient_id, accession, timeout)
     inputs = [out / "dicomweb"] if remote else inputs
@@ -618,6 +620,14 @@ def predict(
     raise typer.Exit(code)
 
 
+def _require_dicom_extra() -> None:
+    import importlib.util
+
+    missing = [m for m in ("highdicom", "dicomweb_client") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise fail(f"DICOM SR and DICOMweb need {', '.join(missing)}: pip install 'fetalbio[dicom]'")
+
+
 def _find_remote(url, study, study_date, modality, patient_id, accession, timeout):
     """The DICOMweb source's instances, asked before any model loads (None without --dicomweb)."""
     if not url:
@@ -630,7 +640,7 @@ def _find_remote(url, study, study_date, modality, patient_id, accession, timeou
         remote = find_remote(url, query, timeout)
     except DicomwebError as exc:
         raise fail(str(exc)) from None
-    err_console.print(f"{len(remote.refs)} instances on {remote.pacs.where}", highlight=False)
+    err_console.print(f"{len(remote.refs)} instances on {remote.pacs.where}", highlight=False, soft_wrap=True)
     return remote
 
 
@@ -761,7 +771,7 @@ def _fetch(remote, out: Path, quiet: bool):
     ):
         paths, failed = fetch_remote(remote, out)
     for ref, why in remote.skipped:
-        err_console.print(f"skipped {ref.name}: {why}", highlight=False)
+        err_console.print(f"skipped {ref.name}: {why}", highlight=False, soft_wrap=True)
     return paths, [ScanError(Path(name), why) for name, why in failed]
 
 
@@ -811,7 +821,8 @@ def _srs(out: Path, rows: list[dict], info: dict, sr_opts) -> int:
 
     lines, not_stored = finish_srs(out, rows, info, sr_opts)
     for line in lines:
-        (err_console if line.startswith(("not stored", "no SR:")) else console).print(line, highlight=False)
+        out_console = err_console if line.startswith(("not stored", "no SR:")) else console
+        out_console.print(line, highlight=False, soft_wrap=True)  # UIDs and paths are never wrapped
     return not_stored
 
 
@@ -909,6 +920,7 @@ def sr_command(
 
     if store_sr and not dicomweb:
         raise fail("--store-sr stores on the --dicomweb server: give --dicomweb URL")
+    _require_dicom_extra()
     try:
         rows = json.loads((run_folder / "measurements.json").read_text())["rows"]
         info = json.loads((run_folder / "run.json").read_text())

@@ -172,29 +172,42 @@ class Pacs:
                 uid = _value(s, "series")
                 found = self._qido(
                     f"listing series {uid} of study {study}",
-                    lambda st=study, u=uid: self.client.search_for_instances(st, u, get_remaining=True),
+                    lambda st=study, u=uid: self._pages(self.client.search_for_instances, st, u),
                 )
                 refs += [InstanceRef(study, uid, _value(i, "sop"), _value(i, "class")) for i in found]
         return refs
 
     def _find_studies(self, query: Query) -> list[str]:
-        filters = {
+        narrowing = {
             k: v
             for k, v in (
                 ("StudyDate", query.study_date),
-                ("ModalitiesInStudy", query.modality),
                 ("PatientID", query.patient_id),
                 ("AccessionNumber", query.accession),
             )
             if v
         }
-        if not filters:
+        if not narrowing:  # a modality alone would measure every ultrasound study in the hospital
             raise DicomwebError("give --study UID or a filter (--study-date, --patient-id, --accession)")
+        filters = narrowing | ({"ModalitiesInStudy": query.modality} if query.modality else {})
         found = self._qido(
-            "searching studies",
-            lambda: self.client.search_for_studies(search_filters=filters, get_remaining=True),
+            "searching studies", lambda: self._pages(self.client.search_for_studies, search_filters=filters)
         )
         return [_value(s, "study") for s in found]
+
+    @staticmethod
+    def _pages(search, *args, page: int = 1000, **kwargs) -> list[dict]:
+        """Every result of a QIDO search, a page at a time. Stops at a short page, or when the server
+        ignores ``offset`` and answers the same page again (Orthanc does for studies): no endless loop."""
+        out: list[dict] = []
+        seen: set[str] = set()
+        while True:
+            got = search(*args, limit=page, offset=len(out), **kwargs) or []
+            fresh = [r for r in got if _key(r) not in seen]
+            seen.update(_key(r) for r in fresh)
+            out += fresh
+            if len(got) < page or not fresh:
+                return out
 
     def _qido(self, what: str, call) -> list[dict]:
         try:
@@ -254,6 +267,10 @@ def _value(item: dict, key: str) -> str:
         return str(item[_TAG[key]]["Value"][0])
     except (KeyError, IndexError, TypeError):
         return ""
+
+
+def _key(item: dict) -> str:
+    return "/".join(_value(item, k) for k in ("study", "series", "sop"))
 
 
 def _scrub(text: str, url: str) -> str:

@@ -116,5 +116,7 @@ def write_study(
         paths.append(make_dicom(folder / f"us_{i:03d}.dcm", img, InstanceNumber=i + 1, **common))
     for j in range(multiframe):
         cine = np.stack([draw_scan(hw, random_ellipse(hw, rng), rng) for _ in range(3)])
-        paths.append(make_dicom(folder / f"cine_{j:03d}.dcm", cine, frames=3, InstanceNumber=n + j + 1, **common))
+        paths.append(
+            make_dicom(folder / f"cine_{j:03d}.dcm", cine, frames=3, InstanceNumber=n + j + 1, **common)
+        )
     return study_uid, paths
