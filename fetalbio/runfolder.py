@@ -8,6 +8,8 @@ Layout of ``--out DIR``::
     measurements.json   the same rows
     report.html         the review report
     overlays/, masks/   named by the input's path relative to its input root
+    sr/                 --sr: one DICOM SR per measured DICOM input (<SOP instance UID>.dcm) + index.csv
+    dicomweb/           --dicomweb: the retrieved instances (<study>/<series>/<instance>.dcm)
     .lock               held (flock) while a run writes here
 
 A journal line is ``{"key": [path as given, content sha256], "options": options hash, "rows": [...]}``.
@@ -29,6 +31,7 @@ from fetalbio.writers import safe_text
 
 JOURNAL = "journal.jsonl"
 OUTPUTS = ("run.json", JOURNAL, "measurements.csv", "measurements.json", "report.html", "overlays", "masks")
+OUTPUTS += ("sr", "dicomweb")  # --sr, --dicomweb
 MAX_NAME_BYTES = 150  # overlay/mask file names: well under the 255-byte limit of common file systems
 
 
