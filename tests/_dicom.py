@@ -120,3 +120,34 @@ def write_study(
             make_dicom(folder / f"cine_{j:03d}.dcm", cine, frames=3, InstanceNumber=n + j + 1, **common)
         )
     return study_uid, paths
+
+
+def require_tool(name: str) -> str:
+    """The path of a Debian validator (dciodvfy, dsrdump); skipped when absent, failed in CI
+    (FETALBIO_REQUIRE_TOOLS=1: .ci/run installs them)."""
+    import os
+    import shutil
+
+    import pytest
+
+    path = shutil.which(name)
+    if path is None:
+        if os.environ.get("FETALBIO_REQUIRE_TOOLS") == "1":
+            pytest.fail(f"{name} is not installed (.ci/run installs it)")
+        pytest.skip(f"{name} is not installed (Debian dicom3tools / dcmtk)")
+    return path
+
+
+def validate_sr(path: Path) -> str:
+    """Run dciodvfy (no errors, the Comprehensive SR IOD recognised) and dsrdump (reads it) on an SR;
+    returns dsrdump's text."""
+    import subprocess
+
+    res = subprocess.run([require_tool("dciodvfy"), str(path)], capture_output=True, text=True, timeout=60)
+    out = res.stdout + res.stderr
+    assert res.returncode == 0 and "Error" not in out and out.strip().startswith("ComprehensiveSR"), out
+    dump = subprocess.run(
+        [require_tool("dsrdump"), "-Ec", str(path)], capture_output=True, text=True, timeout=60
+    )
+    assert dump.returncode == 0, dump.stderr
+    return dump.stdout

@@ -14,7 +14,7 @@ import numpy as np
 import pydicom
 import pytest
 import requests
-from _dicom import write_study
+from _dicom import validate_sr, write_study
 from _orthanc import PASSWORD, USER, available, free_port, orthanc
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
@@ -93,6 +93,8 @@ def test_a_50_instance_study_round_trips_in_one_command(pacs, round_trip):
     assert len(srs) == 50
     sources = {pydicom.dcmread(p, stop_before_pixels=True).SOPInstanceUID: p for p in paths}
     assert {read_sr(ds)["image"][0] for ds in srs} == set(sources)  # each references its own image
+    for path in (round_trip[1] / "sr").glob("*.dcm"):  # every SR this run wrote and stored
+        validate_sr(path)
 
 
 def test_stored_srs_carry_the_values_of_a_folder_run(pacs, round_trip, tmp_path):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -15,22 +14,11 @@ from pathlib import Path
 import numpy as np
 import pydicom
 import pytest
-from _dicom import STUDY_IDENTITY, make_dicom, write_study
+from _dicom import STUDY_IDENTITY, make_dicom, require_tool, validate_sr, write_study
 from typer.testing import CliRunner
 
 from fetalbio import sr as srmod
 from fetalbio.cli import app
-
-REQUIRE = os.environ.get("FETALBIO_REQUIRE_TOOLS") == "1"  # CI: a missing validator is a failure
-
-
-def tool(name: str) -> str:
-    path = shutil.which(name)
-    if path is None:
-        if REQUIRE:
-            pytest.fail(f"{name} is not installed (.ci/run installs it)")
-        pytest.skip(f"{name} is not installed (Debian dicom3tools / dcmtk)")
-    return path
 
 
 @pytest.fixture(scope="module")
@@ -66,17 +54,12 @@ def written(run: Path) -> list[tuple[dict, Path]]:
 
 
 def test_every_sr_validates_with_dciodvfy(run):
-    dciodvfy = tool("dciodvfy")
     for _, path in written(run):
-        res = subprocess.run([dciodvfy, str(path)], capture_output=True, text=True, timeout=60)
-        out = res.stdout + res.stderr
-        assert res.returncode == 0, out
-        assert "Error" not in out, out
-        assert out.strip().startswith("ComprehensiveSR"), out  # it recognised the IOD
+        validate_sr(path)
 
 
 def test_dsrdump_reads_the_template_and_values(run):
-    dsrdump = tool("dsrdump")
+    dsrdump = require_tool("dsrdump")
     by_file = rows(run)
     for entry, path in written(run):
         res = subprocess.run([dsrdump, "-Ec", str(path)], capture_output=True, text=True, timeout=60)
