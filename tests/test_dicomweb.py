@@ -230,3 +230,26 @@ def test_studies_found_by_qido_filters(pacs, tmp_path):
     assert {r.study for r in refs} == {study} and len(refs) == 50
     assert none.status_code in (200, 204) and (none.status_code == 204 or none.json() == [])
     assert np.all([r.sop_class for r in refs])
+
+
+def test_sr_command_stores_a_folder_runs_srs_as_the_same_instances(pacs, round_trip, tmp_path):
+    """A folder run of the same files measures the same instances with the same models and options:
+    `fetalbio sr --store-sr` stores SRs with the same UIDs, so the PACS still holds 50, not 100."""
+    server, study, _, root = pacs
+    res = invoke(
+        ["predict", str(root / "study"), "--out", str(tmp_path / "local"), "--engine", "litert", "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    res = invoke(["sr", str(tmp_path / "local"), "--dicomweb", server.dicomweb, "--store-sr"])
+    assert res.exit_code == 0 and "stored 50 of 50 SRs" in res.output, res.output
+    assert len(stored_srs(server, study)) == 50
+
+
+def test_which_instances_are_not_images():
+    from fetalbio.dicomweb import non_image_reason
+
+    assert non_image_reason("1.2.840.10008.5.1.4.1.1.88.33") == "not an image: a structured report"
+    assert "encapsulated" in non_image_reason("1.2.840.10008.5.1.4.1.1.104.1")
+    assert non_image_reason("1.2.840.10008.5.1.4.1.1.6.1") is None  # US image
+    assert non_image_reason("1.2.840.10008.5.1.4.1.1.3.1") is None  # US multi-frame
+    assert non_image_reason("1.2.840.10008.5.1.4.1.1.7") is None  # secondary capture (screen captures)
