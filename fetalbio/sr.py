@@ -120,9 +120,11 @@ def read_source_header(path: Path) -> Dataset:
     from pydicom.errors import InvalidDicomError
 
     try:
-        ds = pydicom.dcmread(path, stop_before_pixels=True)
+        ds = pydicom.dcmread(path, stop_before_pixels=True, force=True)  # as read_scan: no preamble is fine
     except (InvalidDicomError, OSError, ValueError, EOFError) as exc:
         raise SrError(f"{path}: not a DICOM file, no SR ({exc})") from None
+    if "SOPClassUID" not in ds and "StudyInstanceUID" not in ds:  # force=True parses anything
+        raise SrError(f"{path}: not a DICOM file, no SR (no DICOM header found)")
     for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID"):
         if not str(ds.get(keyword, "") or "").strip():
             raise SrError(f"{path}: the source has no {keyword}, so an SR cannot reference it")
