@@ -106,6 +106,7 @@ def test_stored_srs_carry_the_values_of_a_folder_run(pacs, round_trip, tmp_path)
     assert res.exit_code == 0, res.output
     local = {}
     for f in (tmp_path / "local" / "sr").glob("*.dcm"):
+        validate_sr(f)
         back = read_sr(pydicom.dcmread(f))
         local[back["image"]] = back
     remote = {read_sr(ds)["image"]: read_sr(ds) for ds in stored_srs(server, study)}
@@ -243,6 +244,8 @@ def test_sr_command_stores_a_folder_runs_srs_as_the_same_instances(pacs, round_t
     res = invoke(["sr", str(tmp_path / "local"), "--dicomweb", server.dicomweb, "--store-sr"])
     assert res.exit_code == 0 and "stored 50 of 50 SRs" in res.output, res.output
     assert len(stored_srs(server, study)) == 50
+    for f in (tmp_path / "local" / "sr").glob("*.dcm"):
+        validate_sr(f)
 
 
 def test_which_instances_are_not_images():

@@ -169,6 +169,8 @@ def test_sr_command_rewrites_the_same_instances(run, tmp_path):
     res = CliRunner().invoke(app, ["sr", str(copy)])
     assert res.exit_code == 0, res.output
     assert {e["sop_instance_uid"] for e in index(copy) if e["sr_file"]} == before  # idempotent: no duplicates
+    for _, path in written(copy):
+        validate_sr(path)
 
 
 def test_sr_command_on_a_folder_that_is_no_run(tmp_path):
@@ -217,6 +219,7 @@ PROV = srmod.SrProvenance("0.0.0", (("seg/m.tflite@abc", "abc" * 21 + "d"),), "l
 def test_a_review_row_is_preliminary_and_says_why(tmp_path):
     src = srmod.read_source_header(source(tmp_path))
     ds = srmod.build_sr(row(status="review", review_reasons="the methods disagree"), src, PROV)
+    validate_sr(srmod.write_sr(ds, tmp_path / "review.dcm"))
     assert ds.VerificationFlag == "UNVERIFIED" and ds.PreliminaryFlag == "PRELIMINARY"
     assert "REVIEW REQUIRED: the methods disagree" in srmod.read_sr(ds)["comment"]
 
@@ -224,6 +227,7 @@ def test_a_review_row_is_preliminary_and_says_why(tmp_path):
 def test_an_outline_outside_the_image_has_no_scoord_but_keeps_its_value(tmp_path):
     src = srmod.read_source_header(source(tmp_path))
     ds = srmod.build_sr(row(ellipse_cx_px=110.0, bpd1_y=-3.0), src, PROV)  # cut by the border
+    validate_sr(srmod.write_sr(ds, tmp_path / "edge.dcm"))
     back = srmod.read_sr(ds)
     assert set(back["graphics"]) == {"ofd"} and back["hc_mm"] == 100.0 and back["bpd_mm"] == 28.0
 
@@ -246,5 +250,6 @@ def test_missing_patient_attributes_stay_empty_never_invented(tmp_path):
     path = make_dicom(tmp_path / "anon.dcm", np.zeros((50, 60), np.uint8), StudyInstanceUID="1.2.3",
                       SeriesInstanceUID="1.2.3.4")  # fmt: skip
     ds = srmod.build_sr(row(), srmod.read_source_header(path), PROV)
+    validate_sr(srmod.write_sr(ds, tmp_path / "anon_sr.dcm"))
     assert ds.PatientID in ("", None) and ds.PatientBirthDate in ("", None)
     assert str(ds.PatientName) == "Synthetic^Test"  # what the source has
