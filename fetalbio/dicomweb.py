@@ -244,14 +244,23 @@ class Pacs:
     def store(self, paths: list[Path]) -> list[tuple[Path, str]]:
         """Store each SR file; returns (file, reason) for those the server did not accept."""
         import pydicom
+        import requests
 
-        failed = []
+        failed: list[tuple[Path, str]] = []
+        unreachable = None
         for p in paths:
             ds = pydicom.dcmread(p)
+            if unreachable:  # the server is gone: the rest are not tried (each would wait for it again)
+                failed.append(
+                    (p, f"storing SR {ds.SOPInstanceUID} on {self.where}: not tried ({unreachable})")
+                )
+                continue
             try:
                 resp = self.client.store_instances([ds], study_instance_uid=ds.StudyInstanceUID)
             except Exception as exc:  # noqa: BLE001
                 failed.append((p, str(self._explain(f"storing SR {ds.SOPInstanceUID}", exc))))
+                if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+                    unreachable = str(self._explain("", exc)).split(": ", 1)[-1]
                 continue
             bad = resp.get("FailedSOPSequence") if resp is not None else None
             if bad:

@@ -253,3 +253,19 @@ def test_missing_patient_attributes_stay_empty_never_invented(tmp_path):
     validate_sr(srmod.write_sr(ds, tmp_path / "anon_sr.dcm"))
     assert ds.PatientID in ("", None) and ds.PatientBirthDate in ("", None)
     assert str(ds.PatientName) == "Synthetic^Test"  # what the source has
+
+
+def test_srs_a_server_does_not_take_are_named_and_fail_the_run(run, tmp_path):
+    import socket
+
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    res = CliRunner().invoke(
+        app, ["sr", str(copy), "--dicomweb", f"http://127.0.0.1:{port}/dw", "--store-sr"]
+    )
+    assert res.exit_code == 1, res.output
+    assert "stored 0 of 4 SRs" in res.output and res.output.count("not stored: storing SR") == 4
+    assert "cannot connect" in res.output
