@@ -592,6 +592,8 @@ def predict(
         raise fail("--store-sr stores on the --dicomweb server: give --dicomweb URL (or use `fetalbio sr`)")
     if dicomweb and inputs:
         raise fail("give scan files/folders or --dicomweb URL, not both")
+    if dicomweb and pixel_csv:
+        raise fail("--pixel-csv names files; a DICOMweb instance carries its spacing (or give --pixel-size)")
     if not dicomweb and not inputs:
         raise fail("give scan files or folders to measure, or --dicomweb URL --study UID")
     if sr or store_sr or dicomweb:

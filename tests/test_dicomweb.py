@@ -215,6 +215,8 @@ def test_options_that_contradict(tmp_path):
     assert "not both" in invoke(["predict", str(scan), "--dicomweb", "http://h/dw"]).output
     assert "--store-sr stores on the --dicomweb server" in invoke(["predict", str(scan), "--store-sr"]).output
     assert "give --study UID or a filter" in invoke(["predict", "--dicomweb", "http://127.0.0.1:9/dw"]).output
+    csv = invoke(["predict", "--dicomweb", "http://h/dw", "--study", "1.2", "--pixel-csv", str(scan)]).output
+    assert "--pixel-csv names files" in csv
 
 
 def test_studies_found_by_qido_filters(pacs, tmp_path):
@@ -256,3 +258,12 @@ def test_which_instances_are_not_images():
     assert non_image_reason("1.2.840.10008.5.1.4.1.1.6.1") is None  # US image
     assert non_image_reason("1.2.840.10008.5.1.4.1.1.3.1") is None  # US multi-frame
     assert non_image_reason("1.2.840.10008.5.1.4.1.1.7") is None  # secondary capture (screen captures)
+
+
+def test_a_bearer_token_is_sent_and_never_printed(monkeypatch):
+    monkeypatch.setenv("FETALBIO_DICOMWEB_TOKEN", "tok-123456789")
+    session = Pacs("https://pacs.example.org/dicom-web")._session()
+    assert session.headers["Authorization"] == "Bearer tok-123456789" and session.auth is None
+    url = f"http://127.0.0.1:{free_port()}/dw"
+    res = CliRunner().invoke(app, ["predict", "--dicomweb", url, "--study", "1.2.3", "--out", "never"])
+    assert res.exit_code == 2 and "tok-123456789" not in res.output
