@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -69,7 +70,8 @@ def test_dsrdump_reads_the_template_and_values(run):
         assert "OB-GYN Ultrasound Procedure Report" in out
         assert "Verification Flag   : UNVERIFIED" in out
         for name, key in (("Biparietal Diameter", "bpd_mm"), ("Head Circumference", "hc_mm")):
-            assert f'"{name}")="{row[key]:g}" (mm,UCUM' in out, out
+            shown = re.search(rf'"{name}"\)="([-0-9.eE+]+)" \(mm,UCUM', out)
+            assert shown and float(shown.group(1)) == pytest.approx(row[key], abs=1e-9), out
 
 
 def test_values_read_back_as_in_the_csv(run):
