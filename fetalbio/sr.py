@@ -77,7 +77,8 @@ LANGUAGE = ("en-US", "RFC5646", "English (United States)")  # TID 1204, CID 5000
 MM = ("mm", "UCUM", "millimeter")
 DAYS = ("d", "UCUM", "day")
 RATIO = ("{ratio}", "UCUM", "ratio")  # TID 5004: the index as BPD/OFD (the CSV gives it in percent)
-UID_ROOT = "1.2.826.0.1.3680043.10.1373."  # fetalbio's UIDs: a fixed root + a hash of what they name
+# UIDs: pydicom's registered root, which it lends to anyone, + a hash of what they name (deterministic)
+UID_ROOT = "1.2.826.0.1.3680043.8.498."
 
 
 class SrError(ValueError):
