@@ -583,7 +583,7 @@ def predict(
 ) -> None:
     """Measure BPD, OFD and HC on scans or a PACS study; write a run folder (measurements, report.html,
     overlays, and with --sr DICOM SRs)."""
-    from fetalbio.hospital import SrOptions
+    from fetalbio.hospital import REMOTE_FOLDER, SrOptions
     from fetalbio.io import find_scans
     from fetalbio.predict import PredictOptions
 
@@ -600,7 +600,7 @@ def predict(
         _require_dicom_extra()
     methods = _available_methods(method, model, engine)
     remote = _find_remote(dicomweb, study, study_date, modality, patient_id, accession, timeout)
-    inputs = [out / "dicomweb"] if remote else inputs
+    inputs = [out / REMOTE_FOLDER] if remote else inputs
     paths, missing = ([], []) if remote else find_scans(inputs)  # checked before any model loads
     if not paths and not remote:  # nothing to measure: say why at once, before any model loads
         raise fail("; ".join(str(e) for e in missing) or "no scans found in " + ", ".join(map(str, inputs)))
