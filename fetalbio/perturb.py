@@ -108,7 +108,12 @@ KINDS: dict[str, Perturbation] = {
 
 
 def perturb(kind: str, img: np.ndarray, pixel_size_mm: float, seed: int = 0) -> tuple[np.ndarray, float]:
-    """Apply perturbation ``kind`` (one of :data:`KINDS`, or ``clean``); returns (pixels, pixel size mm)."""
+    """Apply perturbation ``kind`` (one of :data:`KINDS`, or ``clean``; ``a+b`` applies ``a`` then ``b``,
+    e.g. ``rotate30+flip_lr``); returns (pixels, pixel size mm)."""
+    if "+" in kind:
+        for part in kind.split("+"):
+            img, pixel_size_mm = perturb(part, img, pixel_size_mm, seed)
+        return img, pixel_size_mm
     if kind == "clean":
         return img, pixel_size_mm
     if kind not in KINDS:

@@ -23,41 +23,24 @@ METHODS = ("fused", "segmentation", "landmarks")
 
 
 def collect(kinds: list[str], out: Path) -> None:
-    from fetalbio.datasets import load_truth
+    """Every kind as it is and followed by a left-right flip (``kind+flip_lr``), all three methods."""
     from fetalbio.engines import load_engine
-    from fetalbio.geometry import measure_ellipse
-    from fetalbio.io import Scan, read_scan
     from fetalbio.modelinfo import models_dir
-    from fetalbio.perturb import perturb
-    from fetalbio.pipeline import Predictor
-    from fetalbio.predict import apply_review, measurement_row
+    from fetalbio.robustness import collect as collect_records
     from fetalbio.robustness import report_and_calibration_halves, validation_samples
     from fetalbio.writers import write_json_atomic
 
     samples = validation_samples(models_dir() / "segmentation" / "splits.json")
     report = set(report_and_calibration_halves([s.name for s in samples])[0])
     engines = {m: load_engine(None, m, "litert") for m in ("segmentation", "landmarks")}
-    predictor = Predictor(engines, 8, combined=("fused",))
-    jobs = []
-    for i, s in enumerate(samples):
-        clean = read_scan(s.scan_path, pixel_size_mm=s.pixel_size_mm)
-        truth = measure_ellipse(load_truth(s.annotation_path).ellipse, clean.spacing_mm)
-        for kind in kinds:
-            px, sp = perturb(kind, clean.pixels, s.pixel_size_mm, seed=i)
-            for view, img in (("orig", px), ("flip", np.ascontiguousarray(px[:, ::-1]))):
-                jobs.append((s.name, kind, view, truth, Scan(img, (sp, sp), s.scan_path, "cli")))
-    recs = []
-    for batch in predictor.run(jobs, lambda j: j[4]):
-        for p in batch:
-            name, kind, view, truth, scan = p.source
-            rows = [measurement_row(name, p.results[m], scan) for m in METHODS]
-            apply_review(rows)  # as `predict` does for its default (fused) row: no cross-row flags
-            for r in rows:
-                recs.append(
-                    {"file": name, "kind": kind, "view": view, "method": r["method"], "status": r["status"],
-                     "half": "report" if name in report else "calibration", "hc_mm": r.get("hc_mm"),
-                     "hc_sd_mm": r.get("hc_sd_mm"), "hc_true_mm": truth.hc}
-                )  # fmt: skip
+    recs = collect_records(samples, [*kinds, *(f"{k}+flip_lr" for k in kinds)], engines, METHODS)
+    for r in recs:
+        kind, plus, _ = r["kind"].partition("+")
+        r.update(
+            kind=kind,
+            view="flip" if plus else "orig",
+            half="report" if r["file"] in report else "calibration",
+        )
     write_json_atomic(out, recs)
     print(f"{len(recs)} records -> {out}")
 
