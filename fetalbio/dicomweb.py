@@ -297,7 +297,8 @@ def _scrub(text: str, url: str) -> str:
 def _check_instance(ds: Dataset, ref: InstanceRef) -> str | None:
     """Why a retrieved instance is not measured: malformed (UIDs differ from the query's) or no pixels."""
     if str(ds.get("SOPInstanceUID", "")) != ref.sop:
-        return f"malformed {ref.name}: the server returned SOP instance {ds.get('SOPInstanceUID', 'none')}"
+        got = ds.get("SOPInstanceUID") or "missing"
+        return f"malformed {ref.name}: the server's answer is not that instance (its SOP Instance UID: {got})"
     why = non_image_reason(str(ds.get("SOPClassUID", "")))
     if why:
         return why

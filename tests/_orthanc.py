@@ -71,8 +71,11 @@ def orthanc(folder: Path):
         "AuthenticationEnabled": True,
         "RegisteredUsers": {USER: PASSWORD},
         "Plugins": [str(PLUGIN)],
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        # QIDO answers from Orthanc's database, not by reading each stored file
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "StudiesMetadata": "MainDicomTags",
+                     "SeriesMetadata": "MainDicomTags"},  # fmt: skip
         "StorageCompression": False,
+        "MaximumStorageCacheSize": 0,  # serve every instance from its file (a test damages one)
         "HttpTimeout": 60,
     }
     cfg = folder / "orthanc.json"

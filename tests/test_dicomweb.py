@@ -267,3 +267,31 @@ def test_a_bearer_token_is_sent_and_never_printed(monkeypatch):
     url = f"http://127.0.0.1:{free_port()}/dw"
     res = CliRunner().invoke(app, ["predict", "--dicomweb", url, "--study", "1.2.3", "--out", "never"])
     assert res.exit_code == 2 and "tok-123456789" not in res.output
+
+
+def test_a_damaged_instance_on_the_pacs_fails_alone_with_its_name(tmp_path, monkeypatch):
+    """Orthanc's stored file of one instance is cut short after the study was listed: its retrieval
+    fails with a one-line reason naming it; the other instance is retrieved."""
+    study, paths = write_study(tmp_path / "study", 2, seed=5)
+    for k, v in CREDS.items():
+        monkeypatch.setenv(k, v)
+    with orthanc(tmp_path / "orthanc") as server:
+        for p in paths:
+            server.upload(p)
+        pacs = Pacs(server.dicomweb)
+        refs = pacs.find(Query((study,)))
+        damaged = pydicom.dcmread(paths[0], stop_before_pixels=True).SOPInstanceUID
+        tags = {
+            i: server.get(f"/instances/{i}/simplified-tags")["SOPInstanceUID"]
+            for i in server.get("/instances")
+        }
+        (oid,) = [i for i, uid in tags.items() if uid == damaged]
+        uuid = server.get(f"/instances/{oid}/attachments/dicom/info")["Uuid"]
+        stored = tmp_path / "orthanc" / "db" / uuid[:2] / uuid[2:4] / uuid
+        assert stored.is_file()
+        stored.write_bytes(stored.read_bytes()[:300])
+        got = pacs.fetch(refs, tmp_path / "cache")
+    assert [p.stem for p in got.paths] == [r.sop for r in refs if r.sop != damaged]
+    (ref, why), *_ = got.failed
+    assert len(got.failed) == 1 and ref.sop == damaged and damaged in why and "\n" not in why, why
+    assert why.startswith("malformed instance") and "SOP Instance UID: missing" in why
