@@ -763,24 +763,17 @@ def _run_predict(
 
 def _fetch(remote, out: Path, quiet: bool):
     """Retrieve a DICOMweb source into the run folder: (files, missing-like errors)."""
+    from contextlib import nullcontext
+
     from fetalbio.hospital import fetch_remote
     from fetalbio.io import ScanError
 
-    with (
-        err_console.status(f"retrieving {len(remote.refs)} instances", spinner="dots")
-        if not quiet
-        else _null()
-    ):
+    spinner = err_console.status(f"retrieving {len(remote.refs)} instances", spinner="dots")
+    with nullcontext() if quiet else spinner:
         paths, failed = fetch_remote(remote, out)
     for ref, why in remote.skipped:
         err_console.print(f"skipped {ref.name}: {why}", highlight=False, soft_wrap=True)
     return paths, [ScanError(Path(name), why) for name, why in failed]
-
-
-def _null():
-    from contextlib import nullcontext
-
-    return nullcontext()
 
 
 def _measure(paths, missing, engines, out: Path, opts, run, quiet: bool) -> list[dict]:

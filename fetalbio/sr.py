@@ -146,10 +146,14 @@ def sr_uids(source: Dataset, row: dict, prov: SrProvenance) -> tuple[str, str]:
     return series, generate_uid(UID_ROOT, ["instance", *key])
 
 
+def _multiframe(source: Dataset) -> bool:
+    return int(source.get("NumberOfFrames") or 1) > 1
+
+
 def _image(source: Dataset, frame: int, relationship: str | None):
     from highdicom.sr import ImageContentItem
 
-    multi = int(source.get("NumberOfFrames") or 1) > 1
+    multi = _multiframe(source)
     item = ImageContentItem(
         name=_code(SOURCE_OF_MEASUREMENT),
         referenced_sop_class_uid=source.SOPClassUID,
@@ -224,7 +228,7 @@ def _measurement(measure: str, row: dict, source: Dataset, prov: SrProvenance, f
             name=_code(SOURCE_OF_MEASUREMENT),
             graphic_type=kind,
             graphic_data=_points(pts),
-            pixel_origin_interpretation="FRAME" if int(source.get("NumberOfFrames") or 1) > 1 else None,
+            pixel_origin_interpretation="FRAME" if _multiframe(source) else None,
             relationship_type="INFERRED FROM",
         )
         scoord.ContentSequence = ContentSequence([_image(source, frame, "SELECTED FROM")])
@@ -438,14 +442,12 @@ def write_run_srs(out: Path, rows: list[dict], run_info: dict) -> SrRun:
     method = (run_info.get("options", {}).get("methods") or ["fused"])[0]
     options = str(run_info.get("options_hash") or "")
     result = SrRun([], [])
-    headers: dict[str, Any] = {}
     for n, row in enumerate(report_rows([round_row(r) for r in rows], method), start=1):
         entry = {"file": row["file"], "frame": row.get("frame"), "status": row["status"]}
         try:
             if row["status"] not in MEASURED:
                 raise _Skip("not measured", row.get("error") or "error row")
-            src = headers.get(row["file"]) or _source(Path(row["file"]))
-            headers[row["file"]] = src
+            src = _source(Path(row["file"]))  # one row per input: each header is read once
             sr = build_sr(row, src, SrProvenance.from_run(run_info, method, options), n)
         except _Skip as skip:
             result.skipped.append({**entry, "kind": skip.kind, "note": skip.note})
