@@ -38,6 +38,7 @@ class AugmentConfig:
     p_blur: float = 0.0  # Gaussian blur, sigma 0.5-2 px
     p_jpeg: float = 0.0  # JPEG compression, quality 25-60
     p_burn: float = 0.0  # calipers, crosses and text burnt into the image
+    p_saturate: float = 0.0  # gain set high: contrast x1.15-1.5, the brightest greys (skull) clip at white
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -141,10 +142,13 @@ def _artefacts(rng: np.random.Generator, img: np.ndarray, cfg: AugmentConfig) ->
     speckle, blur, burn, jpeg = (
         rng.random() < p for p in (cfg.p_speckle, cfg.p_blur, cfg.p_burn, cfg.p_jpeg)
     )
+    saturate = bool(cfg.p_saturate) and rng.random() < cfg.p_saturate  # (no draw at 0: the old stream)
     lo, hi = float(img.min()), float(img.max())
-    if not (speckle or blur or burn or jpeg) or hi - lo < 1e-6:
+    if not (speckle or blur or burn or jpeg or saturate) or hi - lo < 1e-6:
         return img  # unchanged (and the original training's images exactly)
     x = (img - lo) / (hi - lo) * 255.0
+    if saturate:
+        x = x * rng.uniform(1.15, 1.5) + rng.uniform(0.0, 15.0)  # clipped to 255 below
     if speckle:
         x = x * rng.gamma(4.0, 0.25, x.shape)
     if blur:

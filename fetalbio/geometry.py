@@ -17,6 +17,7 @@ Conventions (used everywhere in fetalbio):
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 import cv2
@@ -265,6 +266,37 @@ def landmarks_to_ellipse(lm: Landmarks) -> Ellipse:
     semi_bpd = float(np.hypot(*(p[1] - p[0]))) / 2.0
     ang = math.degrees(math.atan2(d_ofd[1], d_ofd[0]))
     return Ellipse.from_axes(c[0], c[1], semi_ofd, semi_bpd, ang)
+
+
+def mean_ellipse(ellipses: Sequence[Ellipse]) -> Ellipse:
+    """The average of ellipses of one head (e.g. measured in turned copies of one scan, all in its
+    pixels): centres and semi-axes averaged, the orientation by the circular mean of twice the angle
+    (an axis has no direction, so 179 and 1 degrees average to 0, not 90)."""
+    es = list(ellipses)
+    two = np.radians([2.0 * e.angle_deg for e in es])
+    angle = math.degrees(math.atan2(np.sin(two).mean(), np.cos(two).mean())) / 2.0
+    return Ellipse.from_axes(
+        float(np.mean([e.cx_px for e in es])),
+        float(np.mean([e.cy_px for e in es])),
+        float(np.mean([e.semi_major_px for e in es])),
+        float(np.mean([e.semi_minor_px for e in es])),
+        angle,
+    )
+
+
+def mean_landmarks(sets: Sequence[Landmarks]) -> Landmarks:
+    """The average of landmark sets of one head, in one scan's pixels. Each pair's two ends are matched
+    to the first set's (the order with the shorter total distance), so a pair that the canonical order
+    rule ranks differently in two sets (a near-vertical pair) is not averaged into its midpoint."""
+    ref = sets[0].as_array()
+    acc = ref.copy()
+    for lm in sets[1:]:
+        p = lm.as_array()
+        for i in (0, 2):  # the BPD pair, the OFD pair
+            same = np.hypot(*(p[i] - ref[i])) + np.hypot(*(p[i + 1] - ref[i + 1]))
+            swapped = np.hypot(*(p[i + 1] - ref[i])) + np.hypot(*(p[i] - ref[i + 1]))
+            acc[i : i + 2] += p[i : i + 2] if same <= swapped else p[i : i + 2][::-1]
+    return Landmarks.from_array(acc / len(sets))
 
 
 def distance_mm(p: Point, q: Point, spacing_mm: Spacing) -> float:

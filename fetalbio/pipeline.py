@@ -58,7 +58,7 @@ class Predictor:
         turn_portrait: bool = True,
     ):
         self.find_region = find_region  # letterbox only the ultrasound image of a capture (fetalbio.region)
-        self.turn_portrait = turn_portrait  # also measure portrait scans turned a quarter each way
+        self.turn_portrait = turn_portrait  # measure portrait scans turned a quarter each way, averaged
         self.engines = dict(engines)
         self.combined = combined  # combining methods (e.g. fused), computed from the engines' results
         self.batch_size = batch_size
@@ -121,26 +121,50 @@ class Predictor:
             scan = read(src)
         except ScanError as exc:
             return None, {}, exc.reason
+        pixels, tilt = scan.pixels, None
+        if self.find_region:  # a scan turned by any angle is first squared back to the axes
+            from fetalbio.preprocess import upright
+            from fetalbio.region import find_tilt
+
+            found = find_tilt(pixels)
+            if found is not None:
+                pixels, m = upright(pixels, found)
+                tilt = (m, *scan.pixels.shape[:2], found[0])
+        region = self._region(pixels)
+        h, w = region[2:] if region else pixels.shape[:2]
         views = [0]
-        if self.turn_portrait and scan.height > PORTRAIT_RATIO * scan.width:
-            views = [0, 1, 3]  # a landscape scan turned on its side, either way, or a tall screen
+        if self.turn_portrait and h > PORTRAIT_RATIO * w:
+            # a landscape scan turned on its side: measured turned back both ways and averaged (the
+            # models' confidence does not tell the upright view from the upside-down one reliably)
+            views = [1, 3]
         inputs = {
-            m: [self._view(scan.pixels, k, e.image_size) for k in views] for m, e in self.engines.items()
+            m: [self._view(pixels, k, e.image_size, tilt, region) for k in views]
+            for m, e in self.engines.items()
         }
         return scan, inputs, None
 
-    def _view(self, pixels: np.ndarray, k: int, image_size: tuple[int, int]):
-        """(input, letterbox) of the image turned by k quarter turns, letterboxing its ultrasound region."""
-        from fetalbio.preprocess import RotatedView, turned
+    def _region(self, img: np.ndarray) -> tuple[int, int, int, int] | None:
+        """The ultrasound image's region in ``img`` (a capture), or None (all of it)."""
+        if not self.find_region:
+            return None
+        from fetalbio.region import find_image_region
+
+        return find_image_region(img)
+
+    def _view(
+        self, pixels: np.ndarray, k: int, image_size: tuple[int, int], tilt: tuple | None = None, region=None
+    ):
+        """(input, letterbox) of the image turned by k quarter turns, letterboxing its ultrasound region
+        (``region``: already found in the unturned image); ``tilt`` (affine, original h, w, angle):
+        ``pixels`` is a turned scan squared back (TiltedView)."""
+        from fetalbio.preprocess import RotatedView, TiltedView, turned
 
         img = turned(pixels, k) if k else pixels
-        region = None
-        if self.find_region:
-            from fetalbio.region import find_image_region
-
-            region = find_image_region(img)
+        if k:
+            region = self._region(img)
         x, lb = prepare_input(img, image_size, region)
-        return x, (RotatedView(lb, k, *pixels.shape[:2]) if k else lb)
+        view = RotatedView(lb, k, *pixels.shape[:2]) if k else lb
+        return x, (TiltedView(view, *tilt) if tilt else view)
 
     def _infer_batch(self, loaded: list, pool) -> tuple[list[Prediction[S]], list]:
         """Run the engines on a loaded batch (this thread) and submit each output's decoding to the pool."""
@@ -161,7 +185,8 @@ class Predictor:
 
 
 PREFETCH = 2  # batches read ahead of the engine
-PORTRAIT_RATIO = 1.05  # a scan this much taller than wide is also measured turned a quarter each way
+PORTRAIT_RATIO = 1.2  # a scan (its ultrasound region) this much taller than wide is turned both ways;
+# a near-square one is measured as it is (turning an upright scan costs more than a small lean)
 
 
 def lb_key(lb) -> int:
@@ -197,10 +222,11 @@ def _finish(batch: tuple[list[Prediction], list, tuple[str, ...]]) -> list[Predi
         views.setdefault(id(pred), {}).setdefault(lb_key(lb), {})[method] = (lb, fut.result())
     for pred in preds:
         options = list(views.get(id(pred), {}).values())
-        if options:  # the view the models are surest of (one view for a landscape scan)
-            best = max(options, key=lambda v: sum(r.confidence for _, r in v.values() if not r.error))
-            for method, (lb, res) in best.items():
-                pred.results[method], pred.letterboxes[method] = res, lb
+        for method in options[0] if options else ():
+            # one view, or a portrait scan's two: each method averages its views (all in the scan's pixels)
+            found = [v[method] for v in options if method in v]
+            res = found[0][1] if len(found) == 1 else methods.get(method).average([r for _, r in found])
+            pred.results[method], pred.letterboxes[method] = res, found[0][0]
     for pred in preds:
         if pred.error is None:
             for name in combined:

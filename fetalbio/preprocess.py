@@ -166,3 +166,57 @@ class RotatedView:
 def turned(pixels: np.ndarray, k: int) -> np.ndarray:
     """The image turned by ``k`` quarter turns counter-clockwise (contiguous)."""
     return np.ascontiguousarray(np.rot90(pixels, k))
+
+
+@dataclass(frozen=True)
+class TiltedView:
+    """A view of a turned scan squared back to the axes (:func:`upright`), with the exact way back to
+    the turned image's own pixels: points through the inverse of the affine ``m``, maps warped by it.
+
+    ``inner`` letterboxes (and may turn by quarter turns) the upright image; ``m`` (2x3, row-major) maps
+    the original pixels (``orig_h``, ``orig_w``) to the upright image's, pixel centres at integers.
+    """
+
+    inner: Letterbox | RotatedView
+    m: tuple[float, float, float, float, float, float]
+    orig_h: int
+    orig_w: int
+    tilt_deg: float
+
+    @property
+    def k(self) -> int:  # the view's quarter turns (views of one scan are told apart by them)
+        return getattr(self.inner, "k", 0)
+
+    def _affine(self, p: np.ndarray, inverse: bool) -> np.ndarray:
+        m = np.array(self.m, np.float64).reshape(2, 3)
+        if inverse:
+            m = cv2.invertAffineTransform(m)
+        return np.asarray(p, np.float64) @ m[:, :2].T + m[:, 2]
+
+    def to_input(self, pts_xy: np.ndarray) -> np.ndarray:
+        return self.inner.to_input(self._affine(pts_xy, inverse=False))
+
+    def to_original(self, pts_xy: np.ndarray) -> np.ndarray:
+        return self._affine(self.inner.to_original(pts_xy), inverse=True)
+
+    def map_to_original(self, arr: np.ndarray) -> np.ndarray:
+        up = self.inner.map_to_original(arr)  # in the upright image's pixels
+        m = np.array(self.m, np.float64).reshape(2, 3)
+        # dst (original) pixel x samples the upright map at m @ x: m is the inverse map of this warp
+        flags = cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP
+        return cv2.warpAffine(up, m, (self.orig_w, self.orig_h), flags=flags, borderValue=0)
+
+
+def upright(
+    pixels: np.ndarray, tilt: tuple[float, tuple[float, float], tuple[float, float]]
+) -> tuple[np.ndarray, tuple[float, ...]]:
+    """A turned scan squared back to the axes: ``tilt`` = (angle_deg, centre_xy_px, size_wh_px) of its
+    rectangle (:func:`fetalbio.region.find_tilt`) -> (the upright image cropped to that rectangle, the
+    2x3 affine from ``pixels``' coordinates to the upright image's, as 6 floats)."""
+    angle, (cx, cy), (sw, sh) = tilt
+    w, h = max(8, round(sw)), max(8, round(sh))
+    m = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)  # turns the side at ``angle`` to the x axis
+    m[0, 2] += (w - 1) / 2 - cx
+    m[1, 2] += (h - 1) / 2 - cy
+    out = cv2.warpAffine(pixels, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    return out, tuple(float(v) for v in m.ravel())

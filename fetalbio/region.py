@@ -61,3 +61,71 @@ def find_image_region(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
     x1 = min(w, int(np.ceil((x + bw + pad_x) / scale)))
     y1 = min(h, int(np.ceil((y + bh + pad_y) / scale)))
     return y0, x0, y1 - y0, x1 - x0
+
+
+TILT_MIN_DEG = 3.0  # a smaller tilt is left alone: a resampling would cost more than the tilt does
+TILT_FILL_TOL = 6  # grey levels: the canvas fill around a turned image (JPEG may move it a little)
+TILT_SIDE_TOL = 0.008  # of the canvas's long side: content this far outside the turned frame still fits
+TILT_MAX_OUTSIDE = 0.002  # share of content pixels allowed outside the turned frame (JPEG ringing)
+TILT_MIN_COVER = 0.3  # the turned image covers at least this much of its canvas (0.44 at 45 deg, 2:1)
+TILT_ILL_POSED = 0.2  # cos(2 angle) below this (within ~6 deg of 45): the canvas alone cannot size the frame
+
+
+def find_tilt(pixels: np.ndarray) -> tuple[float, tuple[float, float], tuple[float, float]] | None:
+    """The turned image inside ``pixels`` (H, W): a whole scan rotated by an angle that is not a quarter
+    turn, on a canvas grown to hold it (centred, corners touching the canvas's sides) with a flat fill.
+
+    The angle is that of the smallest rectangle around the content (anything but the fill colour); the
+    frame is the rectangle at that angle inscribed in the canvas. A scan's own dark areas (a fan on
+    black) look like fill, so the test is that every content pixel lies inside that frame: a fan whose
+    smallest rectangle happens to lean spills out of it and stays upright.
+
+    Returns (angle_deg, centre_xy_px, size_wh_px) of the turned frame in ``pixels``' own pixels (pixel
+    centres at integers), ``angle_deg`` in (-45, 45] the direction of its ``w`` side (image axes, y
+    down), or None when the image is not turned (or by less than :data:`TILT_MIN_DEG`).
+    """
+    h, w = pixels.shape[:2]
+    img = pixels
+    if img.dtype != np.uint8:
+        img = cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
+    scale = min(1.0, WORK_SIDE / max(h, w))
+    small = cv2.resize(
+        img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
+    )
+    corners = np.array([small[0, 0], small[0, -1], small[-1, 0], small[-1, -1]], np.int32)
+    if int(corners.max()) - int(corners.min()) > TILT_FILL_TOL:
+        return None  # a turned image leaves the same fill in all four corners
+    content = (np.abs(small.astype(np.int32) - int(np.median(corners))) > TILT_FILL_TOL).astype(np.uint8)
+    pts = cv2.findNonZero(content)
+    if pts is None or len(pts) < 0.05 * content.size:
+        return None
+    box = cv2.boxPoints(cv2.minAreaRect(cv2.convexHull(pts)))
+    edge = box[1] - box[0]
+    angle = float((np.degrees(np.arctan2(edge[1], edge[0])) + 45.0) % 90.0 - 45.0)
+    if abs(angle) < TILT_MIN_DEG:
+        return None
+    t = np.radians(angle)
+    along, across = np.array([np.cos(t), np.sin(t)]), np.array([-np.sin(t), np.cos(t)])
+    frame = _inscribed(w, h, angle, box / scale, along, across)
+    if frame is None or frame[0] * frame[1] < TILT_MIN_COVER * w * h:
+        return None
+    centre = np.array([(w - 1) / 2, (h - 1) / 2])
+    q = (pts.reshape(-1, 2) + 0.5) / scale - 0.5 - centre
+    tol = TILT_SIDE_TOL * max(w, h)
+    outside = (np.abs(q @ along) > frame[0] / 2 + tol) | (np.abs(q @ across) > frame[1] / 2 + tol)
+    if outside.mean() > TILT_MAX_OUTSIDE:
+        return None
+    return angle, (float(centre[0]), float(centre[1])), frame
+
+
+def _inscribed(w: int, h: int, angle: float, box: np.ndarray, along, across) -> tuple[float, float] | None:
+    """(along, across) sides of the rectangle at ``angle`` whose bounding box is the (w, h) canvas; near
+    45 degrees (where the canvas fixes only their sum) the content ``box``'s proportions decide."""
+    c, s = abs(np.cos(np.radians(angle))), abs(np.sin(np.radians(angle)))
+    if c * c - s * s > TILT_ILL_POSED:
+        a, b = (w * c - h * s) / (c * c - s * s), (h * c - w * s) / (c * c - s * s)
+    else:
+        a, b = float(np.ptp(box @ along)), float(np.ptp(box @ across))
+        f = min(w / (a * c + b * s), h / (a * s + b * c))
+        a, b = a * f, b * f
+    return (float(a), float(b)) if a > 0 and b > 0 else None

@@ -145,3 +145,26 @@ def test_landmarks_to_dict_names():
         "ofd2_x",
         "ofd2_y",
     ]
+
+
+def test_mean_ellipse_averages_axes_and_the_orientation_without_sign():
+    from fetalbio.geometry import mean_ellipse
+
+    a = Ellipse(100.0, 50.0, 40.0, 30.0, 179.0)
+    b = Ellipse(102.0, 54.0, 44.0, 32.0, 1.0)  # the same axis direction as 179 degrees, nearly
+    m = mean_ellipse([a, b])
+    assert (m.cx_px, m.cy_px, m.semi_major_px, m.semi_minor_px) == pytest.approx((101.0, 52.0, 42.0, 31.0))
+    assert min(m.angle_deg, 180.0 - m.angle_deg) == pytest.approx(0.0, abs=1e-9)  # not 90
+    assert mean_ellipse([a]) == a
+
+
+def test_mean_landmarks_matches_pair_ends_before_averaging():
+    from fetalbio.geometry import mean_landmarks
+
+    a = Landmarks((10.0, 0.0), (10.0, 20.0), (0.0, 10.0), (20.0, 10.0))
+    # the same head with the BPD pair listed the other way round, each point 1 px lower
+    b = Landmarks((10.0, 21.0), (10.0, 1.0), (0.0, 11.0), (20.0, 11.0))
+    m = mean_landmarks([a, b]).as_array()
+    # averaged end to end (a pair averaged the wrong way round would collapse to its midpoint)
+    assert np.hypot(*(m[1] - m[0])) == pytest.approx(20.0)
+    assert np.sort(m[:2, 1]) == pytest.approx([0.5, 20.5]) and m[2:, 1] == pytest.approx([10.5, 10.5])

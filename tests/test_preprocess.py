@@ -70,3 +70,20 @@ def test_flips_swap_pairs_only_where_the_order_rule_requires():
     # after a horizontal flip the OFD pair swaps (the left end is now the other point); BPD does not
     np.testing.assert_allclose(moved[2], [199 - 160, 50])
     np.testing.assert_allclose(moved[0], [199 - 100, 20])
+
+
+def test_saturation_clips_the_brightest_greys_like_a_high_gain(rng):
+    from fetalbio.augment import _artefacts
+    from fetalbio.synthetic import draw_scan, random_ellipse
+
+    raw = draw_scan((200, 300), random_ellipse((200, 300), rng), rng)
+    img = normalise(raw)
+    out = _artefacts(rng, img, AugmentConfig(p_saturate=1.0))
+    at_white = float(np.mean(out >= out.max() - 1e-6))
+    assert at_white > 0.01 > float(np.mean(img >= img.max() - 1e-6))  # a plateau at white
+    assert abs(float(out.mean())) < 1e-4  # still a normalised scan
+    # at p_saturate 0 (the presets before it) no extra random number is drawn: old runs replay exactly
+    a, b = np.random.default_rng(5), np.random.default_rng(5)
+    assert np.array_equal(_artefacts(a, img, AugmentConfig()), img)
+    [b.random() for _ in range(4)]  # speckle, blur, burn, jpeg
+    assert a.bit_generator.state == b.bit_generator.state

@@ -46,7 +46,8 @@ class LandmarkMethod(Method):
 
         pts_in, conf = decode_heatmaps(np.asarray(output, np.float32), sigma_px=info.heatmap_sigma_px)
         pts_orig = letterbox.to_original(pts_in)
-        if getattr(letterbox, "k", 0):  # a turned view: re-apply the order rule in the scan's own frame
+        if getattr(letterbox, "k", 0) or getattr(letterbox, "tilt_deg", 0):  # a turned view: re-apply
+            # the order rule in the scan's own frame
             pts_orig = canonical_order(pts_orig)
         lm = Landmarks.from_array(pts_orig)
         # a model may carry its own threshold (calibrated on its validation split, see model.json)
@@ -67,6 +68,27 @@ class LandmarkMethod(Method):
             )
         return Result(
             self.name, landmarks_to_ellipse(lm), lm, None, flags, float(np.mean(conf)), list(map(float, conf))
+        )
+
+    def average(self, results: list[Result]) -> Result:
+        """The views' points averaged (pairs matched end to end), the ellipse through them."""
+        from dataclasses import replace
+
+        from fetalbio.geometry import mean_landmarks
+        from fetalbio.methods.base import _union
+
+        ok = [r for r in results if r.error is None and r.landmarks is not None]
+        if len(ok) < 2:
+            return ok[0] if ok else results[0]
+        lm = mean_landmarks([r.landmarks for r in ok])
+        pc = [r.point_confidence for r in ok if r.point_confidence is not None]
+        return replace(
+            ok[0],
+            ellipse=landmarks_to_ellipse(lm),
+            landmarks=lm,
+            flags=_union(r.flags for r in ok),
+            confidence=float(np.mean([r.confidence for r in ok])),
+            point_confidence=[float(v) for v in np.mean(pc, axis=0)] if pc else None,
         )
 
     def measure(self, result, spacing_mm):
