@@ -5,7 +5,9 @@ processes and alternating the two versions, the command users run over a folder:
 
     fetalbio predict DIR --engine litert --method segmentation --no-overlays -q
 
-on the first ``--n`` scans of ``<data>/hc18/test_set`` (synthetic scans when it is absent). The
+(and, in this version only, with ``--method landmarks`` and ``--method fused``, the default, so each
+method's speed stands beside the others) on the first ``--n`` scans of ``<data>/hc18/test_set``
+(synthetic scans when it is absent). The
 baseline is the git commit ``--baseline`` (default: the last commit before the batch-run work), checked
 out with ``git worktree`` into a temporary folder and run from there with the same Python. Wall and
 CPU time are medians over ``--repeat`` runs; the ratio is baseline wall time / this version's. The
@@ -74,10 +76,15 @@ def run(n: int, baseline: str, repeat: int) -> dict:
             capture_output=True,
         )
         try:
-            versions = {f"baseline {baseline}": base, "this version": REPO}
+            versions = {  # label -> (code, method): the single methods and the fused default beside them
+                f"baseline {baseline}": (base, methods.PRIMARY[0]),
+                "this version": (REPO, methods.PRIMARY[0]),
+                **{f"this version, {m}": (REPO, m) for m in methods.PRIMARY[1:]},
+                "this version, fused (the default)": (REPO, "fused"),
+            }
             times: dict[str, list[tuple[float, float]]] = {k: [] for k in versions}
             for i in range(repeat):
-                for label, root in versions.items():
+                for label, (root, method) in versions.items():
                     env = {k: v for k, v in os.environ.items() if k != "FETALBIO_MODELS"}
                     env["PYTHONPATH"] = str(root)
                     cmd = [
@@ -87,11 +94,11 @@ def run(n: int, baseline: str, repeat: int) -> dict:
                         "predict",
                         str(folder),
                         "--out",
-                        str(tmp / f"out-{label[:4]}-{i}"),
+                        str(tmp / f"out-{i}-{abs(hash(label))}"),
                         "--engine",
                         "litert",
                         "--method",
-                        methods.PRIMARY[0],
+                        method,
                         "--no-overlays",
                         "-q",
                         "--pixel-csv",
@@ -113,7 +120,8 @@ def markdown(r: dict) -> str:
     rows = list(r["results"].items())
     base_wall = rows[0][1]["wall_s"]
     lines = [
-        f"Whole `predict --engine litert --method segmentation --no-overlays` process over {r['scans']}, "
+        f"Whole `predict --engine litert --method M --no-overlays` process over {r['scans']} "
+        "(M = segmentation unless the row names another; the speed-up compares segmentation runs), "
         f"median of {r['repeat']} runs each, alternating versions in one run "
         f"(`python -m fetalbio.benchproc`, {time.strftime('%Y-%m-%d')}, {os.cpu_count()} cores).",
         "",
@@ -123,7 +131,7 @@ def markdown(r: dict) -> str:
     for label, v in rows:
         lines.append(
             f"| {label} | {v['wall_s']:.2f} | {v['cpu_s']:.2f} | {r['n'] / v['wall_s']:.1f} | "
-            f"{base_wall / v['wall_s']:.2f}x |"
+            + (f"{base_wall / v['wall_s']:.2f}x |" if "," not in label else "- |")
         )
     return "\n".join(lines)
 

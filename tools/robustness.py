@@ -132,7 +132,7 @@ def cmd_report(args) -> None:
     if args.json:
         write_json_atomic(args.json, table)
     if args.plot:
-        _plot(table, kinds, args.plot)
+        _plot(table, kinds, args.plot, args.half)
 
 
 def cmd_tune_review(args) -> None:
@@ -167,7 +167,7 @@ def cmd_tune_review(args) -> None:
     print(f"best: {best}")
 
 
-def _plot(table: list[dict], kinds: list[str], path: Path) -> None:
+def _plot(table: list[dict], kinds: list[str], path: Path, half: str = "report") -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -181,7 +181,8 @@ def _plot(table: list[dict], kinds: list[str], path: Path) -> None:
     ax.axhline(2.5, color="k", ls="--", lw=1, label="2.5 mm target")
     ax.set_xticks(x, kinds, rotation=30, ha="right")
     ax.set_ylabel("HC MAE (mm)")
-    ax.set_title("HC error per perturbation (report half of the validation split)")
+    what = "the whole validation split, cross-fitted" if half == "all" else f"the {half} half of the split"
+    ax.set_title(f"HC error per perturbation ({what})")
     ax.legend()
     fig.savefig(path, dpi=100, bbox_inches="tight")
 
