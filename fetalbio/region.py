@@ -103,10 +103,11 @@ def find_tilt(pixels: np.ndarray) -> tuple[float, tuple[float, float], tuple[flo
     if int(corners.max()) - int(corners.min()) > TILT_FILL_TOL:
         return None  # a turned image leaves the same fill in all four corners
     content = (np.abs(small.astype(np.int32) - int(np.median(corners))) > TILT_FILL_TOL).astype(np.uint8)
-    pts = cv2.findNonZero(content)
-    if pts is None or len(pts) < 0.05 * content.size:
+    if int(content.sum()) < 0.05 * content.size:
         return None
-    box = cv2.boxPoints(cv2.minAreaRect(cv2.convexHull(pts)))
+    # the hull of the outer contours is the hull of every content pixel, at a fraction of the cost
+    cnts, _ = cv2.findContours(content, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    box = cv2.boxPoints(cv2.minAreaRect(cv2.convexHull(np.concatenate(cnts))))
     edge = box[1] - box[0]
     angle = float((np.degrees(np.arctan2(edge[1], edge[0])) + 45.0) % 90.0 - 45.0)
     if abs(angle) < TILT_MIN_DEG:
@@ -117,7 +118,7 @@ def find_tilt(pixels: np.ndarray) -> tuple[float, tuple[float, float], tuple[flo
     if frame is None or frame[0] * frame[1] < TILT_MIN_COVER * w * h:
         return None
     centre = np.array([(w - 1) / 2, (h - 1) / 2])
-    q = (pts.reshape(-1, 2) + 0.5) / scale - 0.5 - centre
+    q = (cv2.findNonZero(content).reshape(-1, 2) + 0.5) / scale - 0.5 - centre
     tol = TILT_SIDE_TOL * max(w, h)
     outside = (np.abs(q @ along) > frame[0] / 2 + tol) | (np.abs(q @ across) > frame[1] / 2 + tol)
     if outside.mean() > TILT_MAX_OUTSIDE:
