@@ -278,3 +278,31 @@ def test_a_landmark_outside_the_scan_is_flagged_edge():
     assert "edge" not in lm.decode(render_heatmaps(inside, (64, 96), 2.0), lb, info).flags
     res = lm.decode(render_heatmaps(outside, (64, 96), 2.0), lb, info)
     assert "edge" in res.flags and res.landmarks.as_array()[:, 0].min() < 0
+
+
+def test_the_fused_estimate_leaves_out_a_result_its_model_is_unsure_of():
+    """Landmarks flagged low_confidence next to a confident segmentation: the fused values are the
+    segmentation's alone (less its calibrated bias), the row still goes to review; both unsure: both."""
+    from fetalbio.geometry import Ellipse, ellipse_to_landmarks
+    from fetalbio.methods import get
+    from fetalbio.methods.base import Result
+    from fetalbio.methods.fused import calibration, confident
+
+    assert confident([], ["low_confidence"]) == (True, False)
+    assert confident(["low_confidence"], []) == (False, True)
+    assert confident(["low_confidence"], ["low_confidence"]) == (True, True)
+    sp = (0.15, 0.15)
+    seg_e, lm_e = Ellipse(400.0, 270.0, 200.0, 160.0, 10.0), Ellipse(400.0, 270.0, 150.0, 100.0, 10.0)
+    seg = Result("segmentation", seg_e, ellipse_to_landmarks(seg_e), confidence=0.9)
+    fused = get("fused")
+    cal = calibration()
+    seg_hc = get("segmentation").measure(seg, sp).hc
+    for lm_flags, expect_seg_only in ((["low_confidence"], True), ([], False)):
+        lm = Result("landmarks", lm_e, ellipse_to_landmarks(lm_e), flags=lm_flags, confidence=0.1)
+        res = fused.combine({"segmentation": seg, "landmarks": lm})
+        hc = fused.measure(res, sp).hc
+        if expect_seg_only:
+            assert hc == pytest.approx(seg_hc - cal.bias("segmentation", "hc"))
+            assert "low_confidence" in res.flags
+        else:
+            assert hc < seg_hc - 10  # averaged with the much smaller landmark head
