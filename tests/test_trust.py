@@ -133,8 +133,10 @@ def test_conformal_intervals_cover_90_percent_of_new_scans():
     recs = _records(1500, seed=1)
     # asked to, the fit weighs the less noisy method more; the shipped fit keeps equal weights (FIT_WEIGHTS)
     assert fit_fused_calibration(recs, fit_weights=True)["weights"]["hc"] > 0.5
-    cal = fit_fused_calibration(recs)
-    assert cal["weights"] == {"hc": 0.5, "bpd": 0.5, "ofd": 0.5}
+    shipped = fit_fused_calibration(recs)  # equal weights, no biases (FIT_WEIGHTS, FIT_BIAS)
+    assert shipped["weights"] == {"hc": 0.5, "bpd": 0.5, "ofd": 0.5}
+    assert shipped["bias_mm"]["landmarks"] == {"hc": 0.0, "bpd": 0.0, "ofd": 0.0}
+    cal = fit_fused_calibration(recs, fit_bias=True)
     assert cal["bias_mm"]["landmarks"]["hc"] == pytest.approx(1.5, abs=0.4)
     assert cal["bias_mm"]["segmentation"]["hc"] == pytest.approx(0.0, abs=0.4)
     fc = FusedCalibration(**{k: v for k, v in cal.items() if k in FusedCalibration.__dataclass_fields__})

@@ -13,7 +13,7 @@ chance; q_k is the conformal quantile of |error_k| / sigma_k on held-out calibra
 perturbed), so that the interval covers 90 % of such scans. With one method only (the other found no
 head, or its own model flags it ``low_confidence`` while the other is confident: :func:`confident`)
 the estimate is that method's, bias-corrected, and sigma is ``single_method_sigma_frac`` of it.
-Weights (equal: :data:`FIT_WEIGHTS`), biases, floors and quantiles come from
+Weights (equal: :data:`FIT_WEIGHTS`), biases (0: :data:`FIT_BIAS`), floors and quantiles come from
 ``<models>/fused/model.json`` (``calibration``), made by ``tools/robustness.py calibrate``; without
 that file the estimate is the plain mean and no interval is given.
 """
@@ -170,6 +170,10 @@ WEIGHT_EVIDENCE = 0.10  # a fitted weight replaces 0.5 only when it cuts the cal
 # crossfit) a weight fitted on one half (HC 0.9 on the calibration half) made the other half worse
 # (clean fused HC 2.01 -> 2.29 mm), so on ~80 scans equal weights are the honest choice.
 FIT_WEIGHTS = False
+# Nor are biases: the median clean HC error of each model differed by 1.3 mm between the two halves
+# (segmentation +0.35 / -0.96 mm), more than the bias itself; cross-fitted, leaving them out took the
+# whole split's clean fused HC MAE from 2.10 to 2.02 mm (docs/robustness.md).
+FIT_BIAS = False
 
 
 def _pairs(recs: list[dict]) -> list[tuple[dict, dict]]:
@@ -181,15 +185,17 @@ def _pairs(recs: list[dict]) -> list[tuple[dict, dict]]:
     ]
 
 
-def fit_fused_calibration(recs: list[dict], coverage: float = 0.9, fit_weights: bool = FIT_WEIGHTS) -> dict:
-    """Biases (median errors on clean scans), weights (least MAE when ``fit_weights``, else equal),
-    conformal quantiles (clean + perturbed)."""
+def fit_fused_calibration(
+    recs: list[dict], coverage: float = 0.9, fit_weights: bool = FIT_WEIGHTS, fit_bias: bool = FIT_BIAS
+) -> dict:
+    """Biases (median errors on clean scans when ``fit_bias``, else 0), weights (least MAE when
+    ``fit_weights``, else equal), conformal quantiles (clean + perturbed)."""
     ok = [(s, lm) for s, lm in _pairs(recs) if s["status"] != "error" and lm["status"] != "error"]
     bias = {m: {} for m in ("segmentation", "landmarks")}
     for i, m in enumerate(bias):
         for k in MEASURES:
             errs = [p[i][f"{k}_mm"] - p[i][f"{k}_true_mm"] for p in ok if p[i]["kind"] == "clean"]
-            bias[m][k] = round(float(np.median(errs)), 3)
+            bias[m][k] = round(float(np.median(errs)), 3) if fit_bias else 0.0
     weights = {}
     for k in MEASURES:
 
@@ -240,7 +246,8 @@ def fit_fused_calibration(recs: list[dict], coverage: float = 0.9, fit_weights: 
         "single_method_sigma_frac": single,
         "coverage": coverage,
         "notes": f"fitted on {len(ok)} (scan, perturbation) pairs of the calibration half; weights "
-        + ("fitted" if fit_weights else "equal, not fitted (fetalbio.methods.fused.FIT_WEIGHTS)"),
+        + ("fitted" if fit_weights else "equal, not fitted (fetalbio.methods.fused.FIT_WEIGHTS)")
+        + ("; biases fitted" if fit_bias else "; biases 0, not fitted (FIT_BIAS)"),
     }
 
 
