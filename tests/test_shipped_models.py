@@ -101,15 +101,21 @@ def test_litert_gives_the_statuses_and_intervals_of_keras(tmp_path):
         )
         assert res.exit_code == 0, res.output
         rows[engine] = {r["file"]: r for r in csv.DictReader(open(out / "measurements.csv"))}
+
+    def reasons(row: dict) -> set[str]:  # the reasons' names, without their figures
+        return {x.split(" (")[0].strip() for x in row["review_reasons"].split(";") if x.strip()}
+
     differ = []
     for f, k in rows["keras"].items():
         lite = rows["litert"][f]
-        if lite["status"] != k["status"]:
+        if ("low_confidence" in k["flags"]) != ("low_confidence" in lite["flags"]):
+            # only a per-model confidence threshold may tip a borderline scan (int8 peaks are a little
+            # lower); the unsure model is then left out of the fused estimate (fused.confident), so its
+            # value and its (single-model, wider) interval differ too, and nothing else
             differ.append(f)
-            # only the per-model confidence threshold may tip a borderline scan (int8 peaks are a little
-            # lower): every other reason is the same on both engines
-            both = {k["review_reasons"], lite["review_reasons"]} - {""}
-            assert both == {"low model confidence"}, (f, k["review_reasons"], lite["review_reasons"])
+            assert reasons(k) | reasons(lite) <= {"low model confidence", "wide interval"}, (f, k, lite)
+            continue
+        assert lite["status"] == k["status"] and reasons(lite) == reasons(k), (f, k, lite)
         assert abs(float(lite["hc_mm"]) - float(k["hc_mm"])) < 0.3  # int8 within 0.3 mm of Keras on HC
         for col in ("hc_mm_low", "hc_mm_high"):
             # within 0.5 % of the head (1 mm at least): the int8 model's estimates move the interval a little
