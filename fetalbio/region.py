@@ -33,17 +33,23 @@ def _texture(small: np.ndarray) -> np.ndarray:
     return np.sqrt(np.maximum(var, 0.0))
 
 
-def find_image_region(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
-    """(y0, x0, h, w) of the ultrasound image in ``pixels`` (H, W, any dtype), in its pixels; None when
-    the whole image is the scan (or no clear region is found)."""
+def _small(pixels: np.ndarray) -> tuple[np.ndarray, float]:
+    """An 8-bit copy at most :data:`WORK_SIDE` pixels a side (searches cost the same on any size) and
+    its scale (small / original)."""
     h, w = pixels.shape[:2]
     img = pixels
     if img.dtype != np.uint8:
         img = cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
     scale = min(1.0, WORK_SIDE / max(h, w))
-    small = cv2.resize(
-        img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-    )
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    return cv2.resize(img, size, interpolation=cv2.INTER_AREA), scale
+
+
+def find_image_region(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(y0, x0, h, w) of the ultrasound image in ``pixels`` (H, W, any dtype), in its pixels; None when
+    the whole image is the scan (or no clear region is found)."""
+    h, w = pixels.shape[:2]
+    small, scale = _small(pixels)
     textured = (_texture(small) > TEXTURE_SD).astype(np.uint8)
     k = max(3, int(OPEN_FRAC * min(small.shape)) | 1)
     kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
@@ -92,13 +98,7 @@ def find_tilt(pixels: np.ndarray) -> tuple[float, tuple[float, float], tuple[flo
     down), or None when the image is not turned (or by less than :data:`TILT_MIN_DEG`).
     """
     h, w = pixels.shape[:2]
-    img = pixels
-    if img.dtype != np.uint8:
-        img = cv2.normalize(img.astype(np.float32), None, 0, 255, cv2.NORM_MINMAX).astype(np.uint8)
-    scale = min(1.0, WORK_SIDE / max(h, w))
-    small = cv2.resize(
-        img, (max(1, round(w * scale)), max(1, round(h * scale))), interpolation=cv2.INTER_AREA
-    )
+    small, scale = _small(pixels)
     corners = np.array([small[0, 0], small[0, -1], small[-1, 0], small[-1, -1]], np.int32)
     if int(corners.max()) - int(corners.min()) > TILT_FILL_TOL:
         return None  # a turned image leaves the same fill in all four corners

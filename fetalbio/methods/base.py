@@ -84,25 +84,26 @@ class Method:
 
     def average(self, results: list[Result]) -> Result:
         """One result from the same scan measured in several views (turned copies, each result already in
-        the scan's pixels). Default: the mean ellipse (:func:`~fetalbio.geometry.mean_ellipse`) of the
-        views that measured one; the first view's mask; flags of any view."""
+        the scan's pixels): the views that measured a head, their geometry averaged
+        (:meth:`mean_geometry`), confidences averaged, flags of any view, the first view's mask."""
         from dataclasses import replace
-
-        from fetalbio.geometry import ellipse_to_landmarks, mean_ellipse
 
         ok = [r for r in results if r.error is None and r.ellipse is not None]
         if len(ok) < 2:
             return ok[0] if ok else results[0]
+        flags = list(dict.fromkeys(f for r in ok for f in r.flags))
+        conf = float(np.mean([r.confidence for r in ok]))
+        return replace(ok[0], flags=flags, confidence=conf, **self.mean_geometry(ok))
+
+    def mean_geometry(self, ok: list[Result]) -> dict:
+        """The averaged geometry of several views' results (fields of :class:`Result`). Default: the
+        mean ellipse (:func:`~fetalbio.geometry.mean_ellipse`), its axis end points, the mean residual."""
+        from fetalbio.geometry import ellipse_to_landmarks, mean_ellipse
+
         e = mean_ellipse([r.ellipse for r in ok])
         residuals = [r.fit_residual_px for r in ok if r.fit_residual_px is not None]
-        return replace(
-            ok[0],
-            ellipse=e,
-            landmarks=ellipse_to_landmarks(e),
-            flags=_union(r.flags for r in ok),
-            confidence=float(np.mean([r.confidence for r in ok])),
-            fit_residual_px=float(np.mean(residuals)) if residuals else None,
-        )
+        residual = float(np.mean(residuals)) if residuals else None
+        return {"ellipse": e, "landmarks": ellipse_to_landmarks(e), "fit_residual_px": residual}
 
     def combine(self, parts: dict[str, Result]) -> Result:
         """A combining method's result from the results of :attr:`requires` (same scan)."""
@@ -114,8 +115,3 @@ class Method:
 
     def overlay(self, bgr: np.ndarray, result: Result, scale: int) -> None:
         """Draw what is particular to this method onto the overlay (in place). Default: nothing."""
-
-
-def _union(flag_lists) -> list[str]:
-    """Flags of several views, each once, in first-seen order."""
-    return list(dict.fromkeys(f for flags in flag_lists for f in flags))

@@ -70,26 +70,14 @@ class LandmarkMethod(Method):
             self.name, landmarks_to_ellipse(lm), lm, None, flags, float(np.mean(conf)), list(map(float, conf))
         )
 
-    def average(self, results: list[Result]) -> Result:
+    def mean_geometry(self, ok: list[Result]) -> dict:
         """The views' points averaged (pairs matched end to end), the ellipse through them."""
-        from dataclasses import replace
-
         from fetalbio.geometry import mean_landmarks
-        from fetalbio.methods.base import _union
 
-        ok = [r for r in results if r.error is None and r.landmarks is not None]
-        if len(ok) < 2:
-            return ok[0] if ok else results[0]
         lm = mean_landmarks([r.landmarks for r in ok])
         pc = [r.point_confidence for r in ok if r.point_confidence is not None]
-        return replace(
-            ok[0],
-            ellipse=landmarks_to_ellipse(lm),
-            landmarks=lm,
-            flags=_union(r.flags for r in ok),
-            confidence=float(np.mean([r.confidence for r in ok])),
-            point_confidence=[float(v) for v in np.mean(pc, axis=0)] if pc else None,
-        )
+        point_conf = [float(v) for v in np.mean(pc, axis=0)] if pc else None
+        return {"ellipse": landmarks_to_ellipse(lm), "landmarks": lm, "point_confidence": point_conf}
 
     def measure(self, result, spacing_mm):
         return measure_landmarks(result.landmarks, spacing_mm)
