@@ -59,6 +59,15 @@ REVIEW_INTERVAL_FRAC = 0.12
 # (Hadlock et al. 1981: 78.3 +/- 4.4 (SD); the range is about +/- 4 SD)
 REVIEW_CEPHALIC_INDEX = (60.0, 96.0)
 
+# --- a second look at small heads (fetalbio.pipeline.zoom_region) ---
+# A head much smaller than the image is measured again in a crop around it, so that it fills the model
+# input about as HC18's heads do: the crop is the box around both methods' first ellipses times this
+# factor (the head then spans about 1/1.8 of the crop), widened to the model input's shape.
+ZOOM_MARGIN = 1.8
+# ... and only when that crop is smaller than this fraction of what the first look letterboxed (a gain of
+# at least 1.12x in pixels per mm); larger heads are measured once.
+ZOOM_MAX_AREA = 0.8
+
 # Scans larger than this are refused from their header, before decoding (a 400 KB PNG can claim
 # 20000x20000 pixels and 5 GB of memory). Ultrasound frames are at most ~2000 px a side.
 MAX_SCAN_SIDE_PX = 10000

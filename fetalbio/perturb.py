@@ -107,15 +107,74 @@ KINDS: dict[str, Perturbation] = {
 }
 
 
+def rotate_in_place(img: np.ndarray, deg: float) -> np.ndarray:
+    """The whole image turned by ``deg`` inside its own canvas (corners cut off, black fill)."""
+    h, w = img.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
+    return cv2.warpAffine(img, m, (w, h), flags=cv2.INTER_LINEAR, borderValue=0)
+
+
+def capture_light(img: np.ndarray) -> np.ndarray:
+    """The scan framed by a thin white line inside a mid-grey screen with a light title bar and text."""
+    h, w = img.shape
+    H, W = h + 60 + max(20, h // 10), w + 30 + max(200, w // 2)  # the scan at (60, 30), text to its right
+    canvas = np.full((H, W), 80, np.uint8)
+    cv2.rectangle(canvas, (0, 0), (W - 1, 40), 150, -1)
+    cv2.putText(canvas, "Patient ID 0000  18/03/2026  OB/GYN", (10, 28), cv2.FONT_HERSHEY_SIMPLEX, 0.7, 20, 2)
+    y0, x0 = 60, 30
+    canvas[y0 : y0 + h, x0 : x0 + w] = img
+    cv2.rectangle(canvas, (x0 - 2, y0 - 2), (x0 + w + 1, y0 + h + 1), 230, 1)
+    for i, text in enumerate(("BPD  --.- mm", "HC   ---.- mm")):
+        cv2.putText(canvas, text, (x0 + w + 20, 120 + 30 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 240, 1)
+    return canvas
+
+
+def capture_black(img: np.ndarray) -> np.ndarray:
+    """The scan on a black screen (its own black margins merge with it), text and a grey-scale bar."""
+    h, w = img.shape
+    H, W = int(h * 1.4), int(w * 1.6)
+    canvas = np.zeros((H, W), np.uint8)
+    y0, x0 = (H - h) // 2 + 10, (W - w) // 3
+    canvas[y0 : y0 + h, x0 : x0 + w] = img
+    for i, text in enumerate(("GE Voluson", "AB 2-7 / OB", "Frq 5.0 Gn 4", "Tis 0.1")):
+        cv2.putText(canvas, text, (6, 20 + 22 * i), cv2.FONT_HERSHEY_SIMPLEX, 0.55, 255, 1, cv2.LINE_AA)
+    for k in range(10):
+        cv2.rectangle(canvas, (W - 80, 45 + 15 * k), (W - 30, 58 + 15 * k), 25 * k, -1)
+    return canvas
+
+
+# Styles never used to tune anything (no threshold, calibration or training choice saw them): a check
+# that the robustness above is not an artefact of the perturbations it was measured on (docs/robustness.md).
+STRESS_KINDS: dict[str, Perturbation] = {
+    "capture_black": lambda im, px, rng: (capture_black(im), px),
+    "capture_light": lambda im, px, rng: (capture_light(im), px),
+    "rotate_in_place15": lambda im, px, rng: (rotate_in_place(im, 15.0), px),
+    "rotate_in_place_any": lambda im, px, rng: (rotate_in_place(im, float(rng.uniform(-180, 180))), px),
+    "noise_gauss20": lambda im, px, rng: (
+        np.clip(im.astype(np.float32) + rng.normal(0, 20, im.shape), 0, 255).astype(np.uint8),
+        px,
+    ),
+    "tiny": lambda im, px, rng: _rescale(im, px, 0.375),  # 800 px -> 300 px wide
+    "huge": lambda im, px, rng: _rescale(im, px, 2.5),  # 800 px -> 2000 px wide
+    "gamma13": lambda im, px, rng: (_gamma(im, 1.3), px),
+    "gamma16": lambda im, px, rng: (_gamma(im, 1.6), px),
+    "gain07": lambda im, px, rng: (_contrast(im, 0.7, 0), px),
+    "jpeg15": lambda im, px, rng: (_jpeg(im, 15), px),
+}
+
+
 def perturb(kind: str, img: np.ndarray, pixel_size_mm: float, seed: int = 0) -> tuple[np.ndarray, float]:
-    """Apply perturbation ``kind`` (one of :data:`KINDS`, or ``clean``; ``a+b`` applies ``a`` then ``b``,
-    e.g. ``rotate30+flip_lr``); returns (pixels, pixel size mm)."""
+    """Apply perturbation ``kind`` (one of :data:`KINDS` or :data:`STRESS_KINDS`, or ``clean``; ``a+b``
+    applies ``a`` then ``b``, e.g. ``rotate30+flip_lr``); returns (pixels, pixel size mm)."""
     if "+" in kind:
         for part in kind.split("+"):
             img, pixel_size_mm = perturb(part, img, pixel_size_mm, seed)
         return img, pixel_size_mm
     if kind == "clean":
         return img, pixel_size_mm
-    if kind not in KINDS:
-        raise ValueError(f"unknown perturbation {kind!r}: choose clean or one of {', '.join(KINDS)}")
-    return KINDS[kind](img, pixel_size_mm, np.random.default_rng(seed))
+    fn = KINDS.get(kind) or STRESS_KINDS.get(kind)
+    if fn is None:
+        raise ValueError(
+            f"unknown perturbation {kind!r}: choose clean or one of {', '.join([*KINDS, *STRESS_KINDS])}"
+        )
+    return fn(img, pixel_size_mm, np.random.default_rng(seed))

@@ -34,6 +34,22 @@ class Prediction(Generic[S]):
     letterboxes: dict[str, Letterbox] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # raw model outputs, when kept
     error: str | None = None  # the scan could not be read: the reason
+    # (y0, x0, h, w) of the second look at a small head (:func:`zoom_region`), in the pixels the models
+    # saw (a turned scan's squared back); None when the head was measured once
+    zoom_region: tuple[int, int, int, int] | None = None
+    view: ScanView | None = field(default=None, repr=False)  # how the scan was shown to the models
+
+
+@dataclass(frozen=True)
+class ScanView:
+    """How one scan was shown to the models: the pixels they saw (a turned scan squared back), the
+    tilt (affine, original h, w, angle; None when upright), the quarter turns measured (``[0]``, or
+    ``[1, 3]`` for a portrait scan) and the area (px) of the part that was letterboxed."""
+
+    pixels: np.ndarray
+    tilt: tuple | None
+    turns: tuple[int, ...]
+    area_px: int
 
 
 class Predictor:
@@ -45,6 +61,8 @@ class Predictor:
         batch_size: scans per engine call.
         keep_outputs: keep each raw model output in :attr:`Prediction.outputs` (export verification).
         workers: threads that read, letterbox and decode beside the engine.
+        zoom: measure a small head again in a crop around it (:func:`zoom_region`); default: on,
+            except with ``keep_outputs`` (export verification compares outputs of one look).
     """
 
     def __init__(
@@ -56,7 +74,9 @@ class Predictor:
         combined: tuple[str, ...] = (),
         find_region: bool = True,
         turn_portrait: bool = True,
+        zoom: bool | None = None,
     ):
+        self.zoom = (not keep_outputs) if zoom is None else zoom
         self.find_region = find_region  # letterbox only the ultrasound image of a capture (fetalbio.region)
         self.turn_portrait = turn_portrait  # measure portrait scans turned a quarter each way, averaged
         self.engines = dict(engines)
@@ -107,20 +127,70 @@ class Predictor:
             while reading:
                 loaded = [(src, fut.result()) for src, fut in reading.popleft()]
                 refill()
-                decoding.append((*self._infer_batch(loaded, pool), self.combined))
+                decoding.append(self._infer_batch(loaded, pool))
                 while len(decoding) > 1:
-                    yield _finish(decoding.popleft())
+                    yield self._finish(*decoding.popleft(), pool)
             while decoding:
-                yield _finish(decoding.popleft())
+                yield self._finish(*decoding.popleft(), pool)
 
-    def _load(self, src: S, read: Callable[[S], Scan]) -> tuple[Scan | None, dict, str | None]:
-        """Read one source and letterbox it for every engine: (scan, {method: (input, letterbox)}, error)."""
+    def _finish(self, preds: list[Prediction[S]], pending: list, pool) -> list[Prediction[S]]:
+        """A batch's results: each method's (views averaged), a second look at small heads, then the
+        combining methods'."""
+        _gather(preds, pending)
+        if self.zoom:
+            self._second_look(preds, pool)
+        for pred in preds:
+            if pred.error is None:
+                for name in self.combined:
+                    m = methods.get(name)
+                    pred.results[name] = m.combine({p: pred.results[p] for p in m.requires})
+        return preds
+
+    def _second_look(self, preds: list[Prediction[S]], pool) -> None:
+        """Measure each small head again in a crop around it (:func:`zoom_region`); a method's second
+        result replaces its first unless it found no head or its head reaches the crop's side (the crop
+        cut it: the first look underestimated the head)."""
+        shape = next(iter(self.engines.values())).image_size
+        looks = []
+        for p in preds:
+            crop = None if p.error or p.view is None else zoom_region(p.results, p.view, shape)
+            if crop is not None:
+                p.zoom_region = crop
+                looks.append(p)
+        if not looks:
+            return
+        pending = []
+        for method, e in self.engines.items():
+            views = [
+                (p, self._view(p.view.pixels, k, e.image_size, p.view.tilt, p.zoom_region, zoom=True))
+                for p in looks
+                for k in p.view.turns
+            ]
+            outs = self.infer(method, [x for _, (x, _) in views])
+            m, info = methods.get(method), e.info
+            for (p, (_, lb)), out in zip(views, outs, strict=True):
+                pending.append((p, method, lb, pool.submit(_decode_safely, m, out, lb, info)))
+        second: dict[int, dict[str, list]] = {}
+        for p, method, lb, fut in pending:
+            second.setdefault(id(p), {}).setdefault(method, []).append((lb, fut.result()))
+        for p in looks:
+            for method, found in second[id(p)].items():
+                results = [r for _, r in found]
+                res = results[0] if len(results) == 1 else methods.get(method).average(results)
+                if res.error is None and res.ellipse is not None and _within(res.ellipse, p):
+                    p.results[method], p.letterboxes[method] = res, found[0][0]
+
+    def _load(
+        self, src: S, read: Callable[[S], Scan]
+    ) -> tuple[Scan | None, dict, str | None, ScanView | None]:
+        """Read one source and letterbox it for every engine: (scan, {method: [(input, letterbox)] per
+        view}, error, how it was viewed)."""
         from fetalbio.io import ScanError
 
         try:
             scan = read(src)
         except ScanError as exc:
-            return None, {}, exc.reason
+            return None, {}, exc.reason, None
         pixels, tilt = scan.pixels, None
         if self.find_region:  # a scan turned by any angle is first squared back to the axes
             from fetalbio.preprocess import upright
@@ -141,7 +211,7 @@ class Predictor:
             m: [self._view(pixels, k, e.image_size, tilt, region) for k in views]
             for m, e in self.engines.items()
         }
-        return scan, inputs, None
+        return scan, inputs, None, ScanView(pixels, tilt, tuple(views), int(h * w))
 
     def _region(self, img: np.ndarray) -> tuple[int, int, int, int] | None:
         """The ultrasound image's region in ``img`` (a capture), or None (all of it)."""
@@ -152,24 +222,31 @@ class Predictor:
         return find_image_region(img)
 
     def _view(
-        self, pixels: np.ndarray, k: int, image_size: tuple[int, int], tilt: tuple | None = None, region=None
+        self,
+        pixels: np.ndarray,
+        k: int,
+        image_size: tuple[int, int],
+        tilt: tuple | None = None,
+        region=None,
+        zoom: bool = False,
     ):
         """(input, letterbox) of the image turned by k quarter turns, letterboxing its ultrasound region
-        (``region``: already found in the unturned image); ``tilt`` (affine, original h, w, angle):
-        ``pixels`` is a turned scan squared back (TiltedView)."""
-        from fetalbio.preprocess import RotatedView, TiltedView, turned
+        (``region``: found in the unturned image; a turned view looks for its own, unless ``zoom``:
+        ``region`` is then a crop of the unturned image, turned with it); ``tilt`` (affine, original h,
+        w, angle): ``pixels`` is a turned scan squared back (TiltedView)."""
+        from fetalbio.preprocess import RotatedView, TiltedView, turned, turned_region
 
         img = turned(pixels, k) if k else pixels
         if k:
-            region = self._region(img)
+            region = turned_region(region, k, *pixels.shape[:2]) if zoom else self._region(img)
         x, lb = prepare_input(img, image_size, region)
         view = RotatedView(lb, k, *pixels.shape[:2]) if k else lb
         return x, (TiltedView(view, *tilt) if tilt else view)
 
     def _infer_batch(self, loaded: list, pool) -> tuple[list[Prediction[S]], list]:
         """Run the engines on a loaded batch (this thread) and submit each output's decoding to the pool."""
-        preds = [Prediction(src, scan, error=err) for src, (scan, _, err) in loaded]
-        ok = [(p, inputs) for p, (_, (_, inputs, err)) in zip(preds, loaded, strict=True) if err is None]
+        preds = [Prediction(src, scan, error=err, view=view) for src, (scan, _, err, view) in loaded]
+        ok = [(p, inputs) for p, (_, (_, inputs, err, _)) in zip(preds, loaded, strict=True) if err is None]
         pending = []
         for method in self.engines:
             if not ok:
@@ -214,9 +291,8 @@ def _chunks(items: Iterable[S], n: int) -> Iterator[list[S]]:
         yield batch
 
 
-def _finish(batch: tuple[list[Prediction], list, tuple[str, ...]]) -> list[Prediction]:
-    """Wait for a batch's decodings, attach the results, and add the combining methods' results."""
-    preds, pending, combined = batch
+def _gather(preds: list[Prediction], pending: list) -> None:
+    """Wait for a batch's decodings and attach each method's result (a portrait scan's views averaged)."""
     views: dict[int, dict[object, dict[str, Result]]] = {}  # scan -> view (letterbox) -> method -> result
     for pred, method, lb, fut in pending:
         views.setdefault(id(pred), {}).setdefault(lb_key(lb), {})[method] = (lb, fut.result())
@@ -227,9 +303,59 @@ def _finish(batch: tuple[list[Prediction], list, tuple[str, ...]]) -> list[Predi
             found = [v[method] for v in options if method in v]
             res = found[0][1] if len(found) == 1 else methods.get(method).average([r for _, r in found])
             pred.results[method], pred.letterboxes[method] = res, found[0][0]
-    for pred in preds:
-        if pred.error is None:
-            for name in combined:
-                m = methods.get(name)
-                pred.results[name] = m.combine({p: pred.results[p] for p in m.requires})
-    return preds
+
+
+def _upright_points(e, view: ScanView) -> np.ndarray:
+    """(72, 2) points of ellipse ``e`` (the file's pixels) in the pixels the models saw."""
+    pts = e.points(72)
+    if view.tilt is not None:  # the results are in the turned file's pixels; crops are of the upright
+        m = np.array(view.tilt[0], np.float64).reshape(2, 3)
+        pts = pts @ m[:, :2].T + m[:, 2]
+    return pts
+
+
+def _within(e, pred: Prediction) -> bool:
+    """Whether ellipse ``e`` lies inside the prediction's zoom crop, at least a pixel from each side of
+    the crop that is not the image's own side (where a head is cut whatever the crop)."""
+    y0, x0, h, w = pred.zoom_region
+    ih, iw = pred.view.pixels.shape[:2]
+    (px0, py0), (px1, py1) = (pts := _upright_points(e, pred.view)).min(axis=0), pts.max(axis=0)
+    return (
+        (x0 == 0 or px0 >= x0 + 1)
+        and (y0 == 0 or py0 >= y0 + 1)
+        and (x0 + w == iw or px1 <= x0 + w - 2)
+        and (y0 + h == ih or py1 <= y0 + h - 2)
+    )
+
+
+def zoom_region(
+    results: Mapping[str, Result], view: ScanView, input_hw: tuple[int, int]
+) -> tuple[int, int, int, int] | None:
+    """(y0, x0, h, w) of a crop of ``view.pixels`` for a second look at a small head, or None.
+
+    The box around every method's first ellipse (in the pixels the models saw) is grown by
+    :data:`~fetalbio.defaults.ZOOM_MARGIN` about its centre, widened to the model input's shape (turned
+    for a portrait scan's quarter-turned views) and clipped to the image; None when no method found a
+    head or the crop is not smaller than :data:`~fetalbio.defaults.ZOOM_MAX_AREA` of the first look's
+    letterboxed area (no gain in pixels per mm).
+    """
+    from fetalbio import defaults
+
+    ellipses = [r.ellipse for r in results.values() if r.error is None and r.ellipse is not None]
+    if not ellipses:
+        return None
+    pts = np.concatenate([_upright_points(e, view) for e in ellipses])
+    (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
+    cx, cy = (x0 + x1) / 2, (y0 + y1) / 2
+    hx, hy = (x1 - x0) / 2 * defaults.ZOOM_MARGIN, (y1 - y0) / 2 * defaults.ZOOM_MARGIN
+    ih, iw = input_hw
+    aspect = iw / ih if view.turns == (0,) else ih / iw  # width / height of the crop
+    hx, hy = max(hx, aspect * hy), max(hy, hx / aspect)
+    if 4 * hx * hy >= defaults.ZOOM_MAX_AREA * view.area_px:
+        return None
+    h, w = view.pixels.shape[:2]
+    left, top = max(0, int(np.floor(cx - hx))), max(0, int(np.floor(cy - hy)))
+    right, bottom = min(w, int(np.ceil(cx + hx))), min(h, int(np.ceil(cy + hy)))
+    if right - left < 8 or bottom - top < 8:
+        return None
+    return top, left, bottom - top, right - left

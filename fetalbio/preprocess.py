@@ -168,6 +168,15 @@ def turned(pixels: np.ndarray, k: int) -> np.ndarray:
     return np.ascontiguousarray(np.rot90(pixels, k))
 
 
+def turned_region(region: tuple[int, int, int, int], k: int, h: int, w: int) -> tuple[int, int, int, int]:
+    """``region`` (y0, x0, h, w) of an (h, w) image, in the image turned by ``k`` (0-3) quarter turns
+    counter-clockwise: the same pixels (``turned(img, k)[turned_region(r)] == turned(img[r], k)``)."""
+    y0, x0, rh, rw = region
+    for _ in range(k % 4):  # one turn: (x', y') = (y, w - 1 - x)
+        y0, x0, rh, rw, h, w = w - x0 - rw, y0, rw, rh, w, h
+    return y0, x0, rh, rw
+
+
 @dataclass(frozen=True)
 class TiltedView:
     """A view of a turned scan squared back to the axes (:func:`upright`), with the exact way back to

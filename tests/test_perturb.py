@@ -44,3 +44,22 @@ def test_clean_is_untouched_and_unknown_kinds_are_refused(img):
     with pytest.raises(ValueError, match="unknown perturbation 'nope'"):
         perturb("flip_lr+nope", img, 0.3)
     assert {"capture", "rotate30", "portrait", "speckle", "jpeg30"} <= set(KINDS)
+
+
+def test_stress_kinds_keep_the_scan_where_they_say_and_are_kept_apart_from_the_tuned_ones(img):
+    from fetalbio.perturb import STRESS_KINDS
+
+    assert not set(STRESS_KINDS) & set(KINDS)  # never used for tuning, so never in the tuned list
+    out, px = perturb("capture_light", img, 0.2)
+    assert np.array_equal(out[60:180, 30:190], img) and px == 0.2  # pasted unchanged at (60, 30)
+    assert out[0, 0] == 150 and out[-1, -1] == 80  # title bar, mid-grey screen
+    scan = np.random.default_rng(1).integers(0, 256, (540, 800)).astype(np.uint8)  # HC18's size
+    out, _ = perturb("capture_black", scan, 0.2)
+    y0, x0 = (out.shape[0] - 540) // 2 + 10, (out.shape[1] - 800) // 3
+    assert np.array_equal(out[y0 : y0 + 540, x0 : x0 + 800], scan) and out[-1, 0] == 0
+    out, px = perturb("tiny", img, 0.2)
+    assert out.shape == (45, 60) and px == pytest.approx(0.2 * 160 / 60)
+    out, _ = perturb("rotate_in_place15", img, 0.2)
+    assert out.shape == img.shape and out[0, 0] == 0  # same canvas, a corner cut off
+    out, _ = perturb("gamma16", np.full((4, 4), 128, np.uint8), 0.2)
+    assert out[0, 0] == int(255 * (128 / 255) ** 1.6)
