@@ -34,9 +34,9 @@ class Prediction(Generic[S]):
     letterboxes: dict[str, Letterbox] = field(default_factory=dict)
     outputs: dict[str, np.ndarray] = field(default_factory=dict)  # raw model outputs, when kept
     error: str | None = None  # the scan could not be read: the reason
-    # (y0, x0, h, w) of the second look at a small head (:func:`zoom_region`), in the pixels the models
-    # saw (a turned scan's squared back); None when the head was measured once
-    zoom_region: tuple[int, int, int, int] | None = None
+    # method -> (y0, x0, h, w) of its second look at a small head (:func:`zoom_region`), in the pixels
+    # the models saw (a turned scan's squared back); a method missing here measured the head once
+    zoom_regions: dict[str, tuple[int, int, int, int]] = field(default_factory=dict)
     view: ScanView | None = field(default=None, repr=False)  # how the scan was shown to the models
 
 
@@ -147,38 +147,45 @@ class Predictor:
         return preds
 
     def _second_look(self, preds: list[Prediction[S]], pool) -> None:
-        """Measure each small head again in a crop around it (:func:`zoom_region`); a method's second
-        result replaces its first unless it found no head or its head reaches the crop's side (the crop
-        cut it: the first look underestimated the head)."""
-        shape = next(iter(self.engines.values())).image_size
-        looks = []
-        for p in preds:
-            crop = None if p.error or p.view is None else zoom_region(p.results, p.view, shape)
-            if crop is not None:
-                p.zoom_region = crop
-                looks.append(p)
-        if not looks:
-            return
+        """Measure each small head again in a crop around it (:func:`zoom_region`), each method in the
+        crop around its own first result (so a method's row does not depend on which others ran). Its
+        second result replaces the first unless it found no head or reaches the crop's side (the crop
+        cut it: the first look had underestimated the head)."""
         pending = []
         for method, e in self.engines.items():
+            looks = []
+            for p in preds:
+                first = p.results.get(method)
+                if p.error or p.view is None or first is None:
+                    continue
+                crop = zoom_region({method: first}, p.view, e.image_size)
+                if crop is not None:
+                    p.zoom_regions[method] = crop
+                    looks += [(p, k) for k in p.view.turns]
+            if not looks:
+                continue
             views = [
-                (p, self._view(p.view.pixels, k, e.image_size, p.view.tilt, p.zoom_region, zoom=True))
-                for p in looks
-                for k in p.view.turns
+                (
+                    p,
+                    self._view(
+                        p.view.pixels, k, e.image_size, p.view.tilt, p.zoom_regions[method], zoom=True
+                    ),
+                )
+                for p, k in looks
             ]
             outs = self.infer(method, [x for _, (x, _) in views])
             m, info = methods.get(method), e.info
             for (p, (_, lb)), out in zip(views, outs, strict=True):
                 pending.append((p, method, lb, pool.submit(_decode_safely, m, out, lb, info)))
-        second: dict[int, dict[str, list]] = {}
+        second: dict[tuple[int, str], list] = {}
         for p, method, lb, fut in pending:
-            second.setdefault(id(p), {}).setdefault(method, []).append((lb, fut.result()))
-        for p in looks:
-            for method, found in second[id(p)].items():
-                results = [r for _, r in found]
-                res = results[0] if len(results) == 1 else methods.get(method).average(results)
-                if res.error is None and res.ellipse is not None and _within(res.ellipse, p):
-                    p.results[method], p.letterboxes[method] = res, found[0][0]
+            second.setdefault((id(p), method), []).append((p, lb, fut.result()))
+        for (_, method), found in second.items():
+            p, lb = found[0][0], found[0][1]
+            results = [r for _, _, r in found]
+            res = results[0] if len(results) == 1 else methods.get(method).average(results)
+            if res.error is None and res.ellipse is not None and _within(res.ellipse, p, method):
+                p.results[method], p.letterboxes[method] = res, lb
 
     def _load(
         self, src: S, read: Callable[[S], Scan]
@@ -314,10 +321,10 @@ def _upright_points(e, view: ScanView) -> np.ndarray:
     return pts
 
 
-def _within(e, pred: Prediction) -> bool:
-    """Whether ellipse ``e`` lies inside the prediction's zoom crop, at least a pixel from each side of
-    the crop that is not the image's own side (where a head is cut whatever the crop)."""
-    y0, x0, h, w = pred.zoom_region
+def _within(e, pred: Prediction, method: str) -> bool:
+    """Whether ellipse ``e`` lies inside ``method``'s zoom crop, at least a pixel from each side of the
+    crop that is not the image's own side (where a head is cut whatever the crop)."""
+    y0, x0, h, w = pred.zoom_regions[method]
     ih, iw = pred.view.pixels.shape[:2]
     (px0, py0), (px1, py1) = (pts := _upright_points(e, pred.view)).min(axis=0), pts.max(axis=0)
     return (

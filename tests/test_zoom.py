@@ -97,8 +97,8 @@ def test_a_small_head_is_measured_again_in_a_crop_and_mapped_back_to_the_scan():
     scan = Scan(img, sp, Path("a.png"), "cli")
     once = Predictor({"segmentation": eng}, zoom=False).predict_scans([scan])[0]
     twice = Predictor({"segmentation": eng}).predict_scans([scan])[0]
-    assert once.zoom_region is None
-    y0, x0, h, w = twice.zoom_region
+    assert once.zoom_regions == {}
+    y0, x0, h, w = twice.zoom_regions["segmentation"]
     assert x0 < e.cx_px - e.semi_major_px and x0 + w > e.cx_px + e.semi_major_px
     assert y0 < e.cy_px - e.semi_major_px and y0 + h > e.cy_px + e.semi_major_px
     lb = twice.letterboxes["segmentation"]
@@ -131,7 +131,25 @@ def test_a_second_look_that_cuts_the_head_or_finds_none_keeps_the_first():
     eng = CallableEngine(fn, info)
     scan = Scan(np.full((540, 800), 40, np.uint8), (0.2, 0.2), Path("a.png"), "cli")
     p = Predictor({"segmentation": eng}).predict_scans([scan])[0]
-    assert len(calls) == 2 and p.zoom_region is not None  # a second look was taken ...
+    assert len(calls) == 2 and "segmentation" in p.zoom_regions  # a second look was taken ...
     res = p.results["segmentation"]
     assert "edge" not in res.flags  # ... and dropped: it cut the head
     assert res.ellipse.semi_major_px == pytest.approx(0.15 * 540, rel=0.05)
+
+
+def test_a_method_s_second_look_does_not_depend_on_which_other_methods_ran():
+    from fetalbio.engines import load_engine
+    from fetalbio.io import Scan
+    from fetalbio.pipeline import Predictor
+    from fetalbio.synthetic import draw_scan
+
+    img = draw_scan((540, 800), Ellipse(420.0, 280.0, 80.0, 62.0, -15.0), np.random.default_rng(5))
+    scan = Scan(img, (0.2, 0.2), Path("a.png"), "cli")
+    seg = _engine()
+    alone = Predictor({"segmentation": seg}).predict_scans([scan])[0]
+    both = Predictor(
+        {"segmentation": seg, "landmarks": load_engine(None, "landmarks", "litert")}
+    ).predict_scans([scan])[0]
+    assert set(both.zoom_regions) == {"segmentation", "landmarks"}
+    assert alone.zoom_regions["segmentation"] == both.zoom_regions["segmentation"]
+    assert alone.results["segmentation"].ellipse == both.results["segmentation"].ellipse
