@@ -74,6 +74,7 @@ def test_litert_gives_the_statuses_and_intervals_of_keras(tmp_path):
 
     from typer.testing import CliRunner
 
+    from fetalbio import defaults
     from fetalbio.cli import app
 
     names = json.loads((REPO / "fetalbio" / "shipped" / "segmentation" / "regression.json").read_text())[
@@ -105,6 +106,10 @@ def test_litert_gives_the_statuses_and_intervals_of_keras(tmp_path):
     def reasons(row: dict) -> set[str]:  # the reasons' names, without their figures
         return {x.split(" (")[0].strip() for x in row["review_reasons"].split(";") if x.strip()}
 
+    def near_width_threshold(row: dict) -> bool:
+        width = (float(row["hc_mm_high"]) - float(row["hc_mm_low"])) / float(row["hc_mm"])
+        return abs(width - defaults.REVIEW_INTERVAL_FRAC) < 0.01
+
     differ = []
     for f, k in rows["keras"].items():
         lite = rows["litert"][f]
@@ -115,7 +120,12 @@ def test_litert_gives_the_statuses_and_intervals_of_keras(tmp_path):
             differ.append(f)
             assert reasons(k) | reasons(lite) <= {"low model confidence", "wide interval"}, (f, k, lite)
             continue
-        assert lite["status"] == k["status"] and reasons(lite) == reasons(k), (f, k, lite)
+        if reasons(lite) ^ reasons(k) == {"wide interval"} and all(map(near_width_threshold, (k, lite))):
+            # the interval's width is a continuous figure: each edge may move 0.5 % of the head (below),
+            # so a width within 1 % of the head of the review threshold may tip either way
+            differ.append(f)
+        else:
+            assert lite["status"] == k["status"] and reasons(lite) == reasons(k), (f, k, lite)
         assert abs(float(lite["hc_mm"]) - float(k["hc_mm"])) < 0.3  # int8 within 0.3 mm of Keras on HC
         for col in ("hc_mm_low", "hc_mm_high"):
             # within 0.5 % of the head (1 mm at least): the int8 model's estimates move the interval a little
