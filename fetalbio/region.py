@@ -23,6 +23,8 @@ TEXTURE_SD = 3.0  # grey levels (of 255): tissue speckle is above, flat UI (bars
 OPEN_FRAC = 0.04  # opening size, as a fraction of the short side: removes text lines and ticks
 MIN_AREA_FRAC = 0.08  # a smaller textured region is no scan: keep the whole image
 WHOLE_FRAC = 0.6  # a box covering more of the image than this: the image is the scan (HC18: >0.63 in 95 %)
+PIECE_FRAC = 0.05  # a textured piece this large next to the largest belongs to the scan (0.15 until
+# this release: on dark scans it left out the far skull, a crop that cut the head)
 PAD_FRAC = 0.08  # margin kept around the box (of the box size): a missed dark edge of the scan stays in
 
 
@@ -58,7 +60,8 @@ def find_image_region(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
     n, _, stats, _ = cv2.connectedComponentsWithStats(textured, connectivity=8)
     largest = int(stats[1:, cv2.CC_STAT_AREA].max()) if n > 1 else 0
     # the scan's pieces: large next to the largest (a block of text is not)
-    big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= max(0.01 * small.size, 0.15 * largest)]
+    least = max(0.01 * small.size, PIECE_FRAC * largest)
+    big = [i for i in range(1, n) if stats[i, cv2.CC_STAT_AREA] >= least]
     if not big:
         return None
     area = int(sum(stats[i, cv2.CC_STAT_AREA] for i in big))

@@ -43,6 +43,22 @@ def test_region_finder_finds_the_scan_in_a_capture(seed, y0, x0):
     assert rh * rw <= 1.5 * h * w  # a margin is kept on purpose (PAD_FRAC)
 
 
+def test_region_finder_keeps_a_smaller_textured_piece_of_the_scan():
+    """A dark scan whose texture falls in two pieces (tissue above, the far skull below a dark head):
+    the lower piece, 8 % the size of the upper one, belongs to the scan, and a box without it would cut
+    the head (seen on an HC18 scan with Poisson noise)."""
+    rng = np.random.default_rng(0)
+    scan = np.full((300, 600), 4, np.uint8)  # dark, flat: no texture
+    scan[:150] = rng.integers(40, 120, (150, 600))  # tissue above the head
+    scan[200:230, 150:420] = rng.integers(60, 200, (30, 270))  # the far skull, 9 % of the tissue's area
+    canvas = np.full((500, 900), 4, np.uint8)  # the scan's own dark level all round
+    canvas[100:400, 150:750] = scan
+    region = find_image_region(canvas)
+    assert region is not None
+    ry, rx, rh, rw = region
+    assert ry + rh >= 100 + 230  # the far skull is inside the box
+
+
 def test_region_finder_leaves_a_plain_scan_whole():
     for seed in range(4):
         assert find_image_region(_scan(seed)) is None
