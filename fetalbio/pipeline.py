@@ -173,10 +173,7 @@ class Predictor:
                 )
                 for p, k in looks
             ]
-            outs = self.infer(method, [x for _, (x, _) in views])
-            m, info = methods.get(method), e.info
-            for (p, (_, lb)), out in zip(views, outs, strict=True):
-                pending.append((p, method, lb, pool.submit(_decode_safely, m, out, lb, info)))
+            pending += self._run_views(method, views, pool)
         second: dict[tuple[int, str], list] = {}
         for p, method, lb, fut in pending:
             second.setdefault((id(p), method), []).append((p, lb, fut.result()))
@@ -186,6 +183,18 @@ class Predictor:
             res = results[0] if len(results) == 1 else methods.get(method).average(results)
             if res.error is None and res.ellipse is not None and _within(res.ellipse, p, method):
                 p.results[method], p.letterboxes[method] = res, lb
+
+    def _run_views(self, method: str, views: list, pool) -> list:
+        """Run ``method``'s engine on ``views`` ([(prediction, (input, letterbox))], this thread) and
+        submit each output's decoding to ``pool``: [(prediction, method, letterbox, future)]."""
+        outputs = self.infer(method, [x for _, (x, _) in views])
+        m, info = methods.get(method), self.engines[method].info
+        pending = []
+        for (p, (_, lb)), out in zip(views, outputs, strict=True):
+            if self.keep_outputs:
+                p.outputs[method] = out
+            pending.append((p, method, lb, pool.submit(_decode_safely, m, out, lb, info)))
+        return pending
 
     def _load(
         self, src: S, read: Callable[[S], Scan]
@@ -258,13 +267,7 @@ class Predictor:
         for method in self.engines:
             if not ok:
                 break
-            views = [(p, v) for p, inputs in ok for v in inputs[method]]
-            outputs = self.infer(method, [x for _, (x, _) in views])
-            m, info = methods.get(method), self.engines[method].info
-            for (p, (_, lb)), out in zip(views, outputs, strict=True):
-                if self.keep_outputs:
-                    p.outputs[method] = out
-                pending.append((p, method, lb, pool.submit(_decode_safely, m, out, lb, info)))
+            pending += self._run_views(method, [(p, v) for p, inputs in ok for v in inputs[method]], pool)
         return preds, pending
 
 
