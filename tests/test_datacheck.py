@@ -16,6 +16,7 @@ from _draw import (
     hc_mm,
     outline,
     point_on_ellipse,
+    scan,
     true_points,
     write_landmarks_csv,
     write_pixel_csv,
@@ -138,6 +139,26 @@ def test_no_pixel_csv_is_a_warning(tmp_path: Path) -> None:
     rep = check_dataset(tmp_path)
     assert rep.summary["pixel_csv"] is None and rep.summary["n_scans_without_csv_row"] == 1
     assert rep.rows[0]["status"] == "warning" and rep.rows[0]["problems"] == ["no pixel-size CSV"]
+
+
+def test_outline_drawn_inside_the_skull_echo_is_a_warning(tmp_path: Path) -> None:
+    """The scans' skull echo is a 4 px anti-aliased ring on the ellipse (outer edge 2-3 px outside it):
+    an outline on the ellipse passes, one drawn 10 px (1.5 mm) inside it, inside the bone, is reported."""
+    rows = []
+    for i, shrink_px in ((0, 0.0), (1, 10.0)):
+        name, e = f"10{i}_HC.png", ellipse(i)
+        write_png(tmp_path / name, scan(SHAPE_HW, e, seed=i))
+        a, b = e.semi_major_px - shrink_px, e.semi_minor_px - shrink_px
+        drawn = Ellipse(e.cx_px, e.cy_px, a, b, e.angle_deg)
+        write_png(tmp_path / name.replace(".png", "_Annotation.png"), outline(SHAPE_HW, drawn))
+        rows.append((name, PIXEL_SIZE_MM, hc_mm(drawn)))
+    rep = check_dataset(tmp_path, write_pixel_csv(tmp_path / "pixel_size.csv", rows))
+    good, inside = _row(rep, "100_HC.png"), _row(rep, "101_HC.png")
+    assert good["status"] == "ok" and 0.2 <= good["echo_edge_mm"] <= 0.5
+    assert inside["echo_edge_mm"] - good["echo_edge_mm"] == pytest.approx(1.5, abs=0.1)
+    assert inside["status"] == "warning" and len(inside["problems"]) == 1
+    assert inside["problems"][0].startswith("outline 1.") and "inside the skull echo" in inside["problems"][0]
+    assert rep.summary["n_outline_off_echo"] == 1 and rep.summary["n_echo_checked"] == 2
 
 
 # ---- landmarks ---------------------------------------------------------------------------------------------
@@ -321,6 +342,9 @@ def test_real_data() -> None:
     assert s["n_images"] == 798 and s["n_errors"] == 0 and s["n_hc_compared"] == 798
     assert s["hc_abs_diff_mm_mean"] <= 0.05 and s["hc_abs_diff_mm_max"] <= 0.2
     assert s["n_csv_rows_without_scan"] == 0 and s["n_extra_files"] == 0
+    # HC18's outlines lie near the skull echo's outer edge, a few of them well inside the bone
+    assert s["n_echo_checked"] >= 780 and 0.0 < s["echo_edge_mm_median"] < 0.4
+    assert 0.2 < s["echo_edge_mm_sd"] < 0.6 and 3 <= s["n_outline_off_echo"] <= 40
     assert s["landmarks_names_swapped"] is True
     assert 0.2 <= s["landmarks_suspect_share"] <= 0.45
     assert s["landmarks_rows"] == 622
