@@ -91,6 +91,7 @@ def cmd_crossfit(args) -> None:
     samples = validation_samples(_split())
     report, _ = report_and_calibration_halves([s.name for s in samples])
     shipped = models_dir()
+    before = os.environ.get("FETALBIO_MODELS")  # put back afterwards: candidates are measured this way
     out_recs = []
     for half, other in (("report", "calibration"), ("calibration", "report")):
         with tempfile.TemporaryDirectory() as tmp:
@@ -105,7 +106,10 @@ def cmd_crossfit(args) -> None:
                 mine = [s for s in samples if (s.name in set(report)) == (half == "report")]
                 recs = collect(mine, data["kinds"], engines, METHODS_OUT)
             finally:
-                del os.environ["FETALBIO_MODELS"]
+                if before is None:
+                    del os.environ["FETALBIO_MODELS"]
+                else:
+                    os.environ["FETALBIO_MODELS"] = before
                 fused.calibration.cache_clear()
         for r in recs:
             r["half"] = half
