@@ -108,7 +108,7 @@ from fetalbio.datasets import (
     load_truth,
     read_landmarks_csv,
 )
-from fetalbio.echo import echo_placement
+from fetalbio.echo import OFF_EDGE_MM, echo_placement
 from fetalbio.geometry import Ellipse, Landmarks, measure_ellipse, pair_errors_mm
 from fetalbio.io import ScanError, read_pixel_csv, read_scan
 
@@ -130,7 +130,7 @@ __all__ = [
 
 #: Largest accepted |HC of the fitted annotation ellipse - HC in the CSV| (mm).
 HC_TOLERANCE_MM = 0.5
-ECHO_TOLERANCE_MM = 1.0  # an outline this far from the skull echo's outer edge moves the HC by ~6 mm
+ECHO_TOLERANCE_MM = OFF_EDGE_MM  # an outline this far from the skull echo's outer edge: a warning
 #: Largest accepted deviation (deg) of the angle between the BPD and OFD axes from 90 deg.
 LM_MAX_ANGLE_DEV_DEG = 20.0
 #: Largest accepted distance between the midpoints of the two pairs, as a fraction of the OFD length.

@@ -27,6 +27,7 @@ STEP_MM = 0.05  # profile sampling step
 MIN_CONTRAST = 0.15  # a normal counts when its peak stands this far (share of the image's grey range)
 # above the profile's median: no echo there (shadow, dropout, outside the image) otherwise
 MIN_SUPPORT = 0.2  # the share of normals with a clear echo below which nothing is said
+OFF_EDGE_MM = 1.0  # an outline this far from the echo's outer edge moves the HC by ~6 mm: reported
 
 
 @dataclass(frozen=True)

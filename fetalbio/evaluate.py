@@ -103,7 +103,24 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     worst = [r["point_err_max_mm"] for r in ok]
     s["share_all_points_within_2mm"] = float(np.mean([w <= 2.0 for w in worst])) if worst else float("nan")
     s["share_all_points_within_4mm"] = float(np.mean([w <= 4.0 for w in worst])) if worst else float("nan")
+    if any("truth_echo_edge_mm" in r for r in ok):
+        s.update(_truth_on_echo(ok))
     return s
+
+
+def _truth_on_echo(ok: list[dict[str, Any]]) -> dict[str, Any]:
+    """How many annotations lie more than :data:`fetalbio.echo.OFF_EDGE_MM` off the skull echo's outer
+    edge (where HC is measured; None = no clear echo, not counted), and the HC MAE without them."""
+    from fetalbio.echo import OFF_EDGE_MM
+
+    edges = [r.get("truth_echo_edge_mm") for r in ok]
+    off = [e is not None and abs(e) > OFF_EDGE_MM for e in edges]
+    kept = [abs(r["hc_diff_mm"]) for r, o in zip(ok, off, strict=True) if not o]
+    return {
+        "n_truth_echo_checked": sum(e is not None for e in edges),
+        "n_truth_off_echo": int(sum(off)),
+        "hc_mae_mm_truth_on_echo": float(np.mean(kept)) if kept else float("nan"),
+    }
 
 
 def evaluate_dataset(
@@ -139,9 +156,12 @@ def evaluate_dataset(
         raise ScanError(Path(dataset), "no annotated scans to evaluate")
     truths: dict[str, Truth] = {}
 
+    echo: dict[str, float | None] = {}
+
     def read(s):  # the truth is read with the scan: an unreadable annotation fails the sample
         scan = read_scan(s.scan_path, pixel_size_mm=s.pixel_size_mm)
         truths[s.name] = load_truth(s.annotation_path)
+        echo[s.name] = truth_echo_edge_mm(scan, truths[s.name])
         return scan
 
     rows: list[dict] = []
@@ -156,7 +176,21 @@ def evaluate_dataset(
                 continue
             res = pred.results[method]
             rows.append(score_prediction(res, truths.pop(s.name), pred.scan.spacing_mm, s.name))
+            if rows[-1]["status"] == "ok" and rows[-1]["unit"] == "mm":
+                rows[-1]["truth_echo_edge_mm"] = echo.get(s.name)
     return summarise(rows), rows
+
+
+def truth_echo_edge_mm(scan, truth: Truth) -> float | None:
+    """Where the skull echo's outer edge lies outside the annotated ellipse (mm; None without a square
+    pixel size or a clear echo): :func:`fetalbio.echo.echo_placement`."""
+    from fetalbio.echo import echo_placement
+
+    sp = scan.spacing_mm
+    if sp is None or truth.shape_hw != scan.pixels.shape[:2] or abs(sp[0] - sp[1]) > 1e-6 * sp[0]:
+        return None
+    placement = echo_placement(scan.pixels, truth.ellipse, sp[0])
+    return None if placement is None else round(placement.edge_offset_mm, 3)
 
 
 def print_summary(summary: dict, method: str, console) -> None:
@@ -178,6 +212,14 @@ def print_summary(summary: dict, method: str, console) -> None:
         f"all 4 points within 2 mm: {100 * summary['share_all_points_within_2mm']:.0f}%, "
         f"within 4 mm: {100 * summary['share_all_points_within_4mm']:.0f}%",
     ]
+    if summary.get("n_truth_echo_checked"):
+        from fetalbio.echo import OFF_EDGE_MM
+
+        n, checked = summary["n_truth_off_echo"], summary["n_truth_echo_checked"]
+        extra.append(
+            f"annotations more than {OFF_EDGE_MM:g} mm off the skull echo's outer edge: {n} of {checked}"
+            + (f" (HC MAE without them {summary['hc_mae_mm_truth_on_echo']:.2f} mm)" if n else "")
+        )
     if summary.get("dice_mean") is not None:
         extra.insert(
             0,

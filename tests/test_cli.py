@@ -201,6 +201,10 @@ def test_evaluate_json(tiny_run, synthetic_dataset, tmp_path):
     ):
         assert key in data["summary"]
     assert data["summary"]["n_images"] == 8 and len(data["rows"]) == 8
+    # the drawn annotations lie on the drawn skull ring: each checked, none off the echo's outer edge
+    s = data["summary"]
+    assert s["n_truth_echo_checked"] == sum(r["status"] == "ok" for r in data["rows"]) > 0
+    assert s["n_truth_off_echo"] == 0
     assert (tmp_path / "rep" / "summary.json").exists()
 
 

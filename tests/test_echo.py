@@ -73,3 +73,21 @@ def test_the_pixel_size_scales_the_answer() -> None:
     assert a is not None and b is not None
     assert a.edge_offset_mm == pytest.approx(0.5, abs=0.06)
     assert b.edge_offset_mm == pytest.approx(0.6, abs=0.06)
+
+
+def test_evaluate_counts_annotations_off_the_echo() -> None:
+    """summarise: annotations more than 1 mm off the echo are counted and left out of one extra MAE;
+    one without a clear echo (None) is neither checked nor left out."""
+    from fetalbio.evaluate import summarise
+
+    def row(hc_diff: float, edge: float | None) -> dict:
+        r = {"status": "ok", "unit": "mm", "hc_diff_mm": hc_diff, "bpd_diff_mm": 0.0, "ofd_diff_mm": 0.0}
+        r |= {f"{n}_err_mm": 1.0 for n in ("bpd1", "bpd2", "ofd1", "ofd2")} | {"point_err_max_mm": 1.0}
+        return r | {"truth_echo_edge_mm": edge}
+
+    s = summarise([row(2.0, 0.2), row(-4.0, 1.5), row(1.0, None), row(3.0, -1.2)])
+    assert s["n_truth_echo_checked"] == 3 and s["n_truth_off_echo"] == 2
+    assert s["hc_mae_mm_truth_on_echo"] == pytest.approx((2.0 + 1.0) / 2)
+    assert s["hc_mae_mm"] == pytest.approx((2 + 4 + 1 + 3) / 4)
+    plain = summarise([{k: v for k, v in row(2.0, 0.2).items() if k != "truth_echo_edge_mm"}])
+    assert "n_truth_off_echo" not in plain  # training-time validation does not look at the echo
