@@ -135,7 +135,8 @@ def data_check(
         Path | None, typer.Option("--json", help="Write per-image rows and a summary here.")
     ] = None,
 ) -> None:
-    """Check a dataset: missing, extra or unreadable files, CSV rows, HC of each annotation vs the CSV."""
+    """Check a dataset: missing, extra or unreadable files, CSV rows, HC of each annotation vs the CSV,
+    outlines off the skull echo's outer edge."""
     from fetalbio.datacheck import check_dataset, print_report
     from fetalbio.io import ScanError
     from fetalbio.writers import write_json_atomic
@@ -948,7 +949,8 @@ def evaluate(
         Path | None, typer.Option(help="Write plots and worst-case overlays to this folder.")
     ] = None,
 ) -> None:
-    """Compare a model with the annotations: Dice, Hausdorff, HC/BPD/OFD and point errors in mm."""
+    """Compare a model with the annotations: Dice, Hausdorff, HC/BPD/OFD and point errors in mm (and
+    which annotations lie off the skull echo)."""
     from fetalbio.evaluate import evaluate_dataset, print_summary, write_report
     from fetalbio.io import ScanError
     from fetalbio.writers import write_json_atomic
