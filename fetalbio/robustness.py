@@ -31,11 +31,18 @@ def report_and_calibration_halves(names: list[str], seed: int = 2026) -> tuple[l
 
 
 def collect(
-    samples: Iterable, kinds: list[str], engines: dict, methods_out: tuple[str, ...], batch_size: int = 8
+    samples: Iterable,
+    kinds: list[str],
+    engines: dict,
+    methods_out: tuple[str, ...],
+    batch_size: int = 8,
+    seeds: dict[str, int] | None = None,
 ) -> list[dict[str, Any]]:
     """One record per (sample, kind, method): estimates and truth in mm, status, reasons, intervals.
 
-    ``samples`` are :class:`fetalbio.datasets.Sample` with a pixel size and an annotation.
+    ``samples`` are :class:`fetalbio.datasets.Sample` with a pixel size and an annotation. A random
+    perturbation of a scan is seeded by ``seeds[name]``, else by the scan's place in ``samples``: a
+    subset measured again (cross-fitting) passes the whole run's seeds, so it draws the same noise.
     """
     from fetalbio import methods
     from fetalbio.datasets import load_truth
@@ -53,7 +60,7 @@ def collect(
         clean = read_scan(s.scan_path, pixel_size_mm=s.pixel_size_mm)
         truth = measure_ellipse(load_truth(s.annotation_path).ellipse, clean.spacing_mm)
         for kind in kinds:
-            px, sp = perturb(kind, clean.pixels, s.pixel_size_mm, seed=i)
+            px, sp = perturb(kind, clean.pixels, s.pixel_size_mm, seed=seeds[s.name] if seeds else i)
             jobs.append((s.name, kind, truth, Scan(px, (sp, sp), s.scan_path, "cli")))
     records = []
     for batch in predictor.run(jobs, lambda job: job[3]):

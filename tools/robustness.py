@@ -104,7 +104,9 @@ def cmd_crossfit(args) -> None:
             try:
                 engines = {m: load_engine(None, m, data["engine"]) for m in ("segmentation", "landmarks")}
                 mine = [s for s in samples if (s.name in set(report)) == (half == "report")]
-                recs = collect(mine, data["kinds"], engines, METHODS_OUT)
+                # the noise `collect` drew for each scan (seeded by its place in the whole split)
+                seeds = {s.name: i for i, s in enumerate(samples)}
+                recs = collect(mine, data["kinds"], engines, METHODS_OUT, seeds=seeds)
             finally:
                 if before is None:
                     del os.environ["FETALBIO_MODELS"]
