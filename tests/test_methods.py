@@ -106,3 +106,13 @@ def test_unknown_method_on_the_command_line_is_one_line(tmp_path):
     res = CliRunner().invoke(app, ["predict", str(tmp_path), "--method", "nope"])
     assert res.exit_code == 2
     assert "unknown method 'nope'" in res.output and "Traceback" not in res.output
+
+
+def test_names_keep_the_builtin_order_whichever_module_is_imported_first():
+    import subprocess
+    import sys
+
+    code = "import fetalbio.methods.fused; from fetalbio import methods; print(','.join(methods.names()))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.strip().split(",")[:3] == ["segmentation", "landmarks", "fused"]

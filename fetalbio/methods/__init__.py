@@ -43,9 +43,11 @@ def get(name: str) -> Method:
 
 
 def names() -> tuple[str, ...]:
-    """Registered method names (the built-in ones first)."""
+    """Registered method names: the built-in ones first, in :data:`_BUILTIN` order (whichever module was
+    imported first), then the others in the order they were registered."""
     _load_builtin()
-    return tuple(_REGISTRY)
+    builtin = [mod.rsplit(".", 1)[1] for mod in _BUILTIN]
+    return tuple([n for n in builtin if n in _REGISTRY] + [n for n in _REGISTRY if n not in builtin])
 
 
 def engines_needed(names: tuple[str, ...]) -> tuple[str, ...]:
