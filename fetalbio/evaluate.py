@@ -12,9 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from fetalbio.datasets import Truth
+from fetalbio.datasets import Truth, subject_of
 from fetalbio.geometry import draw_ellipse_mask, measure_ellipse, pair_errors_mm
 from fetalbio.postprocess import dice, hausdorff_mm
+from fetalbio.stats import mae_ci
 
 
 def score_prediction(
@@ -75,9 +76,10 @@ def _stats(values: list[float]) -> dict[str, float]:
 def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Aggregate rows: MAE/median/p95 of |differences|, signed means, Dice, Hausdorff, point errors.
 
-    Only rows measured in mm enter the ``_mm`` figures; rows without a pixel size are counted in
-    ``n_px_only``, and Hausdorff distances that could not be computed (an empty mask) in
-    ``n_hausdorff_undefined``.
+    ``<m>_mae_mm_ci95_low`` / ``_high``: a 95 % subject-clustered bootstrap interval of each MAE
+    (:func:`fetalbio.stats.mae_ci`). Only rows measured in mm enter the ``_mm`` figures; rows without a
+    pixel size are counted in ``n_px_only``, and Hausdorff distances that could not be computed (an empty
+    mask) in ``n_hausdorff_undefined``.
     """
     measured = [r for r in rows if r["status"] == "ok"]
     ok = [r for r in measured if r.get("unit") == "mm"]
@@ -91,6 +93,11 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         st = _stats([abs(d) for d in diffs])
         s[f"{m}_mae_mm"], s[f"{m}_abs_median_mm"], s[f"{m}_abs_p95_mm"] = st["mean"], st["median"], st["p95"]
         s[f"{m}_bias_mm"] = float(np.mean(diffs)) if diffs else float("nan")
+        # how sure the MAE itself is: scans of one subject resampled together (fetalbio.stats)
+        lo, hi = mae_ci(
+            diffs, [subject_of(r["file"]) if r.get("file") else f"#{i}" for i, r in enumerate(ok)]
+        )
+        s[f"{m}_mae_mm_ci95_low"], s[f"{m}_mae_mm_ci95_high"] = lo, hi
     for key in ("dice", "dice_mask"):
         vals = [r[key] for r in ok if key in r]
         s[f"{key}_mean"] = float(np.mean(vals)) if vals else None
@@ -199,12 +206,15 @@ def print_summary(summary: dict, method: str, console) -> None:
 
     t = Table(title=f"{method}: {summary['n_images']} scans, {summary['n_failed']} failed")
     t.add_column("measure")
-    for c in ("MAE", "median |err|", "p95 |err|", "bias"):
+    for c in ("MAE", "MAE 95% CI", "median |err|", "p95 |err|", "bias"):
         t.add_column(c, justify="right")
     for m in ("hc", "bpd", "ofd"):
+        lo, hi = summary.get(f"{m}_mae_mm_ci95_low"), summary.get(f"{m}_mae_mm_ci95_high")
         t.add_row(
             f"{m.upper()} (mm)",
-            *(f"{summary[f'{m}_{k}']:.2f}" for k in ("mae_mm", "abs_median_mm", "abs_p95_mm", "bias_mm")),
+            f"{summary[f'{m}_mae_mm']:.2f}",
+            "-" if lo is None or not math.isfinite(lo) else f"{lo:.2f}-{hi:.2f}",
+            *(f"{summary[f'{m}_{k}']:.2f}" for k in ("abs_median_mm", "abs_p95_mm", "bias_mm")),
         )
     console.print(t)
     extra = [

@@ -89,9 +89,10 @@ def collect(
 
 def summarise(records: list[dict], kinds: list[str], methods_out: tuple[str, ...]) -> list[dict]:
     """Per (kind, method): MAE of HC/BPD/OFD (mm), ratio to clean, failures, gross errors sent to review,
-    review rate and interval coverage."""
+    review rate and interval coverage; 95 % bootstrap intervals of the HC MAE and of its ratio to clean
+    (:func:`_intervals`)."""
     out = []
-    clean_mae = {}
+    clean_mae, clean_err = {}, {}
     for kind in kinds:
         for m in methods_out:
             rs = [r for r in records if r["kind"] == kind and r["method"] == m]
@@ -108,7 +109,9 @@ def summarise(records: list[dict], kinds: list[str], methods_out: tuple[str, ...
                 row[f"{k}_coverage"] = float(np.mean(cov)) if cov else None
             if kind == "clean":
                 clean_mae[m] = row["hc_mae_mm"]
+                clean_err[m] = {r["file"]: abs(r["hc_mm"] - r["hc_true_mm"]) for r in ok}
             row["hc_ratio"] = row["hc_mae_mm"] / clean_mae[m] if clean_mae.get(m) else float("nan")
+            row.update(_intervals(ok, clean_err.get(m, {})))
             gross = [r for r in ok if abs(r["hc_mm"] - r["hc_true_mm"]) > GROSS_MM]
             row["gross"] = len(gross)
             row["gross_reviewed"] = sum(r["status"] == "review" for r in gross)
@@ -117,22 +120,81 @@ def summarise(records: list[dict], kinds: list[str], methods_out: tuple[str, ...
     return out
 
 
+def _intervals(ok: list[dict], clean_err: dict[str, float]) -> dict[str, tuple[float, float]]:
+    """How sure the HC MAE and its ratio to clean are, on this many subjects (fetalbio.stats): the
+    MAE's interval resamples subjects; the ratio's pairs each scan's error with its clean error (the
+    scans measured both ways), so what a scan's two errors share cancels."""
+    from fetalbio.datasets import subject_of
+    from fetalbio.stats import bootstrap_ratio_ci, mae_ci
+
+    errs = [r["hc_mm"] - r["hc_true_mm"] for r in ok]
+    both = [r for r in ok if r["file"] in clean_err]
+    return {
+        "hc_mae_ci95": mae_ci(errs, [subject_of(r["file"]) for r in ok]),
+        "hc_ratio_ci95": bootstrap_ratio_ci(
+            [abs(r["hc_mm"] - r["hc_true_mm"]) for r in both],
+            [clean_err[r["file"]] for r in both],
+            [subject_of(r["file"]) for r in both],
+        ),
+    }
+
+
+def compare(new: list[dict], old: list[dict], kinds: list[str], methods_out: tuple[str, ...]) -> list[dict]:
+    """Two record sets of the same scans (a candidate model and the shipped one), per (kind, method):
+    each HC MAE (mm) over the scans both measured, and the paired difference new - old with its 95 %
+    interval (subjects resampled, each scan's two errors drawn together). An interval that spans 0
+    means this split cannot tell the two apart."""
+    from fetalbio.datasets import subject_of
+    from fetalbio.stats import bootstrap_mean_ci
+
+    def errors(recs: list[dict]) -> dict[tuple, float]:
+        return {
+            (r["file"], r["kind"], r["method"]): abs(r["hc_mm"] - r["hc_true_mm"])
+            for r in recs
+            if r["status"] != "error" and r["hc_mm"] is not None
+        }
+
+    a, b = errors(new), errors(old)
+    out = []
+    for kind in kinds:
+        for m in methods_out:
+            keys = sorted(k for k in a if k in b and k[1] == kind and k[2] == m)
+            d = [a[k] - b[k] for k in keys]
+            out.append(
+                {
+                    "kind": kind,
+                    "method": m,
+                    "n": len(keys),
+                    "hc_mae_new_mm": float(np.mean([a[k] for k in keys])) if keys else float("nan"),
+                    "hc_mae_old_mm": float(np.mean([b[k] for k in keys])) if keys else float("nan"),
+                    "diff_mm": float(np.mean(d)) if d else float("nan"),
+                    "diff_ci95": bootstrap_mean_ci(d, [subject_of(k[0]) for k in keys]),
+                }
+            )
+    return out
+
+
 def markdown(table: list[dict]) -> str:
     """The summary as a markdown table."""
     head = (
-        "| kind | method | n | HC MAE | x clean | BPD MAE | OFD MAE | failed | gross (>5 mm) reviewed | "
-        "review rate | HC coverage |"
+        "| kind | method | n | HC MAE (95 % CI) | x clean (95 % CI) | BPD MAE | OFD MAE | failed | "
+        "gross (>5 mm) reviewed | review rate | HC coverage |"
     )
     lines = [head, "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for r in table:
         cov = "-" if r["hc_coverage"] is None else f"{100 * r['hc_coverage']:.0f} %"
         gross = f"{r['gross_reviewed']}/{r['gross']}" if r["gross"] else "0"
         lines.append(
-            f"| {r['kind']} | {r['method']} | {r['n']} | {r['hc_mae_mm']:.2f} | {r['hc_ratio']:.2f} | "
+            f"| {r['kind']} | {r['method']} | {r['n']} | {r['hc_mae_mm']:.2f} {_ci(r.get('hc_mae_ci95'))} | "
+            f"{r['hc_ratio']:.2f} {_ci(r.get('hc_ratio_ci95'))} | "
             f"{r['bpd_mae_mm']:.2f} | {r['ofd_mae_mm']:.2f} | {r['failed']} | {gross} | "
             f"{100 * r['review_rate']:.0f} % | {cov} |"
         )
     return "\n".join(lines)
+
+
+def _ci(ci: tuple[float, float] | None) -> str:
+    return "" if ci is None or not np.isfinite(ci[0]) else f"({ci[0]:.2f}-{ci[1]:.2f})"
 
 
 def validation_samples(split_file: Path, names: list[str] | None = None) -> list:

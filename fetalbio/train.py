@@ -222,7 +222,10 @@ def validate(
         chunk = val[i : i + VAL_BATCH]
         outputs = predictor.infer(cfg.method, [p.image for p in chunk])
         results = predictor.decode(cfg.method, outputs, [p.letterbox for p in chunk])
-        rows.extend(score_prediction(r, p.truth, p.spacing_mm) for r, p in zip(results, chunk, strict=True))
+        rows.extend(
+            score_prediction(r, p.truth, p.spacing_mm, p.sample.name)
+            for r, p in zip(results, chunk, strict=True)
+        )
     return summarise(rows)
 
 

@@ -5,6 +5,7 @@
     python tools/robustness.py report    --records .cache/robust.json   # table, plot -> docs/robustness.md
     python tools/robustness.py crossfit  --records .cache/robust.json   # each half with the other half's fit
     python tools/robustness.py report    --records .cache/robust_crossfit.json --half all   # the whole split
+    python tools/robustness.py compare   --records .cache/cand.json --against .cache/robust.json  # paired
 
 The validation split is the shipped models' own (never trained on). Its subjects are split in two,
 seeded: the calibration half fits the fused estimate (weights, biases, conformal quantiles) on clean and
@@ -26,6 +27,7 @@ from fetalbio.modelinfo import models_dir
 from fetalbio.perturb import KINDS
 from fetalbio.robustness import (
     collect,
+    compare,
     fit_fused_calibration,
     markdown,
     report_and_calibration_halves,
@@ -141,6 +143,21 @@ def cmd_report(args) -> None:
         _plot(table, kinds, args.plot, args.half)
 
 
+def cmd_compare(args) -> None:
+    """Candidate records against the shipped ones (the same scans and seeds): paired HC differences."""
+    new, old = (json.loads(p.read_text()) for p in (args.records, args.against))
+    kinds = [k for k in new["kinds"] if k in old["kinds"]]
+    rows = compare(new["records"], old["records"], kinds, METHODS_OUT)
+    print("| kind | method | n | HC MAE new | HC MAE old | new - old (95 % CI) |")
+    print("|---|---|---:|---:|---:|---:|")
+    for r in rows:
+        lo, hi = r["diff_ci95"]
+        print(
+            f"| {r['kind']} | {r['method']} | {r['n']} | {r['hc_mae_new_mm']:.2f} | {r['hc_mae_old_mm']:.2f} | "
+            f"{r['diff_mm']:+.2f} ({lo:+.2f} to {hi:+.2f}) |"
+        )
+
+
 def cmd_tune_review(args) -> None:
     """The fused review threshold (HC interval width / HC) on the CALIBRATION half: the largest share of
     gross errors sent to review while at most ``--max-clean`` of the clean scans are."""
@@ -182,13 +199,16 @@ def _plot(table: list[dict], kinds: list[str], path: Path, half: str = "report")
     fig, ax = plt.subplots(figsize=(11, 4))
     x = np.arange(len(kinds))
     for j, m in enumerate(METHODS_OUT):
-        ys = [next(r["hc_mae_mm"] for r in table if r["kind"] == k and r["method"] == m) for k in kinds]
-        ax.bar(x + (j - 1) * 0.27, ys, 0.27, label=m)
+        rows = [next(r for r in table if r["kind"] == k and r["method"] == m) for k in kinds]
+        ys = np.array([r["hc_mae_mm"] for r in rows])
+        ci = np.array([r["hc_mae_ci95"] for r in rows])  # 95 % bootstrap interval over subjects
+        yerr = np.vstack([ys - ci[:, 0], ci[:, 1] - ys])
+        ax.bar(x + (j - 1) * 0.27, ys, 0.27, label=m, yerr=yerr, capsize=2, error_kw={"lw": 0.8})
     ax.axhline(2.5, color="k", ls="--", lw=1, label="2.5 mm target")
     ax.set_xticks(x, kinds, rotation=30, ha="right")
     ax.set_ylabel("HC MAE (mm)")
     what = "the whole validation split, cross-fitted" if half == "all" else f"the {half} half of the split"
-    ax.set_title(f"HC error per perturbation ({what})")
+    ax.set_title(f"HC error per perturbation ({what}; bars: 95 % interval over subjects)")
     ax.legend()
     fig.savefig(path, dpi=100, bbox_inches="tight")
 
@@ -218,6 +238,10 @@ def main() -> int:
     x.add_argument("--records", type=Path, default=Path(".cache/robust.json"))
     x.add_argument("--out", type=Path, default=Path(".cache/robust_crossfit.json"))
     x.set_defaults(fn=cmd_crossfit)
+    v = sub.add_parser("compare", help="a candidate's records against the shipped ones, paired by scan")
+    v.add_argument("--records", type=Path, required=True, help="the candidate's records (collect)")
+    v.add_argument("--against", type=Path, default=Path(".cache/robust.json"))
+    v.set_defaults(fn=cmd_compare)
     args = ap.parse_args()
     args.fn(args)
     return 0
