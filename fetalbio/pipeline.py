@@ -210,9 +210,9 @@ class Predictor:
         pixels, tilt = scan.pixels, None
         if self.find_region:  # a scan turned by any angle is first squared back to the axes
             from fetalbio.preprocess import upright
-            from fetalbio.region import find_tilt
+            from fetalbio.region import find_tilt, find_tilt_in_place
 
-            found = find_tilt(pixels)
+            found = find_tilt(pixels) or find_tilt_in_place(pixels)
             if found is not None:
                 pixels, m = upright(pixels, found)
                 tilt = (m, *scan.pixels.shape[:2], found[0])

@@ -221,11 +221,28 @@ def upright(
 ) -> tuple[np.ndarray, tuple[float, ...]]:
     """A turned scan squared back to the axes: ``tilt`` = (angle_deg, centre_xy_px, size_wh_px) of its
     rectangle (:func:`fetalbio.region.find_tilt`) -> (the upright image cropped to that rectangle, the
-    2x3 affine from ``pixels``' coordinates to the upright image's, as 6 floats)."""
+    2x3 affine from ``pixels``' coordinates to the upright image's, as 6 floats). Where the rectangle
+    reaches outside ``pixels`` (a scan turned inside its own canvas), the canvas's corner fill."""
     angle, (cx, cy), (sw, sh) = tilt
     w, h = max(8, round(sw)), max(8, round(sh))
     m = cv2.getRotationMatrix2D((cx, cy), angle, 1.0)  # turns the side at ``angle`` to the x axis
     m[0, 2] += (w - 1) / 2 - cx
     m[1, 2] += (h - 1) / 2 - cy
-    out = cv2.warpAffine(pixels, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+    # a frame inscribed in its canvas samples inside it (replicate only smooths the last pixel); one
+    # turned inside its own canvas reaches outside it, where its cut corners get the canvas's flat fill
+    inv = cv2.invertAffineTransform(m)
+    ends = np.array([[0, 0, 1], [w - 1, 0, 1], [0, h - 1, 1], [w - 1, h - 1, 1]], np.float64) @ inv.T
+    ph, pw = pixels.shape[:2]
+    if (ends < -1.0).any() or (ends[:, 0] > pw).any() or (ends[:, 1] > ph).any():
+        fill = np.median(pixels[[0, 0, -1, -1], [0, -1, 0, -1]], axis=0)
+        out = cv2.warpAffine(
+            pixels,
+            m,
+            (w, h),
+            flags=cv2.INTER_LINEAR,
+            borderMode=cv2.BORDER_CONSTANT,
+            borderValue=np.atleast_1d(fill).tolist(),
+        )
+    else:
+        out = cv2.warpAffine(pixels, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
     return out, tuple(float(v) for v in m.ravel())

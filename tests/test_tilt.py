@@ -164,3 +164,99 @@ def test_a_tall_screen_with_a_landscape_scan_inside_is_not_turned():
     )
     assert getattr(tall.letterboxes["segmentation"], "k", 0) == 0
     assert turned_.letterboxes["segmentation"].k in (1, 3)  # measured turned back (both ways, averaged)
+
+
+# --- scans turned inside their own canvas (PIL's rotate, OpenCV's warpAffine: corners cut off) ---
+
+
+@pytest.mark.parametrize("deg", [12.0, 30.0, -22.5, 41.0, 100.0, 200.0, -75.0])
+def test_a_scan_turned_in_place_is_found_with_its_angle_and_the_canvas_size(deg):
+    from fetalbio.perturb import rotate_in_place
+    from fetalbio.region import find_tilt_in_place
+
+    img = _scan(11)
+    cut = rotate_in_place(img, deg)
+    assert cut.shape == img.shape and find_tilt(cut) is None  # not a frame inscribed in a grown canvas
+    found = find_tilt_in_place(cut)
+    assert found is not None
+    angle, centre, (fw, fh) = found
+    assert abs((angle - _expected(deg) + 45) % 90 - 45) < 1.0
+    h, w = img.shape
+    assert centre == pytest.approx(((w - 1) / 2, (h - 1) / 2))
+    # the turned scan's own size, its long side along the angle unless turned by about a quarter
+    quarter = round(deg / 90.0) % 2 == 1
+    assert (fw, fh) == ((h, w) if quarter else (w, h))
+
+
+@pytest.mark.parametrize(
+    "img",
+    [
+        _scan(3),
+        _fan(_scan(4, (400, 560))),  # a fan's straight edges lean, but lie on no turned frame
+        _fan(_scan(5, (400, 560)), 60.0),
+        _fan(_scan(12, (400, 560)), 25.0),
+        np.zeros((200, 300), np.uint8),
+    ],
+)
+def test_an_upright_scan_or_fan_is_not_turned_in_place(img):
+    from fetalbio.region import find_tilt_in_place
+
+    assert find_tilt_in_place(img) is None
+
+
+def test_a_small_turn_in_place_is_left_alone():
+    from fetalbio.perturb import rotate_in_place
+    from fetalbio.region import IN_PLACE_MIN_DEG, find_tilt_in_place
+
+    assert find_tilt_in_place(rotate_in_place(_scan(13), IN_PLACE_MIN_DEG / 2)) is None
+
+
+def test_the_cut_corners_get_the_fill_and_points_map_back_exactly():
+    from fetalbio.perturb import rotate_in_place
+    from fetalbio.region import find_tilt_in_place
+
+    img = _scan(14)
+    cut = rotate_in_place(img, 27.0)
+    found = find_tilt_in_place(cut)
+    up, m = upright(cut, found)
+    h, w = img.shape
+    assert up.shape == (h, w)
+    # the corners of the squared-back scan were cut off: canvas fill (0), not smeared content
+    for y, x in ((2, 2), (2, w - 3), (h - 3, 2), (h - 3, w - 3)):
+        assert up[y, x] == 0
+    # its middle is the original scan's middle, back upright
+    mid = (slice(h // 3, 2 * h // 3), slice(w // 3, 2 * w // 3))
+    assert np.abs(up[mid].astype(int) - img[mid].astype(int)).mean() < 12
+    view = TiltedView(Letterbox.fit(up.shape, (128, 192)), m, *cut.shape, found[0])
+    pts = np.array([[100.0, 80.0], [300.5, 200.25]])
+    assert np.allclose(view.to_original(view.to_input(pts)), pts, atol=1e-9)
+
+
+@pytest.mark.slow
+def test_a_scan_turned_in_place_is_measured_like_the_upright_one():
+    """The same synthetic head, the scan turned by 35 degrees inside its own canvas (head not cut)."""
+    from pathlib import Path
+
+    from fetalbio.engines import load_engine
+    from fetalbio.geometry import measure_ellipse
+    from fetalbio.io import Scan
+    from fetalbio.perturb import rotate_in_place
+    from fetalbio.pipeline import Predictor
+
+    rng = np.random.default_rng(15)
+    hw = (540, 800)
+    e = Ellipse(400.0, 270.0, 150.0, 115.0, 10.0)  # in the middle: no part of it is cut off
+    img = draw_scan(hw, e, rng)
+    cut = rotate_in_place(img, 35.0)
+    m = cv2.getRotationMatrix2D((hw[1] / 2, hw[0] / 2), 35.0, 1.0)
+    centre = m @ np.array([e.cx_px, e.cy_px, 1.0])
+    sp = (0.15, 0.15)
+    eng = load_engine(None, "segmentation", "litert")
+    flat, tilted = Predictor({"segmentation": eng}).predict_scans(
+        [Scan(img, sp, Path("a.png"), "cli"), Scan(cut, sp, Path("b.png"), "cli")]
+    )
+    a = measure_ellipse(flat.results["segmentation"].ellipse, sp).hc
+    got: Ellipse = tilted.results["segmentation"].ellipse
+    assert tilted.view.tilt is not None  # squared back
+    assert measure_ellipse(got, sp).hc == pytest.approx(a, rel=0.02)
+    assert np.hypot(got.cx_px - centre[0], got.cy_px - centre[1]) < 0.02 * e.semi_major_px * 2

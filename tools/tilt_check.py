@@ -1,10 +1,13 @@
-"""How well ``fetalbio.region.find_tilt`` finds turned frames on real scans (the figures in its docstring).
+"""How well ``fetalbio.region.find_tilt`` and ``find_tilt_in_place`` find turned frames on real scans
+(the figures in their docstrings).
 
     python tools/tilt_check.py [DATA_ROOT]   # ~1 min: every HC18 scan as given, every 4th also turned
 
-Every HC18 training and test scan as given must come out untilted; every 4th is also turned by a seeded
-random angle (plain, then JPEG quality 30, inside a capture, speckled in turn) and the found angle is
-compared with the true one (modulo a quarter turn). Prints false finds, misses and the angle error.
+Every HC18 training and test scan as given must come out untilted by both finders; every 4th is also
+turned by a seeded random angle on a grown canvas (plain, then JPEG quality 30, inside a capture,
+speckled in turn) and, with another seeded angle, inside its own canvas (plain, JPEG 30, speckled in
+turn), and the found angle is compared with the true one (modulo a quarter turn). Prints false finds,
+misses and the angle errors of each.
 """
 
 from __future__ import annotations
@@ -16,8 +19,8 @@ import cv2
 import numpy as np
 
 from fetalbio.datasets import default_data_root
-from fetalbio.perturb import perturb, rotate
-from fetalbio.region import TILT_MIN_DEG, find_tilt
+from fetalbio.perturb import perturb, rotate, rotate_in_place
+from fetalbio.region import IN_PLACE_MIN_DEG, TILT_MIN_DEG, find_tilt, find_tilt_in_place
 
 VARIANTS = ("plain", "jpeg30", "capture", "speckle")
 
@@ -26,10 +29,10 @@ def main() -> int:
     root = Path(sys.argv[1]) if len(sys.argv) > 1 else default_data_root() / "hc18"
     files = sorted((root / "training_set").glob("*HC.png")) + sorted((root / "test_set").glob("*HC.png"))
     rng = np.random.default_rng(0)
-    false, miss, turned, errs = 0, 0, 0, []
+    false, miss, turned, errs, in_place = 0, 0, 0, [], []
     for i, f in enumerate(files):
         im = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
-        if find_tilt(im) is not None:
+        if find_tilt(im) is not None or find_tilt_in_place(im) is not None:
             false += 1
             print(f"false find: {f.name}")
         if i % 4:
@@ -41,6 +44,7 @@ def main() -> int:
             px = perturb(variant, px, 0.1)[0]
         true = (-deg + 45) % 90 - 45  # the frame's side direction, image axes (y down)
         found = find_tilt(px)
+        in_place.append(_in_place(im, float(rng.uniform(-180, 180)), VARIANTS[i // 4 % 4], f.name))
         if abs(true) < TILT_MIN_DEG:
             continue
         turned += 1
@@ -54,7 +58,31 @@ def main() -> int:
         f"{len(files)} scans as given: {false} false finds; {turned} turned copies: {miss} missed, "
         f"angle error median {q[0]:.2f}, 90th percentile {q[1]:.2f}, max {q[2]:.2f} deg"
     )
+    tried = [e for e in in_place if e is not False]
+    found_err = [e for e in tried if e is not None]
+    q = np.percentile(found_err, [50, 90, 100])
+    print(
+        f"{len(tried)} turned in place by {IN_PLACE_MIN_DEG:g} degrees or more: {len(tried) - len(found_err)} "
+        f"missed (left as they are), angle error median {q[0]:.2f}, 90th percentile {q[1]:.2f}, "
+        f"max {q[2]:.2f} deg"
+    )
     return 0
+
+
+def _in_place(im: np.ndarray, deg: float, variant: str, name: str) -> float | None | bool:
+    """The angle error (deg) of the frame found in ``im`` turned inside its own canvas; None: missed;
+    False: turned by less than the finder looks for."""
+    true = (-deg + 45) % 90 - 45
+    if abs(true) < IN_PLACE_MIN_DEG:
+        return False
+    px = rotate_in_place(im, deg)
+    if variant in ("jpeg30", "speckle"):
+        px = perturb(variant, px, 0.1)[0]
+    found = find_tilt(px) or find_tilt_in_place(px)
+    if found is None:
+        print(f"missed in place: {name} ({variant}, {true:.1f} deg)")
+        return None
+    return abs((found[0] - true + 45) % 90 - 45)
 
 
 if __name__ == "__main__":
