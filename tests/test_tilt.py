@@ -117,13 +117,6 @@ def test_a_turned_and_quarter_turned_view_composes():
 @pytest.mark.parametrize("deg", [30.0, 145.0])
 def test_a_turned_scan_is_measured_like_the_upright_one(deg):
     """The same synthetic head, the whole scan turned: the same HC, and the ellipse where the head is."""
-    from pathlib import Path
-
-    from fetalbio.engines import load_engine
-    from fetalbio.geometry import measure_ellipse
-    from fetalbio.io import Scan
-    from fetalbio.pipeline import Predictor
-
     rng = np.random.default_rng(9)
     hw = (540, 800)
     e = random_ellipse(hw, rng)
@@ -134,7 +127,18 @@ def test_a_turned_scan_is_measured_like_the_upright_one(deg):
     m = cv2.getRotationMatrix2D((w / 2, h / 2), deg, 1.0)
     m[0, 2] += turned_img.shape[1] / 2 - w / 2
     m[1, 2] += turned_img.shape[0] / 2 - h / 2
-    centre = m @ np.array([e.cx_px, e.cy_px, 1.0])
+    _measured_alike(img, turned_img, e, m @ np.array([e.cx_px, e.cy_px, 1.0]))
+
+
+def _measured_alike(img: np.ndarray, turned_img: np.ndarray, e: Ellipse, centre: np.ndarray) -> None:
+    """The turned scan's HC within 2 % of the upright one's, its ellipse centred where the head went."""
+    from pathlib import Path
+
+    from fetalbio.engines import load_engine
+    from fetalbio.geometry import measure_ellipse
+    from fetalbio.io import Scan
+    from fetalbio.pipeline import Predictor
+
     sp = (0.15, 0.15)
     eng = load_engine(None, "segmentation", "litert")
     flat, tilted = Predictor({"segmentation": eng}).predict_scans(
@@ -142,6 +146,7 @@ def test_a_turned_scan_is_measured_like_the_upright_one(deg):
     )
     a = measure_ellipse(flat.results["segmentation"].ellipse, sp).hc
     got: Ellipse = tilted.results["segmentation"].ellipse
+    assert tilted.view.tilt is not None  # squared back
     assert measure_ellipse(got, sp).hc == pytest.approx(a, rel=0.02)
     assert np.hypot(got.cx_px - centre[0], got.cy_px - centre[1]) < 0.02 * e.semi_major_px * 2
 
@@ -235,13 +240,8 @@ def test_the_cut_corners_get_the_fill_and_points_map_back_exactly():
 @pytest.mark.slow
 def test_a_scan_turned_in_place_is_measured_like_the_upright_one():
     """The same synthetic head, the scan turned by 35 degrees inside its own canvas (head not cut)."""
-    from pathlib import Path
 
-    from fetalbio.engines import load_engine
-    from fetalbio.geometry import measure_ellipse
-    from fetalbio.io import Scan
     from fetalbio.perturb import rotate_in_place
-    from fetalbio.pipeline import Predictor
 
     rng = np.random.default_rng(15)
     hw = (540, 800)
@@ -249,14 +249,4 @@ def test_a_scan_turned_in_place_is_measured_like_the_upright_one():
     img = draw_scan(hw, e, rng)
     cut = rotate_in_place(img, 35.0)
     m = cv2.getRotationMatrix2D((hw[1] / 2, hw[0] / 2), 35.0, 1.0)
-    centre = m @ np.array([e.cx_px, e.cy_px, 1.0])
-    sp = (0.15, 0.15)
-    eng = load_engine(None, "segmentation", "litert")
-    flat, tilted = Predictor({"segmentation": eng}).predict_scans(
-        [Scan(img, sp, Path("a.png"), "cli"), Scan(cut, sp, Path("b.png"), "cli")]
-    )
-    a = measure_ellipse(flat.results["segmentation"].ellipse, sp).hc
-    got: Ellipse = tilted.results["segmentation"].ellipse
-    assert tilted.view.tilt is not None  # squared back
-    assert measure_ellipse(got, sp).hc == pytest.approx(a, rel=0.02)
-    assert np.hypot(got.cx_px - centre[0], got.cy_px - centre[1]) < 0.02 * e.semi_major_px * 2
+    _measured_alike(img, cut, e, m @ np.array([e.cx_px, e.cy_px, 1.0]))
