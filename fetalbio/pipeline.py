@@ -210,11 +210,11 @@ class Predictor:
         pixels, tilt = scan.pixels, None
         if self.find_region:  # a scan turned by any angle is first squared back to the axes
             from fetalbio.preprocess import remove_impulse_noise, upright
-            from fetalbio.region import find_tilt, find_tilt_in_place
+            from fetalbio.region import find_any_tilt
 
             # salt-and-pepper noise first: it breaks the flat fill and the texture the finders look for
             pixels = remove_impulse_noise(pixels)[0]
-            found = find_tilt(pixels) or find_tilt_in_place(pixels)
+            found = find_any_tilt(pixels)
             if found is not None:
                 pixels, m = upright(pixels, found)
                 tilt = (m, *scan.pixels.shape[:2], found[0])

@@ -19,6 +19,8 @@ worst 2.4), and leaves 35 as they are.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import cv2
 import numpy as np
 
@@ -101,7 +103,43 @@ IN_PLACE_MIN_SIDES = 2  # cut edges on at least this many sides of the frame: on
 # was sometimes a dark fan's side (2 of ~1100 darkened HC18 scans; none with two)
 
 
-def find_tilt(pixels: np.ndarray) -> tuple[float, tuple[float, float], tuple[float, float]] | None:
+Frame = tuple[float, tuple[float, float], tuple[float, float]]  # angle_deg, centre_xy_px, size_wh_px
+
+
+@dataclass(frozen=True)
+class _Content:
+    """What both turned-frame finders look at: a small copy's non-fill pixels and their convex hull."""
+
+    h: int  # the original's size
+    w: int
+    scale: float  # small / original
+    content: np.ndarray  # (h', w') uint8 0/1: anything but the corners' flat fill
+    hull: np.ndarray  # (N, 2) float64 x y, small pixels
+
+
+def _content(pixels: np.ndarray) -> _Content | None:
+    """The non-fill content of ``pixels`` (H, W) and its hull, or None: the four corners are not one
+    flat fill (no canvas around a turned image), or almost nothing is content."""
+    small, scale = _small(pixels)
+    corners = np.array([small[0, 0], small[0, -1], small[-1, 0], small[-1, -1]], np.int32)
+    if int(corners.max()) - int(corners.min()) > TILT_FILL_TOL:
+        return None  # a turned image leaves the same fill in all four corners
+    content = (np.abs(small.astype(np.int32) - int(np.median(corners))) > TILT_FILL_TOL).astype(np.uint8)
+    if int(content.sum()) < 0.05 * content.size:
+        return None
+    # the hull of the outer contours is the hull of every content pixel, at a fraction of the cost
+    cnts, _ = cv2.findContours(content, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(np.concatenate(cnts)).reshape(-1, 2).astype(np.float64)
+    return _Content(*pixels.shape[:2], scale, content, hull)
+
+
+def find_any_tilt(pixels: np.ndarray) -> Frame | None:
+    """:func:`find_tilt`, else :func:`find_tilt_in_place`, looking at the content once."""
+    c = _content(pixels)
+    return None if c is None else (_tilt_grown(c) or _tilt_in_place(c))
+
+
+def find_tilt(pixels: np.ndarray) -> Frame | None:
     """The turned image inside ``pixels`` (H, W): a whole scan rotated by an angle that is not a quarter
     turn, on a canvas grown to hold it (centred, corners touching the canvas's sides) with a flat fill.
 
@@ -114,17 +152,13 @@ def find_tilt(pixels: np.ndarray) -> tuple[float, tuple[float, float], tuple[flo
     centres at integers), ``angle_deg`` in (-45, 45] the direction of its ``w`` side (image axes, y
     down), or None when the image is not turned (or by less than :data:`TILT_MIN_DEG`).
     """
-    h, w = pixels.shape[:2]
-    small, scale = _small(pixels)
-    corners = np.array([small[0, 0], small[0, -1], small[-1, 0], small[-1, -1]], np.int32)
-    if int(corners.max()) - int(corners.min()) > TILT_FILL_TOL:
-        return None  # a turned image leaves the same fill in all four corners
-    content = (np.abs(small.astype(np.int32) - int(np.median(corners))) > TILT_FILL_TOL).astype(np.uint8)
-    if int(content.sum()) < 0.05 * content.size:
-        return None
-    # the hull of the outer contours is the hull of every content pixel, at a fraction of the cost
-    cnts, _ = cv2.findContours(content, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    box = cv2.boxPoints(cv2.minAreaRect(cv2.convexHull(np.concatenate(cnts))))
+    c = _content(pixels)
+    return None if c is None else _tilt_grown(c)
+
+
+def _tilt_grown(c: _Content) -> Frame | None:
+    h, w, scale, content = c.h, c.w, c.scale, c.content
+    box = cv2.boxPoints(cv2.minAreaRect(c.hull.astype(np.float32)))
     edge = box[1] - box[0]
     angle = float((np.degrees(np.arctan2(edge[1], edge[0])) + 45.0) % 90.0 - 45.0)
     if abs(angle) < TILT_MIN_DEG:
@@ -143,7 +177,7 @@ def find_tilt(pixels: np.ndarray) -> tuple[float, tuple[float, float], tuple[flo
     return angle, (float(centre[0]), float(centre[1])), frame
 
 
-def find_tilt_in_place(pixels: np.ndarray) -> tuple[float, tuple[float, float], tuple[float, float]] | None:
+def find_tilt_in_place(pixels: np.ndarray) -> Frame | None:
     """The turned image inside ``pixels`` (H, W) when a scan was turned inside its own canvas: the same
     size, turned about the centre, corners cut off, a flat fill where nothing was.
 
@@ -153,20 +187,16 @@ def find_tilt_in_place(pixels: np.ndarray) -> tuple[float, tuple[float, float], 
     canvas's (W, H), or (H, W) for a turn near a quarter, at that angle about the canvas centre. It is
     accepted when every content pixel lies inside it and the hull's edges lie on at least
     :data:`IN_PLACE_MIN_SIDES` of its sides (a fan's own straight edges propose angles too, but lie on
-    no such frame). Same return as :func:`find_tilt`; the frame
-    reaches outside the canvas (its corners were cut off).
+    no such frame). Same return as :func:`find_tilt`; the frame reaches outside the canvas (its corners
+    were cut off).
     """
-    h, w = pixels.shape[:2]
-    small, scale = _small(pixels)
-    sh, sw = small.shape
-    corners = np.array([small[0, 0], small[0, -1], small[-1, 0], small[-1, -1]], np.int32)
-    if int(corners.max()) - int(corners.min()) > TILT_FILL_TOL:
-        return None
-    content = (np.abs(small.astype(np.int32) - int(np.median(corners))) > TILT_FILL_TOL).astype(np.uint8)
-    if int(content.sum()) < 0.05 * content.size:
-        return None
-    cnts, _ = cv2.findContours(content, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-    p = cv2.convexHull(np.concatenate(cnts)).reshape(-1, 2).astype(np.float64)
+    c = _content(pixels)
+    return None if c is None else _tilt_in_place(c)
+
+
+def _tilt_in_place(c: _Content) -> Frame | None:
+    h, w, scale, content, p = c.h, c.w, c.scale, c.content, c.hull
+    sh, sw = content.shape
     q = np.roll(p, -1, axis=0)  # hull edges p[i] -> q[i]
     length = np.hypot(*(q - p).T)
     phi = (np.degrees(np.arctan2(*(q - p).T[::-1])) + 45.0) % 90.0 - 45.0

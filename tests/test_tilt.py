@@ -250,3 +250,14 @@ def test_a_scan_turned_in_place_is_measured_like_the_upright_one():
     cut = rotate_in_place(img, 35.0)
     m = cv2.getRotationMatrix2D((hw[1] / 2, hw[0] / 2), 35.0, 1.0)
     _measured_alike(img, cut, e, m @ np.array([e.cx_px, e.cy_px, 1.0]))
+
+
+def test_the_pipeline_finder_tries_both_kinds_of_turn():
+    from fetalbio.perturb import rotate_in_place
+    from fetalbio.region import find_any_tilt, find_tilt_in_place
+
+    img = _scan(16)
+    grown, cut = rotate(img, 25.0), rotate_in_place(img, 25.0)
+    assert find_any_tilt(grown) == find_tilt(grown) is not None
+    assert find_any_tilt(cut) == find_tilt_in_place(cut) is not None
+    assert find_any_tilt(img) is None
