@@ -88,16 +88,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         "n_failed": len(rows) - len(measured),
         "n_px_only": len(measured) - len(ok),
     }
+    # how sure each MAE is: the scans of one subject are resampled together (fetalbio.stats)
+    subjects = [subject_of(r["file"]) if r.get("file") else f"#{i}" for i, r in enumerate(ok)]
     for m in ("hc", "bpd", "ofd"):
         diffs = [r[f"{m}_diff_mm"] for r in ok]
         st = _stats([abs(d) for d in diffs])
         s[f"{m}_mae_mm"], s[f"{m}_abs_median_mm"], s[f"{m}_abs_p95_mm"] = st["mean"], st["median"], st["p95"]
         s[f"{m}_bias_mm"] = float(np.mean(diffs)) if diffs else float("nan")
-        # how sure the MAE itself is: scans of one subject resampled together (fetalbio.stats)
-        lo, hi = mae_ci(
-            diffs, [subject_of(r["file"]) if r.get("file") else f"#{i}" for i, r in enumerate(ok)]
-        )
-        s[f"{m}_mae_mm_ci95_low"], s[f"{m}_mae_mm_ci95_high"] = lo, hi
+        s[f"{m}_mae_mm_ci95_low"], s[f"{m}_mae_mm_ci95_high"] = mae_ci(diffs, subjects)
     for key in ("dice", "dice_mask"):
         vals = [r[key] for r in ok if key in r]
         s[f"{key}_mean"] = float(np.mean(vals)) if vals else None
