@@ -6,7 +6,8 @@ single line ``'<path>: <reason>'`` so that a batch run can report bad files and 
 Conventions
 -----------
 * Pixels are returned as a 2-D grey array of shape ``(H, W)`` (rows, columns), dtype ``uint8`` or
-  ``uint16``.  Colour is converted to grey (ITU-R BT.601 luma, as ``cv2.cvtColor`` does).
+  ``uint16``.  Colour is converted to grey (ITU-R BT.601 luma, as ``cv2.cvtColor`` does), with a
+  machine's coloured overlay (calipers, traces, text) filled in from around it (:mod:`fetalbio.colour`).
 * Pixel spacing is ``(x, y)`` in millimetres per pixel: ``x`` along columns (width), ``y`` along rows
   (height).  DICOM stores ``PixelSpacing`` the other way round (``[row, column]`` = ``[y, x]``).
 * Spacing is never guessed: when no source gives it, ``Scan.spacing_mm`` is ``None``.
@@ -27,6 +28,7 @@ from typing import Any, TextIO, TypeVar
 import cv2
 import numpy as np
 
+from fetalbio.colour import colour_to_grey
 from fetalbio.defaults import MAX_PIXEL_SIZE_MM, MAX_SCAN_PIXELS, MAX_SCAN_SIDE_PX
 
 T = TypeVar("T")
@@ -363,13 +365,7 @@ def _colour_to_grey(img: np.ndarray, *, bgr: bool) -> np.ndarray:
         return img[:, :, 0]
     if channels not in (3, 4):
         raise ValueError(f"{channels} channels")
-    # cvtColor only takes uint8/uint16/float32; other dtypes go through float32 and are rescaled later.
-    work = img if img.dtype in (np.uint8, np.uint16, np.float32) else img.astype(np.float32)
-    if channels == 3:
-        code = cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY
-    else:
-        code = cv2.COLOR_BGRA2GRAY if bgr else cv2.COLOR_RGBA2GRAY
-    return cv2.cvtColor(work, code)
+    return colour_to_grey(img, bgr=bgr)[0]  # a machine's coloured calipers and traces taken out
 
 
 def _to_uint(path: Path, grey: np.ndarray) -> np.ndarray:

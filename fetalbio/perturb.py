@@ -13,6 +13,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from fetalbio.geometry import Ellipse, ellipse_to_landmarks
+
 Perturbation = Callable[[np.ndarray, float, np.random.Generator], tuple[np.ndarray, float]]
 
 
@@ -174,18 +176,52 @@ def _salt_pepper(img: np.ndarray, amount: float, rng: np.random.Generator) -> np
     return out
 
 
-def perturb(kind: str, img: np.ndarray, pixel_size_mm: float, seed: int = 0) -> tuple[np.ndarray, float]:
-    """Apply perturbation ``kind`` (one of :data:`KINDS` or :data:`STRESS_KINDS`, or ``clean``; ``a+b``
-    applies ``a`` then ``b``, e.g. ``rotate30+flip_lr``); returns (pixels, pixel size mm)."""
+def colour_overlay(img: np.ndarray, e: Ellipse, rng: np.random.Generator) -> np.ndarray:
+    """``(H, W, 3)`` RGB: the scan with a machine's measurement drawn on in colour, as a sonographer's
+    export after measuring has it: a dotted green HC trace on the head's outline ``e`` (within 1.5 px),
+    yellow caliper crosses at its axes' ends with a number, cyan measurement text."""
+    rgb = cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    cx, cy = e.cx_px + rng.uniform(-1.5, 1.5), e.cy_px + rng.uniform(-1.5, 1.5)
+    axes = (round(e.semi_major_px + rng.uniform(-1.5, 1.5)), round(e.semi_minor_px + rng.uniform(-1.5, 1.5)))
+    for start in range(0, 360, 8):  # dots: 4 degrees drawn, 4 left
+        arc = cv2.ellipse2Poly((round(cx), round(cy)), axes, round(e.angle_deg), start, start + 4, 1)
+        cv2.polylines(rgb, [arc], False, (0, 255, 0), 2)
+    for k, (x, y) in enumerate(ellipse_to_landmarks(e).as_array()):
+        cv2.drawMarker(rgb, (round(x), round(y)), (255, 255, 0), cv2.MARKER_CROSS, 16, 2)
+        label = (round(x) + 8, round(y) - 8)
+        cv2.putText(rgb, str(k + 1), label, cv2.FONT_HERSHEY_SIMPLEX, 0.5, (255, 255, 0), 1)
+    h = img.shape[0]
+    text = f"BPD {rng.uniform(40, 95):.1f}mm  HC {rng.uniform(150, 340):.1f}mm"
+    cv2.putText(rgb, text, (10, h - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.6, (0, 255, 255), 2, cv2.LINE_AA)
+    return rgb
+
+
+# Kinds drawn where the annotated head is; they return (H, W, 3) RGB, read as a file would be
+# (fetalbio.colour.colour_to_grey). Added with the overlay step it showed the need for (docs).
+ANNOTATED_KINDS = {"colour_overlay": colour_overlay}
+
+
+def perturb(
+    kind: str, img: np.ndarray, pixel_size_mm: float, seed: int = 0, ellipse: Ellipse | None = None
+) -> tuple[np.ndarray, float]:
+    """Apply perturbation ``kind`` (one of :data:`KINDS`, :data:`STRESS_KINDS` or, given the annotated
+    head's ``ellipse`` in the scan's pixels, :data:`ANNOTATED_KINDS`, alone, or ``clean``; ``a+b``
+    applies ``a`` then ``b``, e.g. ``rotate30+flip_lr``); returns (pixels, pixel size mm): (H, W) grey,
+    or (H, W, 3) RGB for an annotated kind."""
     if "+" in kind:
+        if any(part in ANNOTATED_KINDS for part in kind.split("+")):  # drawn in the clean scan's pixels
+            raise ValueError(f"perturbation {kind!r}: a kind drawn on the annotated head goes alone")
         for part in kind.split("+"):
             img, pixel_size_mm = perturb(part, img, pixel_size_mm, seed)
         return img, pixel_size_mm
     if kind == "clean":
         return img, pixel_size_mm
+    if kind in ANNOTATED_KINDS:
+        if ellipse is None:
+            raise ValueError(f"perturbation {kind!r} draws on the annotated head: pass its ellipse")
+        return ANNOTATED_KINDS[kind](img, ellipse, np.random.default_rng(seed)), pixel_size_mm
     fn = KINDS.get(kind) or STRESS_KINDS.get(kind)
     if fn is None:
-        raise ValueError(
-            f"unknown perturbation {kind!r}: choose clean or one of {', '.join([*KINDS, *STRESS_KINDS])}"
-        )
+        names = ", ".join([*KINDS, *STRESS_KINDS, *ANNOTATED_KINDS])
+        raise ValueError(f"unknown perturbation {kind!r}: choose clean or one of {names}")
     return fn(img, pixel_size_mm, np.random.default_rng(seed))

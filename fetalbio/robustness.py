@@ -45,6 +45,7 @@ def collect(
     subset measured again (cross-fitting) passes the whole run's seeds, so it draws the same noise.
     """
     from fetalbio import methods
+    from fetalbio.colour import colour_to_grey
     from fetalbio.datasets import load_truth
     from fetalbio.geometry import measure_ellipse
     from fetalbio.io import Scan, read_scan
@@ -58,9 +59,13 @@ def collect(
     jobs = []
     for i, s in enumerate(samples):
         clean = read_scan(s.scan_path, pixel_size_mm=s.pixel_size_mm)
-        truth = measure_ellipse(load_truth(s.annotation_path).ellipse, clean.spacing_mm)
+        truth_ellipse = load_truth(s.annotation_path).ellipse
+        truth = measure_ellipse(truth_ellipse, clean.spacing_mm)
         for kind in kinds:
-            px, sp = perturb(kind, clean.pixels, s.pixel_size_mm, seed=seeds[s.name] if seeds else i)
+            seed = seeds[s.name] if seeds else i
+            px, sp = perturb(kind, clean.pixels, s.pixel_size_mm, seed, truth_ellipse)
+            if px.ndim == 3:  # drawn in colour: read as a file would be
+                px = colour_to_grey(px, bgr=False)[0]
             jobs.append((s.name, kind, truth, Scan(px, (sp, sp), s.scan_path, "cli")))
     records = []
     for batch in predictor.run(jobs, lambda job: job[3]):

@@ -69,11 +69,12 @@ def test_grey_16bit_round_trip_keeps_uint16(tmp_path: Path, suffix: str) -> None
 def test_rgb_png_converted_to_grey(tmp_path: Path) -> None:
     grey = ramp()
     bgr = np.dstack([grey, grey, grey])
-    bgr[0, 0] = (255, 0, 0)  # pure blue in OpenCV's BGR order
+    # pure blue in OpenCV's BGR order, a block too large to be an overlay (so converted as it is)
+    bgr[:8] = (255, 0, 0)
     scan = read_scan(write_image(tmp_path / "rgb.png", bgr))
     assert scan.pixels.shape == (48, 64) and scan.pixels.dtype == np.uint8
-    np.testing.assert_array_equal(scan.pixels[1:], grey[1:])
-    assert scan.pixels[0, 0] == round(0.114 * 255)  # luma weight of blue: proves BGR handled as BGR
+    np.testing.assert_array_equal(scan.pixels[8:], grey[8:])
+    assert (scan.pixels[:8] == round(0.114 * 255)).all()  # luma weight of blue: proves BGR handled as BGR
 
 
 def test_rgba_png_drops_alpha(tmp_path: Path) -> None:
@@ -326,11 +327,21 @@ def test_dicom_monochrome1_12bit_inverted_within_bits_stored(tmp_path: Path) -> 
 def test_dicom_rgb_to_grey(tmp_path: Path) -> None:
     grey = ramp()
     rgb = np.dstack([grey, grey, grey])
-    rgb[0, 0] = (255, 0, 0)  # pure red in DICOM's RGB order
+    rgb[:8] = (255, 0, 0)  # pure red in DICOM's RGB order, too large to be an overlay
     scan = read_scan(make_dicom(tmp_path / "rgb.dcm", rgb, photometric="RGB"))
     assert scan.pixels.shape == (48, 64)
-    np.testing.assert_array_equal(scan.pixels[1:], grey[1:])
-    assert scan.pixels[0, 0] == round(0.299 * 255)
+    np.testing.assert_array_equal(scan.pixels[8:], grey[8:])
+    assert (scan.pixels[:8] == round(0.299 * 255)).all()
+
+
+def test_dicom_caliper_overlay_is_filled_in(tmp_path: Path) -> None:
+    """A secondary capture's yellow caliper cross is not echo: filled in from the ramp around it."""
+    grey = np.tile(np.arange(64, dtype=np.uint8) * 3, (48, 1))  # smooth, so filling in can recover it
+    rgb = np.dstack([grey, grey, grey])
+    rgb[20:23, 30:33] = (255, 255, 0)
+    scan = read_scan(make_dicom(tmp_path / "sc.dcm", rgb, photometric="RGB"))
+    assert np.abs(scan.pixels[20:23, 30:33].astype(int) - grey[20:23, 30:33]).max() <= 8
+    np.testing.assert_array_equal(scan.pixels[:20], grey[:20])
 
 
 def test_dicom_ybr_full_to_grey(tmp_path: Path) -> None:
