@@ -298,6 +298,29 @@ def test_a_landmark_outside_the_scan_is_flagged_edge():
     assert "edge" in res.flags and res.landmarks.as_array()[:, 0].min() < 0
 
 
+def test_an_interval_never_reaches_below_zero_and_still_sends_the_row_to_review():
+    """Two methods far apart (a head 1 against 3 times another's size): the symmetric interval would
+    start below 0 mm; it starts at 0 and is still wide."""
+    from fetalbio.geometry import Ellipse, ellipse_to_landmarks
+    from fetalbio.methods import get
+    from fetalbio.methods.base import Result
+    from fetalbio.methods.fused import calibration
+    from fetalbio.predict import review_reasons
+
+    sp = (0.15, 0.15)
+    seg_e, lm_e = Ellipse(400.0, 270.0, 60.0, 45.0, 0.0), Ellipse(400.0, 270.0, 180.0, 135.0, 0.0)
+    seg = Result("segmentation", seg_e, ellipse_to_landmarks(seg_e), confidence=0.9)
+    lm = Result("landmarks", lm_e, ellipse_to_landmarks(lm_e), confidence=0.9)
+    fused = get("fused")
+    res = fused.combine({"segmentation": seg, "landmarks": lm})
+    hc = fused.measure(res, sp).hc
+    ext = fused.row_extras(res, sp)
+    assert ext["hc_mm_low"] == 0.0 and hc - calibration().q["hc"] * ext["hc_sd_mm"] < 0  # would have been
+    assert ext["bpd_mm_low"] >= 0.0 and ext["ofd_mm_low"] >= 0.0
+    reasons = review_reasons({"hc_mm": hc, "flags": "", **ext})
+    assert any(r.startswith("wide interval (HC 0-") for r in reasons)
+
+
 def test_the_fused_estimate_leaves_out_a_result_its_model_is_unsure_of():
     """Landmarks flagged low_confidence next to a confident segmentation: the fused values are the
     segmentation's alone (less its calibrated bias), the row still goes to review; both unsure: both."""

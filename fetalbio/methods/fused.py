@@ -156,7 +156,10 @@ class Fused(Method):
         out = {}
         for k in MEASURES:
             half = cal.q[k] * sig[k]
-            out.update({f"{k}_mm_low": est[k] - half, f"{k}_mm_high": est[k] + half, f"{k}_sd_mm": sig[k]})
+            # a length is not negative: the interval of a very unsure estimate starts at 0 (its coverage is
+            # unchanged, every true length is above 0, and it stays wide enough to send the row to review)
+            low = max(0.0, est[k] - half)
+            out.update({f"{k}_mm_low": low, f"{k}_mm_high": est[k] + half, f"{k}_sd_mm": sig[k]})
         return out
 
 
