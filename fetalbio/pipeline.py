@@ -219,6 +219,15 @@ class Predictor:
                 pixels, m = upright(pixels, found)
                 tilt = (m, *scan.pixels.shape[:2], found[0])
         region = self._region(pixels)
+        if tilt is None and region is not None:  # a capture: the scan shown turned on its screen?
+            from fetalbio.preprocess import upright
+            from fetalbio.region import find_tilt_in_capture
+
+            found = find_tilt_in_capture(pixels, region)
+            if found is not None:
+                pixels, m = upright(pixels, found)
+                tilt = (m, *scan.pixels.shape[:2], found[0])
+                region = self._region(pixels)
         h, w = region[2:] if region else pixels.shape[:2]
         views = [0]
         if self.turn_portrait and h > PORTRAIT_RATIO * w:

@@ -218,6 +218,59 @@ def _tilt_in_place(c: _Content) -> Frame | None:
     return None
 
 
+def find_tilt_in_capture(pixels: np.ndarray, region: tuple[int, int, int, int]) -> Frame | None:
+    """A turned scan shown inside a capture (a viewer's screen): the picture on the screen is the turned
+    scan's own canvas, an upright rectangle of flat fill with the scan leaning inside it; ``region``
+    (y0, x0, h, w) is where :func:`find_image_region` found the ultrasound image.
+
+    The screen's background is the median of its border; the picture is the largest piece that differs
+    from it and overlaps ``region``, off the screen's border, cut out exactly at full resolution; the
+    turned scan is then looked for inside it as in a file of its own (:func:`find_any_tilt`, with all
+    its tests). Same return as :func:`find_tilt`, in ``pixels``' coordinates. A picture whose canvas is
+    the screen's own colour (a black canvas on a black screen) is not separated from it: None.
+    """
+    small, scale = _small(pixels)
+    sh, sw = small.shape
+    bg = int(np.median(np.concatenate([small[0], small[-1], small[:, 0], small[:, -1]])))
+    content = (np.abs(small.astype(np.int32) - bg) > TILT_FILL_TOL).astype(np.uint8)
+    _, labels, stats, _ = cv2.connectedComponentsWithStats(content, connectivity=8)
+    y0, x0, rh, rw = (round(v * scale) for v in region)
+    inside = labels[y0 : y0 + rh, x0 : x0 + rw]
+    ids, counts = np.unique(inside[inside > 0], return_counts=True)
+    if len(ids) == 0:
+        return None
+    x, y, bw, bh = (int(v) for v in stats[int(ids[np.argmax(counts)]), :4])
+    if x == 0 or y == 0 or x + bw >= sw or y + bh >= sh:
+        return None  # a picture reaching the screen's edge is no picture on a screen
+    # the same piece at full resolution, in a window a little larger than its small copy's box
+    h, w = pixels.shape[:2]
+    wx0, wy0 = max(0, int((x - 1) / scale)), max(0, int((y - 1) / scale))
+    wx1, wy1 = min(w, int(np.ceil((x + bw + 1) / scale))), min(h, int(np.ceil((y + bh + 1) / scale)))
+    window = pixels[wy0:wy1, wx0:wx1]
+    bg_full = float(bg) if pixels.dtype == np.uint8 else float(np.median(pixels[0]))
+    mask = (np.abs(window.astype(np.float32) - bg_full) > TILT_FILL_TOL * _grey_unit(pixels)).astype(np.uint8)
+    # thin marks beside the picture (depth ticks, a frame line) are no part of it
+    mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
+    n, _, st, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    if n < 2:
+        return None
+    j = 1 + int(np.argmax(st[1:, cv2.CC_STAT_AREA]))
+    px0, py0, pw, ph = (int(v) for v in st[j, :4])
+    found = find_any_tilt(window[py0 : py0 + ph, px0 : px0 + pw])
+    if found is None:
+        return None
+    angle, (cx, cy), size = found
+    return angle, (cx + wx0 + px0, cy + wy0 + py0), size
+
+
+def _grey_unit(pixels: np.ndarray) -> float:
+    """One grey level of an 8-bit copy in ``pixels``' own units (16-bit data spans its own range)."""
+    if pixels.dtype == np.uint8:
+        return 1.0
+    lo, hi = float(pixels.min()), float(pixels.max())
+    return max(hi - lo, 1.0) / 255.0
+
+
 def _frame_fits(p, q, content, centre, frame: tuple[float, float, float], tol: float) -> bool:
     """Whether edges p -> q (N, 2; about the centre) lie on :data:`IN_PLACE_MIN_SIDES` sides of the
     ``frame`` (angle_deg, width, height) and every ``content`` pixel (a 0/1 map;

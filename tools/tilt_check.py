@@ -7,8 +7,9 @@ Every HC18 training and test scan as given, and darkened (gamma 1.6), must come 
 finders; every 4th is also
 turned by a seeded random angle on a grown canvas (plain, then JPEG quality 30, inside a capture,
 speckled in turn) and, with another seeded angle, inside its own canvas (plain, JPEG 30, speckled in
-turn), and the found angle is compared with the true one (modulo a quarter turn). Prints false finds,
-misses and the angle errors of each.
+turn), and the found angle is compared with the true one (modulo a quarter turn). Every 4th is also
+shown in a capture (a dark or a light screen), upright and darkened (``find_tilt_in_capture`` must not
+find a turn) and turned by a seeded angle. Prints false finds, misses and the angle errors of each.
 """
 
 from __future__ import annotations
@@ -21,7 +22,15 @@ import numpy as np
 
 from fetalbio.datasets import default_data_root
 from fetalbio.perturb import perturb, rotate, rotate_in_place
-from fetalbio.region import IN_PLACE_MIN_DEG, TILT_MIN_DEG, find_tilt, find_tilt_in_place
+from fetalbio.region import (
+    IN_PLACE_MIN_DEG,
+    TILT_MIN_DEG,
+    find_any_tilt,
+    find_image_region,
+    find_tilt,
+    find_tilt_in_capture,
+    find_tilt_in_place,
+)
 
 VARIANTS = ("plain", "jpeg30", "capture", "speckle")
 
@@ -69,7 +78,40 @@ def main() -> int:
         f"missed (left as they are), angle error median {q[0]:.2f}, 90th percentile {q[1]:.2f}, "
         f"max {q[2]:.2f} deg"
     )
+    _captures(files[::4])
     return 0
+
+
+def _captures(files: list[Path]) -> None:
+    """``find_tilt_in_capture`` on these scans shown upright in a capture (dark and light screens: must
+    not be found) and shown turned by a seeded angle (found, with the angle error)."""
+    rng = np.random.default_rng(1)
+    false, shown, errs = 0, 0, []
+    for i, f in enumerate(files):
+        im = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+        screen = ("capture", "capture_light")[i % 2]
+        for name, kind in ((f.name, screen), (f"{f.name} (gamma 1.6)", f"gamma16+{screen}")):
+            px = perturb(kind, im, 0.1, seed=i)[0]
+            region = find_image_region(px)
+            if region is not None and find_tilt_in_capture(px, region) is not None:
+                false += 1
+                print(f"false find in a capture: {name} ({screen})")
+        deg = float(rng.uniform(0, 360))
+        true = (-deg + 45) % 90 - 45
+        px = perturb(screen, rotate(im, deg), 0.1, seed=i)[0]
+        region = find_image_region(px)
+        if abs(true) < TILT_MIN_DEG or region is None or find_any_tilt(px) is not None:
+            continue
+        shown += 1
+        found = find_tilt_in_capture(px, region)
+        if found is not None:
+            errs.append(abs((found[0] - true + 45) % 90 - 45))
+    q = np.percentile(errs, [50, 90, 100]) if errs else [np.nan] * 3
+    print(
+        f"{len(files)} scans in a capture, upright and darkened: {false} false finds; {shown} shown turned: "
+        f"{len(errs)} found (the rest measured as they are), angle error median {q[0]:.2f}, 90th "
+        f"percentile {q[1]:.2f}, max {q[2]:.2f} deg"
+    )
 
 
 def _in_place(im: np.ndarray, deg: float, variant: str, name: str) -> float | None | bool:
