@@ -99,6 +99,7 @@ IN_PLACE_MIN_DEG = 8.0  # a smaller turn is left alone: the models learned turns
 # the cut corners are too small to tell from a fan's own edges (3-5 degree false finds on upright scans)
 IN_PLACE_MIN_EDGE = 0.06  # of the short side: a shorter border of the content is no cut edge
 IN_PLACE_SIDE_TOL = 0.012  # of the long side: a cut edge this close to the turned frame's side lies on it
+PICTURE_SOLID = 0.97  # a picture's hull fills its box (a fan on the screen's colour: about 0.8)
 IN_PLACE_MIN_SIDES = 2  # cut edges on at least this many sides of the frame: one long straight edge alone
 # was sometimes a dark fan's side (2 of ~1100 darkened HC18 scans; none with two)
 
@@ -223,11 +224,43 @@ def find_tilt_in_capture(pixels: np.ndarray, region: tuple[int, int, int, int]) 
     scan's own canvas, an upright rectangle of flat fill with the scan leaning inside it; ``region``
     (y0, x0, h, w) is where :func:`find_image_region` found the ultrasound image.
 
+    The picture (:func:`_picture`) is searched as a file of its own (:func:`find_any_tilt`, with all its
+    tests). Same return as :func:`find_tilt`, in ``pixels``' coordinates. A picture whose canvas is the
+    screen's own colour (a black canvas on a black screen) is not separated from it: None.
+    """
+    pic = _picture(pixels, region)
+    if pic is None:
+        return None
+    (y0, x0, h, w), _ = pic
+    found = find_any_tilt(pixels[y0 : y0 + h, x0 : x0 + w])
+    if found is None:
+        return None
+    angle, (cx, cy), size = found
+    return angle, (cx + x0, cy + y0), size
+
+
+def find_picture(pixels: np.ndarray, region: tuple[int, int, int, int]) -> tuple[int, int, int, int] | None:
+    """(y0, x0, h, w) of the picture a capture shows, exactly, when it is a solid rectangle unlike the
+    screen around it (:func:`_picture`; it fills at least :data:`PICTURE_SOLID` of its box), else None.
+
+    :func:`find_image_region` finds the ultrasound image from its texture and keeps a margin, so that a
+    dark edge of the scan is not cut off; the models measure a head a little smaller in that margin than
+    in the scan itself (they learned heads at HC18's scale). When the screen shows the scan as a picture
+    of its own, that picture is the scan.
+    """
+    pic = _picture(pixels, region)
+    return pic[0] if pic is not None and pic[1] >= PICTURE_SOLID else None
+
+
+def _picture(
+    pixels: np.ndarray, region: tuple[int, int, int, int]
+) -> tuple[tuple[int, int, int, int], float] | None:
+    """((y0, x0, h, w), solidity) of the picture on a capture's screen around ``region``, or None.
+
     The screen's background is the median of its border; the picture is the largest piece that differs
-    from it and overlaps ``region``, off the screen's border, cut out exactly at full resolution; the
-    turned scan is then looked for inside it as in a file of its own (:func:`find_any_tilt`, with all
-    its tests). Same return as :func:`find_tilt`, in ``pixels``' coordinates. A picture whose canvas is
-    the screen's own colour (a black canvas on a black screen) is not separated from it: None.
+    from it by more than :data:`TILT_FILL_TOL` and overlaps ``region``, off the screen's border, cut out
+    exactly at full resolution; its
+    solidity is the area of its convex hull over its box's.
     """
     small, scale = _small(pixels)
     sh, sw = small.shape
@@ -239,7 +272,8 @@ def find_tilt_in_capture(pixels: np.ndarray, region: tuple[int, int, int, int]) 
     ids, counts = np.unique(inside[inside > 0], return_counts=True)
     if len(ids) == 0:
         return None
-    x, y, bw, bh = (int(v) for v in stats[int(ids[np.argmax(counts)]), :4])
+    i = int(ids[np.argmax(counts)])
+    x, y, bw, bh = (int(v) for v in stats[i, :4])
     if x == 0 or y == 0 or x + bw >= sw or y + bh >= sh:
         return None  # a picture reaching the screen's edge is no picture on a screen
     # the same piece at full resolution, in a window a little larger than its small copy's box
@@ -249,18 +283,22 @@ def find_tilt_in_capture(pixels: np.ndarray, region: tuple[int, int, int, int]) 
     window = pixels[wy0:wy1, wx0:wx1]
     bg_full = float(bg) if pixels.dtype == np.uint8 else float(np.median(pixels[0]))
     mask = (np.abs(window.astype(np.float32) - bg_full) > TILT_FILL_TOL * _grey_unit(pixels)).astype(np.uint8)
-    # thin marks beside the picture (depth ticks, a frame line) are no part of it
+    # speckle as dark as the screen leaves holes (filled: every outer outline drawn solid); thin marks
+    # beside the picture (depth ticks, a frame line) are no part of it (opened away)
+    outlines, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    mask = cv2.drawContours(np.zeros_like(mask), outlines, -1, 1, cv2.FILLED)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
-    n, _, st, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    n, labels_full, st, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
     if n < 2:
         return None
     j = 1 + int(np.argmax(st[1:, cv2.CC_STAT_AREA]))
     px0, py0, pw, ph = (int(v) for v in st[j, :4])
-    found = find_any_tilt(window[py0 : py0 + ph, px0 : px0 + pw])
-    if found is None:
-        return None
-    angle, (cx, cy), size = found
-    return angle, (cx + wx0 + px0, cy + wy0 + py0), size
+    # the hull: dark tissue at the picture's edge, as dark as the screen, notches the piece, not its hull
+    piece = (labels_full == j).astype(np.uint8)
+    cnts, _ = cv2.findContours(piece, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    hull = cv2.convexHull(np.concatenate(cnts))
+    solid = cv2.contourArea(hull) / max(1.0, (pw - 1) * (ph - 1))
+    return (wy0 + py0, wx0 + px0, ph, pw), float(solid)
 
 
 def _grey_unit(pixels: np.ndarray) -> float:

@@ -46,6 +46,20 @@ def random_ellipse(shape_hw: tuple[int, int], rng: np.random.Generator) -> Ellip
     return Ellipse.from_axes(cx, cy, a, b, rng.uniform(-30, 30))
 
 
+def show_on_screen(picture: np.ndarray, fill: int = 20, at: tuple[int, int] = (150, 90)) -> np.ndarray:
+    """``picture`` (H, W) uint8 shown on a viewer's screen with its top-left pixel at ``at`` (x, y): a
+    flat ``fill`` background with text, depth ticks beside the picture and a grey side bar, as a screen
+    capture has them (a capture with a known region: ``(at[1], at[0], H, W)``)."""
+    ph, pw = picture.shape
+    screen = np.full((ph + 2 * at[1], pw + at[0] + 160), fill, np.uint8)
+    screen[at[1] : at[1] + ph, at[0] : at[0] + pw] = picture
+    cv2.putText(screen, "ACME US-9  Gn 52", (8, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 220, 1, cv2.LINE_AA)
+    cv2.rectangle(screen, (screen.shape[1] - 40, 0), (screen.shape[1] - 1, screen.shape[0] - 1), 110, -1)
+    for y in range(at[1], at[1] + ph, 40):
+        cv2.line(screen, (at[0] + pw + 4, y), (at[0] + pw + 12, y), 200, 1)
+    return screen
+
+
 def draw_outline(shape_hw: tuple[int, int], e: Ellipse) -> np.ndarray:
     """An HC18-style annotation: the ellipse's outline, 0/255 uint8, about 2 px thick."""
     img = np.zeros(shape_hw, np.uint8)

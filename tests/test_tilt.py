@@ -10,7 +10,7 @@ from fetalbio.geometry import Ellipse
 from fetalbio.perturb import rotate
 from fetalbio.preprocess import Letterbox, RotatedView, TiltedView, turned, upright
 from fetalbio.region import TILT_MIN_DEG, find_tilt
-from fetalbio.synthetic import draw_scan, random_ellipse
+from fetalbio.synthetic import draw_scan, random_ellipse, show_on_screen
 
 
 def _scan(seed: int, hw=(360, 520)) -> np.ndarray:
@@ -263,26 +263,13 @@ def test_the_pipeline_finder_tries_both_kinds_of_turn():
     assert find_any_tilt(img) is None
 
 
-def _on_screen(picture: np.ndarray, fill: int = 20, at=(150, 90)) -> np.ndarray:
-    """``picture`` shown on a viewer's screen at ``at`` (x, y): a flat background with text and a
-    grey side bar, as a screen capture has them."""
-    ph, pw = picture.shape
-    screen = np.full((ph + 2 * at[1], pw + at[0] + 160), fill, np.uint8)
-    screen[at[1] : at[1] + ph, at[0] : at[0] + pw] = picture
-    cv2.putText(screen, "ACME US-9  Gn 52", (8, 30), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 220, 1, cv2.LINE_AA)
-    cv2.rectangle(screen, (screen.shape[1] - 40, 0), (screen.shape[1] - 1, screen.shape[0] - 1), 110, -1)
-    for y in range(at[1], at[1] + ph, 40):  # depth ticks beside the picture
-        cv2.line(screen, (at[0] + pw + 4, y), (at[0] + pw + 12, y), 200, 1)
-    return screen
-
-
 @pytest.mark.parametrize("deg", [30.0, -20.0, 130.0])
 def test_a_turned_scan_shown_in_a_capture_is_found_where_it_is(deg):
     from fetalbio.region import find_any_tilt, find_image_region, find_tilt_in_capture
 
     img = _fan(_scan(17, (400, 560)))
     picture = rotate(img, deg)
-    screen = _on_screen(picture)
+    screen = show_on_screen(picture)
     assert find_any_tilt(screen) is None  # the screen itself is not turned
     region = find_image_region(screen)
     assert region is not None
@@ -300,7 +287,7 @@ def test_an_upright_scan_or_fan_shown_in_a_capture_is_not_turned(fill):
     from fetalbio.region import find_image_region, find_tilt_in_capture
 
     for img in (_scan(18), _fan(_scan(19, (400, 560))), _fan(_scan(20, (400, 560)), 60.0)):
-        screen = _on_screen(img, fill)
+        screen = show_on_screen(img, fill)
         region = find_image_region(screen)
         assert region is not None and find_tilt_in_capture(screen, region) is None
 
@@ -309,7 +296,7 @@ def test_a_turned_scan_on_a_black_screen_is_not_separated_from_it():
     """Its canvas is the screen's colour: no picture to look inside (measured as it is, docs)."""
     from fetalbio.region import find_image_region, find_tilt_in_capture
 
-    screen = _on_screen(rotate(_fan(_scan(21, (400, 560))), 30.0), fill=0)
+    screen = show_on_screen(rotate(_fan(_scan(21, (400, 560))), 30.0), fill=0)
     region = find_image_region(screen)
     assert region is None or find_tilt_in_capture(screen, region) is None
 
@@ -326,4 +313,4 @@ def test_a_turned_scan_in_a_capture_is_measured_like_the_upright_one():
     m[0, 2] += picture.shape[1] / 2 - w / 2
     m[1, 2] += picture.shape[0] / 2 - h / 2
     centre = m @ np.array([e.cx_px, e.cy_px, 1.0]) + np.array([150.0, 90.0])
-    _measured_alike(img, _on_screen(picture), e, centre)
+    _measured_alike(img, show_on_screen(picture), e, centre)

@@ -1,0 +1,76 @@
+"""A capture showing the scan as a picture of its own is measured on exactly that picture (find_picture)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from fetalbio.geometry import Ellipse
+from fetalbio.region import find_image_region, find_picture
+from fetalbio.synthetic import draw_scan, random_ellipse, show_on_screen
+
+
+def _scan(seed: int, hw=(360, 520)) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return draw_scan(hw, random_ellipse(hw, rng), rng)
+
+
+def _fan(img: np.ndarray) -> np.ndarray:
+    """The scan inside a sector on black (its corners black), as HC18 scans are."""
+    h, w = img.shape
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    ang = np.degrees(np.arctan2(xx - w / 2, yy + 0.15 * h))
+    return np.where((np.abs(ang) <= 38) & (np.hypot(xx - w / 2, yy + 0.15 * h) <= 1.3 * h), img, 0).astype(
+        np.uint8
+    )
+
+
+def _whole(img: np.ndarray) -> tuple[int, int, int, int]:
+    return find_image_region(img) or (0, 0, *img.shape)
+
+
+@pytest.mark.parametrize("fill", [20, 80])
+@pytest.mark.parametrize("fan", [False, True])
+def test_the_picture_on_a_screen_is_found_exactly(fill, fan):
+    img = _fan(_scan(1)) if fan else _scan(1)
+    screen = show_on_screen(img, fill, at=(170, 70))
+    assert find_picture(screen, _whole(screen)) == (70, 170, *img.shape)
+
+
+@pytest.mark.parametrize("img", [_scan(2), _fan(_scan(3)), _fan(_scan(4))[:, 40:-40]])
+def test_a_scan_as_given_is_no_picture(img):
+    assert find_picture(img, _whole(img)) is None
+
+
+def test_a_fan_on_a_screen_of_its_own_black_is_no_picture():
+    """Its edges are the screen's colour: no rectangle to cut out, the texture's region stays."""
+    screen = show_on_screen(_fan(_scan(5)), fill=0)
+    assert find_picture(screen, _whole(screen)) is None
+
+
+def test_a_head_in_a_capture_is_measured_exactly_as_the_scan_itself():
+    """The models see the very input of the scan alone: the same HC, the ellipse moved by the offset."""
+    from fetalbio.engines import load_engine
+    from fetalbio.geometry import measure_ellipse
+    from fetalbio.io import Scan
+    from fetalbio.modelinfo import default_model_path
+    from fetalbio.pipeline import Predictor
+
+    if not default_model_path("segmentation", "litert").exists():
+        pytest.skip("no shipped int8 segmentation model")
+    hw = (540, 800)
+    e = Ellipse(380.0, 280.0, 160.0, 120.0, 5.0)
+    img = _fan(draw_scan(hw, e, np.random.default_rng(6)))
+    sp = (0.15, 0.15)
+    pred = Predictor({"segmentation": load_engine(None, "segmentation", "litert")}, zoom=False)
+    alone, shown = pred.predict_scans(
+        [
+            Scan(img, sp, Path("a.png"), "cli"),
+            Scan(show_on_screen(img, at=(150, 90)), sp, Path("b.png"), "cli"),
+        ]
+    )
+    a, b = alone.results["segmentation"].ellipse, shown.results["segmentation"].ellipse
+    assert measure_ellipse(b, sp).hc == pytest.approx(measure_ellipse(a, sp).hc, rel=1e-4)
+    assert (b.cx_px - 150, b.cy_px - 90) == pytest.approx((a.cx_px, a.cy_px), abs=0.05)
