@@ -244,12 +244,9 @@ class Predictor:
         """The ultrasound image's region in ``img`` (a capture), or None (all of it)."""
         if not self.find_region:
             return None
-        from fetalbio.region import find_image_region, find_picture
+        from fetalbio.region import find_region
 
-        region = find_image_region(img)
-        # a capture showing the scan as a picture of its own: that picture exactly, not the texture's box
-        # (nor the whole screen, when the texture's box covers most of it)
-        return find_picture(img, region or (0, 0, *img.shape[:2])) or region
+        return find_region(img)
 
     def _view(
         self,

@@ -85,6 +85,14 @@ def find_image_region(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
     return y0, x0, y1 - y0, x1 - x0
 
 
+def find_region(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(y0, x0, h, w) of the part of ``pixels`` the models should see, or None (all of it): the picture
+    a capture shows, exactly, when it is one (:func:`find_picture`), else the textured region with its
+    margin (:func:`find_image_region`). The one region the pipeline uses."""
+    textured = find_image_region(pixels)
+    return find_picture(pixels, textured or (0, 0, *pixels.shape[:2])) or textured
+
+
 TILT_MIN_DEG = 3.0  # a smaller tilt is left alone: a resampling would cost more than the tilt does
 TILT_FILL_TOL = 6  # grey levels: the canvas fill around a turned image (JPEG may move it a little)
 TILT_SIDE_TOL = 0.008  # of the canvas's long side: content this far outside the turned frame still fits

@@ -74,3 +74,15 @@ def test_a_head_in_a_capture_is_measured_exactly_as_the_scan_itself():
     a, b = alone.results["segmentation"].ellipse, shown.results["segmentation"].ellipse
     assert measure_ellipse(b, sp).hc == pytest.approx(measure_ellipse(a, sp).hc, rel=1e-4)
     assert (b.cx_px - 150, b.cy_px - 90) == pytest.approx((a.cx_px, a.cy_px), abs=0.05)
+
+
+def test_the_pipeline_region_is_the_picture_else_the_textured_box_else_none():
+    from fetalbio.region import find_region
+
+    img = _fan(_scan(7))
+    assert find_region(img) is None  # a scan as given: all of it
+    on_grey = show_on_screen(img, 20, at=(150, 90))
+    assert find_region(on_grey) == (90, 150, *img.shape)
+    on_black = show_on_screen(img, 0, at=(150, 90))
+    textured = find_image_region(on_black)
+    assert textured is not None and find_region(on_black) == textured

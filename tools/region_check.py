@@ -1,12 +1,13 @@
-"""How often ``fetalbio.region.find_image_region`` crops a scan, and how often its crop cuts the head.
+"""How often ``fetalbio.region.find_region`` crops a scan, and how often its crop cuts the head.
 
     python tools/region_check.py [--piece-frac F] [DATA_ROOT]   # ~1 min: the 798 HC18 training scans
 
 Each annotated HC18 training scan is tried as given, with Poisson noise, speckle, a darker grey map
 (gamma 1.6; low contrast then gamma 1.3) and pasted into a dark capture with text. For each variant it
-prints how many scans were cropped and how many crops leave part of the annotated head outside (a
-crop that cuts the head makes a gross error: the models never see the rest of it). A scan as given
-should rarely be cropped and a capture always; no crop should cut a head.
+prints how many scans were cropped, how many crops leave part of the annotated head outside (a crop
+that cuts the head makes a gross error: the models never see the rest of it) and how many crops are
+the pasted scan exactly (a capture's picture, ``find_picture``). A scan as given should rarely be
+cropped and a capture always, to its picture; no crop should cut a head.
 """
 
 from __future__ import annotations
@@ -52,17 +53,18 @@ def main() -> int:
         pts = load_truth(f.with_name(f.name.replace(".png", "_Annotation.png"))).ellipse.points(72)
         (x0, y0), (x1, y1) = pts.min(axis=0), pts.max(axis=0)
         for name, (px, oy, ox) in _variants(im, i).items():
-            c = counts.setdefault(name, [0, 0])
-            found = region.find_image_region(px)
+            c = counts.setdefault(name, [0, 0, 0])
+            found = region.find_region(px)
             if found is None:
                 continue
             ry, rx, rh, rw = found
             c[0] += 1
             c[1] += not (rx <= x0 + ox and ry <= y0 + oy and rx + rw >= x1 + ox and ry + rh >= y1 + oy)
+            c[2] += (ox or oy) and found == (oy, ox, *im.shape)
     print(f"PIECE_FRAC {region.PIECE_FRAC}, {len(files)} HC18 training scans")
-    print("| variant | cropped | crops that cut the head |\n|---|---:|---:|")
-    for name, (cropped, cut) in counts.items():
-        print(f"| {name} | {cropped} | {cut} |")
+    print("| variant | cropped | crops that cut the head | the pasted scan exactly |\n|---|---:|---:|---:|")
+    for name, (cropped, cut, exact) in counts.items():
+        print(f"| {name} | {cropped} | {cut} | {exact if name == 'capture' else '-'} |")
     return 0
 
 

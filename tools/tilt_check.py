@@ -26,7 +26,7 @@ from fetalbio.region import (
     IN_PLACE_MIN_DEG,
     TILT_MIN_DEG,
     find_any_tilt,
-    find_image_region,
+    find_region,
     find_tilt,
     find_tilt_in_capture,
     find_tilt_in_place,
@@ -92,14 +92,14 @@ def _captures(files: list[Path]) -> None:
         screen = ("capture", "capture_light")[i % 2]
         for name, kind in ((f.name, screen), (f"{f.name} (gamma 1.6)", f"gamma16+{screen}")):
             px = perturb(kind, im, 0.1, seed=i)[0]
-            region = find_image_region(px)
+            region = find_region(px)
             if region is not None and find_tilt_in_capture(px, region) is not None:
                 false += 1
                 print(f"false find in a capture: {name} ({screen})")
         deg = float(rng.uniform(0, 360))
         true = (-deg + 45) % 90 - 45
         px = perturb(screen, rotate(im, deg), 0.1, seed=i)[0]
-        region = find_image_region(px)
+        region = find_region(px)
         if abs(true) < TILT_MIN_DEG or region is None or find_any_tilt(px) is not None:
             continue
         shown += 1
