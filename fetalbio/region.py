@@ -108,6 +108,7 @@ IN_PLACE_MIN_DEG = 8.0  # a smaller turn is left alone: the models learned turns
 IN_PLACE_MIN_EDGE = 0.06  # of the short side: a shorter border of the content is no cut edge
 IN_PLACE_SIDE_TOL = 0.012  # of the long side: a cut edge this close to the turned frame's side lies on it
 PICTURE_SOLID = 0.97  # a picture's hull fills its box (a fan on the screen's colour: about 0.8)
+PICTURE_FRAMED = 0.9  # of a thin ring around a picture is the screen's flat background
 IN_PLACE_MIN_SIDES = 2  # cut edges on at least this many sides of the frame: one long straight edge alone
 # was sometimes a dark fan's side (2 of ~1100 darkened HC18 scans; none with two)
 
@@ -306,7 +307,22 @@ def _picture(
     cnts, _ = cv2.findContours(piece, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     hull = cv2.convexHull(np.concatenate(cnts))
     solid = cv2.contourArea(hull) / max(1.0, (pw - 1) * (ph - 1))
-    return (wy0 + py0, wx0 + px0, ph, pw), float(solid)
+    box = (wy0 + py0, wx0 + px0, ph, pw)
+    return (box, float(solid)) if _framed(pixels, box, bg_full, TILT_FILL_TOL * _grey_unit(pixels)) else None
+
+
+def _framed(pixels: np.ndarray, box: tuple[int, int, int, int], bg: float, tol: float) -> bool:
+    """Whether the screen's flat background lies right around ``box`` (y0, x0, h, w): at least
+    :data:`PICTURE_FRAMED` of a ring 2-4 px outside it within ``tol`` of ``bg``. A noisy scan's own dark
+    surroundings (Gaussian noise on black) pass the piece tests but are no flat screen."""
+    y0, x0, h, w = box
+    H, W = pixels.shape[:2]
+    if y0 < 4 or x0 < 4 or y0 + h > H - 4 or x0 + w > W - 4:
+        return False  # a picture needs screen around it
+    outer = pixels[y0 - 4 : y0 + h + 4, x0 - 4 : x0 + w + 4].astype(np.float32)
+    ring = np.ones(outer.shape, bool)
+    ring[2:-2, 2:-2] = False
+    return float(np.mean(np.abs(outer[ring] - bg) <= tol)) >= PICTURE_FRAMED
 
 
 def _grey_unit(pixels: np.ndarray) -> float:
