@@ -44,6 +44,16 @@ def test_a_scan_as_given_is_no_picture(img):
     assert find_picture(img, _whole(img)) is None
 
 
+def test_a_noisy_scan_is_no_picture():
+    """Gaussian noise on a fan's black margins: its content is a solid piece off the border, but no flat
+    screen lies around it."""
+    img = np.zeros((600, 860), np.uint8)
+    img[30:570, 30:830] = _fan(_scan(8, (540, 800)))  # black all round: the content touches no border
+    noisy = np.clip(img + np.random.default_rng(0).normal(0, 20, img.shape), 0, 255).astype(np.uint8)
+    # (without the flat-screen test around it, this is found as a picture of 560 x 812 px)
+    assert find_picture(noisy, _whole(noisy)) is None
+
+
 def test_a_fan_on_a_screen_of_its_own_black_is_no_picture():
     """Its edges are the screen's colour: no rectangle to cut out, the texture's region stays."""
     screen = show_on_screen(_fan(_scan(5)), fill=0)
