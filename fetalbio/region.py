@@ -291,9 +291,15 @@ def _picture(
     wx1, wy1 = min(w, int(np.ceil((x + bw + 1) / scale))), min(h, int(np.ceil((y + bh + 1) / scale)))
     window = pixels[wy0:wy1, wx0:wx1]
     bg_full = float(bg) if pixels.dtype == np.uint8 else float(np.median(pixels[0]))
-    mask = (np.abs(window.astype(np.float32) - bg_full) > TILT_FILL_TOL * _grey_unit(pixels)).astype(np.uint8)
-    # speckle as dark as the screen leaves holes (filled: every outer outline drawn solid); thin marks
-    # beside the picture (depth ticks, a frame line) are no part of it (opened away)
+    # a 3x3 median first: one-pixel lines beside the picture (depth ticks, a frame line round it, whose
+    # outline would enclose the picture) vanish, and the picture's straight edges stay where they are
+    smooth = cv2.medianBlur(window if window.dtype in (np.uint8, np.uint16) else window.astype(np.float32), 3)
+    mask = (np.abs(smooth.astype(np.float32) - bg_full) > TILT_FILL_TOL * _grey_unit(pixels)).astype(np.uint8)
+    # tissue as dark as the screen leaves gaps (closed, on a margin of screen so the window's edge adds
+    # nothing) and holes (filled: every outer outline drawn solid); what is left thin is opened away
+    pad = 4
+    mask = cv2.copyMakeBorder(mask, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, np.ones((7, 7), np.uint8))[pad:-pad, pad:-pad]
     outlines, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
     mask = cv2.drawContours(np.zeros_like(mask), outlines, -1, 1, cv2.FILLED)
     mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, np.ones((5, 5), np.uint8))
