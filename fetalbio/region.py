@@ -107,10 +107,10 @@ IN_PLACE_MIN_DEG = 8.0  # a smaller turn is left alone: the models learned turns
 # the cut corners are too small to tell from a fan's own edges (3-5 degree false finds on upright scans)
 IN_PLACE_MIN_EDGE = 0.06  # of the short side: a shorter border of the content is no cut edge
 IN_PLACE_SIDE_TOL = 0.012  # of the long side: a cut edge this close to the turned frame's side lies on it
-PICTURE_SOLID = 0.97  # a picture's hull fills its box (a fan on the screen's colour: about 0.8)
-PICTURE_FRAMED = 0.9  # of a thin ring around a picture is the screen's flat background
 IN_PLACE_MIN_SIDES = 2  # cut edges on at least this many sides of the frame: one long straight edge alone
 # was sometimes a dark fan's side (2 of ~1100 darkened HC18 scans; none with two)
+PICTURE_SOLID = 0.97  # a picture's hull fills its box (a fan on the screen's colour: about 0.8)
+PICTURE_FRAMED = 0.9  # of a thin ring around a picture is the screen's flat background
 
 
 Frame = tuple[float, tuple[float, float], tuple[float, float]]  # angle_deg, centre_xy_px, size_wh_px
@@ -231,7 +231,7 @@ def _tilt_in_place(c: _Content) -> Frame | None:
 def find_tilt_in_capture(pixels: np.ndarray, region: tuple[int, int, int, int]) -> Frame | None:
     """A turned scan shown inside a capture (a viewer's screen): the picture on the screen is the turned
     scan's own canvas, an upright rectangle of flat fill with the scan leaning inside it; ``region``
-    (y0, x0, h, w) is where :func:`find_image_region` found the ultrasound image.
+    (y0, x0, h, w) is where :func:`find_region` found the ultrasound image.
 
     The picture (:func:`_picture`) is searched as a file of its own (:func:`find_any_tilt`, with all its
     tests). Same return as :func:`find_tilt`, in ``pixels``' coordinates. A picture whose canvas is the
@@ -268,8 +268,8 @@ def _picture(
 
     The screen's background is the median of its border; the picture is the largest piece that differs
     from it by more than :data:`TILT_FILL_TOL` and overlaps ``region``, off the screen's border, cut out
-    exactly at full resolution; its
-    solidity is the area of its convex hull over its box's.
+    exactly at full resolution, with the screen's flat background right around it (:func:`_framed`);
+    its solidity is the area of its convex hull over its box's.
     """
     small, scale = _small(pixels)
     sh, sw = small.shape
