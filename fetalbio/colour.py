@@ -8,8 +8,9 @@ MAE 1.38x the clean scans', docs/robustness.md). Here every pixel whose colour l
 tint is an overlay pixel, and the grey image is filled in there from its surroundings (OpenCV
 inpainting), so the models see the echo around the marks, not the marks.
 
-Only when the overlay is small (:data:`OVERLAY_MAX_FRAC`): a larger coloured area is not a few marks
-(colour Doppler, a coloured picture) and is converted to grey as it is.
+Only thin marks are taken out (:func:`thin_marks`): a solid coloured area (colour Doppler, a screen's
+coloured panels and logos) is converted to grey as it is, and so is an image with more marks than
+:data:`OVERLAY_MAX_FRAC` of its pixels (a coloured picture, not an overlay).
 """
 
 from __future__ import annotations
@@ -18,7 +19,8 @@ import cv2
 import numpy as np
 
 OVERLAY_DEVIATION = 30 / 255  # of the grey range: how far off the tint line an overlay pixel lies
-OVERLAY_MAX_FRAC = 0.05  # of the pixels: above it the colour is not an overlay and is left as grey
+OVERLAY_MAX_FRAC = 0.05  # of the pixels, in thin marks: above it the colour is not an overlay
+MARK_MAX_PX = 8  # a mark is at most this wide (machines draw 1-3 px lines, bold text); wider is an area
 INPAINT_RADIUS_PX = 3  # the neighbourhood OpenCV's Telea inpainting fills from
 _TINT_SAMPLE = 4  # every 4th pixel each way estimates the tint (the median of 1/16 of the pixels)
 
@@ -51,8 +53,9 @@ def colour_to_grey(img: np.ndarray, *, bgr: bool) -> tuple[np.ndarray, float]:
     """(``(H, W)`` grey of an ``(H, W, 3|4)`` colour image, the share of pixels taken as overlay).
 
     ``bgr``: channel order BGR(A) (OpenCV's) or RGB(A). uint8/uint16 images lose their coloured
-    overlay (inpainted, see the module); float images, or an overlay above :data:`OVERLAY_MAX_FRAC`,
-    are converted as they are (share 0 then). Alpha is transparency, not echo, and is ignored.
+    overlay's thin marks (inpainted, see the module); float images, or marks above
+    :data:`OVERLAY_MAX_FRAC`, are converted as they are (share 0 then). Alpha is transparency, not
+    echo, and is ignored.
     """
     channels = img.shape[2]
     work = img if img.dtype in (np.uint8, np.uint16, np.float32) else img.astype(np.float32)
@@ -63,8 +66,19 @@ def colour_to_grey(img: np.ndarray, *, bgr: bool) -> tuple[np.ndarray, float]:
     grey = cv2.cvtColor(work, code)
     if work.dtype == np.float32:
         return grey, 0.0
-    mask = overlay_mask(work[:, :, :3])
+    mask = thin_marks(overlay_mask(work[:, :, :3]))
     share = float(mask.mean())
     if share == 0.0 or share > OVERLAY_MAX_FRAC:
         return grey, 0.0
-    return cv2.inpaint(grey, mask.astype(np.uint8), INPAINT_RADIUS_PX, cv2.INPAINT_TELEA), share
+    return cv2.inpaint(grey, mask, INPAINT_RADIUS_PX, cv2.INPAINT_TELEA), share
+
+
+def thin_marks(mask: np.ndarray) -> np.ndarray:
+    """``(H, W)`` uint8 0/1: the thin parts of an overlay ``mask`` (bool): lines, crosses, dots, text
+    strokes up to :data:`MARK_MAX_PX` wide. Solid coloured areas (a colour Doppler box, a screen's
+    coloured panels and logos) are no marks on the echo: they, and a pixel round them, are left to the
+    grey conversion."""
+    m = mask.astype(np.uint8)
+    k = cv2.getStructuringElement(cv2.MORPH_RECT, (MARK_MAX_PX + 1, MARK_MAX_PX + 1))
+    solid = cv2.dilate(cv2.morphologyEx(m, cv2.MORPH_OPEN, k), np.ones((3, 3), np.uint8))
+    return m & (1 - solid)

@@ -71,11 +71,30 @@ def test_a_tinted_scan_is_not_an_overlay_but_marks_on_it_are():
     assert not mask[~drawn].any() and mask[drawn].mean() > 0.95
 
 
-def test_a_large_coloured_area_is_converted_as_it_is():
-    """Colour Doppler or a coloured picture: not a few marks, so nothing is filled in."""
+def test_a_solid_coloured_area_is_converted_as_it_is_and_marks_beside_it_are_taken_out():
+    """Colour Doppler or a screen's coloured panel is no mark on the echo: left to the grey conversion,
+    while the calipers next to it still go."""
     g = _scan(5)
     rgb = cv2.cvtColor(g, cv2.COLOR_GRAY2RGB)
-    rgb[100:220, 150:330, 0] = 255  # a red box of 8 % of the image
+    rgb[100:220, 150:330] = (200, 40, 40)  # a red box of 12 % of the image
+    drawn = _marks(rgb)
+    plain = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
+    out, share = colour_to_grey(rgb, bgr=False)
+    assert 0 < share < 0.05
+    assert np.array_equal(out[100:220, 150:330], plain[100:220, 150:330])
+    marks = drawn.copy()
+    marks[99:221, 149:331] = False  # the marks away from the box
+    assert (
+        np.abs(out[marks].astype(int) - g[marks]).mean()
+        < 0.25 * np.abs(plain[marks].astype(int) - g[marks]).mean()
+    )
+
+
+def test_a_coloured_picture_is_converted_as_it_is():
+    """Thin coloured structure everywhere (a colour image, not an overlay): more than OVERLAY_MAX_FRAC."""
+    g = _scan(9)
+    rgb = cv2.cvtColor(g, cv2.COLOR_GRAY2RGB)
+    rgb[::6, :, 0] = 255  # red lines every 6 rows: 17 % of the pixels, all thin
     assert overlay_mask(rgb).mean() > OVERLAY_MAX_FRAC
     out, share = colour_to_grey(rgb, bgr=False)
     assert share == 0.0 and np.array_equal(out, cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY))
