@@ -58,6 +58,7 @@ def colour_to_grey(img: np.ndarray, *, bgr: bool) -> tuple[np.ndarray, float]:
     echo, and is ignored.
     """
     channels = img.shape[2]
+    # cvtColor only takes uint8/uint16/float32; other dtypes go through float32 and are rescaled later
     work = img if img.dtype in (np.uint8, np.uint16, np.float32) else img.astype(np.float32)
     if channels == 3:
         code = cv2.COLOR_BGR2GRAY if bgr else cv2.COLOR_RGB2GRAY
