@@ -218,35 +218,42 @@ class Predictor:
             if found is not None:
                 pixels, m = upright(pixels, found)
                 tilt = (m, *scan.pixels.shape[:2], found[0])
-        region = self._region(pixels)
-        if tilt is None and region is not None:  # a capture: the scan shown turned on its screen?
+        region, picture = self._region(pixels)
+        if tilt is None and picture is not None:  # a capture: the scan shown turned on its screen?
             from fetalbio.preprocess import upright
-            from fetalbio.region import find_tilt_in_capture
+            from fetalbio.region import find_tilt_in_picture
 
-            found = find_tilt_in_capture(pixels, region)
+            found = find_tilt_in_picture(pixels, picture)
             if found is not None:
                 pixels, m = upright(pixels, found)
                 tilt = (m, *scan.pixels.shape[:2], found[0])
-                region = self._region(pixels)
+                region = self._region(pixels)[0]
         h, w = region[2:] if region else pixels.shape[:2]
         views = [0]
         if self.turn_portrait and h > PORTRAIT_RATIO * w:
             # a landscape scan turned on its side: measured turned back both ways and averaged (the
             # models' confidence does not tell the upright view from the upside-down one reliably)
             views = [1, 3]
+        if views != [0]:  # each turned view's own region, found once for every engine
+            from fetalbio.preprocess import turned
+
+            regions = {k: self._region(turned(pixels, k))[0] for k in views}
+        else:
+            regions = {0: region}
         inputs = {
-            m: [self._view(pixels, k, e.image_size, tilt, region) for k in views]
+            m: [self._view(pixels, k, e.image_size, tilt, regions[k]) for k in views]
             for m, e in self.engines.items()
         }
         return scan, inputs, None, ScanView(pixels, tilt, tuple(views), int(h * w))
 
-    def _region(self, img: np.ndarray) -> tuple[int, int, int, int] | None:
-        """The ultrasound image's region in ``img`` (a capture), or None (all of it)."""
+    def _region(self, img: np.ndarray) -> tuple[tuple[int, int, int, int] | None, tuple | None]:
+        """The ultrasound image's region in ``img`` (a capture), or None (all of it), and the picture
+        the capture's screen shows, or None (:func:`fetalbio.region.locate`)."""
         if not self.find_region:
-            return None
-        from fetalbio.region import find_region
+            return None, None
+        from fetalbio.region import locate
 
-        return find_region(img)
+        return locate(img)
 
     def _view(
         self,
@@ -258,14 +265,14 @@ class Predictor:
         zoom: bool = False,
     ):
         """(input, letterbox) of the image turned by k quarter turns, letterboxing its ultrasound region
-        (``region``: found in the unturned image; a turned view looks for its own, unless ``zoom``:
-        ``region`` is then a crop of the unturned image, turned with it); ``tilt`` (affine, original h,
-        w, angle): ``pixels`` is a turned scan squared back (TiltedView)."""
+        (``region``: found in the turned image, or with ``zoom`` a crop of the unturned image, turned
+        with it); ``tilt`` (affine, original h, w, angle): ``pixels`` is a turned scan squared back
+        (TiltedView)."""
         from fetalbio.preprocess import RotatedView, TiltedView, turned, turned_region
 
         img = turned(pixels, k) if k else pixels
-        if k:
-            region = turned_region(region, k, *pixels.shape[:2]) if zoom else self._region(img)
+        if k and zoom:
+            region = turned_region(region, k, *pixels.shape[:2])
         x, lb = prepare_input(img, image_size, region)
         view = RotatedView(lb, k, *pixels.shape[:2]) if k else lb
         return x, (TiltedView(view, *tilt) if tilt else view)

@@ -89,8 +89,20 @@ def find_region(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
     """(y0, x0, h, w) of the part of ``pixels`` the models should see, or None (all of it): the picture
     a capture shows, exactly, when it is one (:func:`find_picture`), else the textured region with its
     margin (:func:`find_image_region`). The one region the pipeline uses."""
+    return locate(pixels)[0]
+
+
+def locate(
+    pixels: np.ndarray,
+) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]:
+    """(region, picture): :func:`find_region`'s answer and the box of the picture a capture's screen
+    shows, solid or not (:func:`_picture`; None when there is none), found once for both the region and
+    the search for a scan shown turned inside it (:func:`find_tilt_in_picture`)."""
     textured = find_image_region(pixels)
-    return find_picture(pixels, textured or (0, 0, *pixels.shape[:2])) or textured
+    pic = _picture(pixels, textured or (0, 0, *pixels.shape[:2]))
+    if pic is None:
+        return textured, None
+    return (pic[0] if pic[1] >= PICTURE_SOLID else textured), pic[0]
 
 
 TILT_MIN_DEG = 3.0  # a smaller tilt is left alone: a resampling would cost more than the tilt does
@@ -238,9 +250,13 @@ def find_tilt_in_capture(pixels: np.ndarray, region: tuple[int, int, int, int]) 
     screen's own colour (a black canvas on a black screen) is not separated from it: None.
     """
     pic = _picture(pixels, region)
-    if pic is None:
-        return None
-    (y0, x0, h, w), _ = pic
+    return None if pic is None else find_tilt_in_picture(pixels, pic[0])
+
+
+def find_tilt_in_picture(pixels: np.ndarray, picture: tuple[int, int, int, int]) -> Frame | None:
+    """:func:`find_any_tilt` on the picture (y0, x0, h, w) a capture shows, cut out as a file of its own;
+    the frame in ``pixels``' coordinates."""
+    y0, x0, h, w = picture
     found = find_any_tilt(pixels[y0 : y0 + h, x0 : x0 + w])
     if found is None:
         return None
