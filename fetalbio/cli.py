@@ -275,8 +275,11 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str,
     cfg = TrainConfig(
         method=method, dataset=str(dataset), out=str(out), image_size=parse_size(image_size), **kw
     )
+    from fetalbio.quiet import native_stderr_silenced
+
     try:
-        result = train(cfg, resume=resume, console=console)
+        with native_stderr_silenced():  # TensorFlow's start-up and runtime lines (--verbose shows them)
+            result = train(cfg, resume=resume, console=console)
     except (ScanError, ValueError, FileExistsError) as exc:
         raise fail(str(exc)) from None
     if not result.get("chief", True):
@@ -1011,9 +1014,13 @@ def export(
     """
     quiet_tensorflow()
     from fetalbio.export import ExportError, export_model, print_verification
+    from fetalbio.quiet import native_stderr_silenced
 
     try:
-        with console.status("exporting: conversion, then verification with LiteRT (up to a minute)..."):
+        with (
+            console.status("exporting: conversion, then verification with LiteRT (up to a minute)..."),
+            native_stderr_silenced(),  # the converter's and LiteRT's native lines (--verbose shows them)
+        ):
             report = export_model(
                 model, _methods(method)[0], out, quantize.value, calibration, console=console
             )

@@ -220,6 +220,33 @@ def test_cli_export(tiny_unet, tmp_path):
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
+def test_cli_export_keeps_native_log_lines_off_the_terminal(tiny_unet, tmp_path):
+    """TensorFlow's start-up lines, the converter's and LiteRT's are written by C++ to fd 2: a user sees
+    them only with --verbose."""
+    import subprocess
+    import sys
+
+    def run(*pre: str) -> subprocess.CompletedProcess:
+        out = tmp_path / f"m{len(pre)}.tflite"
+        cmd = [
+            sys.executable,
+            "-m",
+            "fetalbio.cli",
+            *pre,
+            "export",
+            "--model",
+            str(tiny_unet),
+            "--out",
+            str(out),
+        ]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+
+    quiet, verbose = run(), run("--verbose")
+    assert quiet.returncode == 0 and verbose.returncode == 0, quiet.stdout + quiet.stderr
+    assert "XNNPACK" in verbose.stderr  # the line exists, so its absence below means something
+    assert quiet.stderr.strip() == "", quiet.stderr
+
+
 def _predict_rows(model: str | Path, engine: str, scans: Path, out: Path) -> list[dict]:
     from fetalbio.cli import app
 
