@@ -224,7 +224,11 @@ ModelPath = Annotated[
 ]
 EngineOpt = Annotated[
     EngineName,
-    typer.Option(help="auto: LiteRT for .tflite files, else Keras when installed.", rich_help_panel=MODEL),
+    typer.Option(
+        help="auto: the shipped int8 LiteRT models (Keras when LiteRT is not installed); with --model, "
+        "LiteRT for a .tflite file, else Keras.",
+        rich_help_panel=MODEL,
+    ),
 ]
 MethodOpt = Annotated[
     str,
@@ -718,7 +722,7 @@ def _run_predict(
     import datetime as dt
     import signal
 
-    from fetalbio.predict import BatchRun, model_identity, options_for, write_outputs
+    from fetalbio.predict import BatchRun, calibration_identities, model_identity, options_for, write_outputs
     from fetalbio.runfolder import OutputNames, RunFolder, RunFolderError
 
     folder = RunFolder(out, mode)
@@ -729,14 +733,15 @@ def _run_predict(
     try:
         started = dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
         engines = _load_engines(opts.methods, model, engine)
-        ids = {m: model_identity(e) for m, e in engines.items()}
+        ids = {m: model_identity(e) for m, e in engines.items()} | calibration_identities(opts.methods)
         kind = ",".join(sorted({type(e).__name__.removesuffix("Engine").lower() for e in engines.values()}))
         options = options_for(opts, {m: sha for m, (_, sha) in ids.items()})
         run = BatchRun(folder, OutputNames(inputs), options, {m: i for m, (i, _) in ids.items()}, kind)
         if mode == "resume":
             run.done = folder.done(options)
             err_console.print(
-                f"resuming: {len(run.done)} scans already measured with these models and options"
+                f"resuming: {len(run.done)} scans in the journal, measured with these models and options "
+                "(a file changed since is measured again)"
             )
         if remote is not None:
             paths, missing = _fetch(remote, out, quiet)
@@ -849,9 +854,17 @@ def _run_info(started: str, engines: dict, ids: dict, kind: str, opts, mode: str
             m: {"file": str(e.path), "sha256": ids[m][1], "id": ids[m][0], "method": e.method}
             for m, e in engines.items()
         },
+        "calibrations": {k: {"id": i, "sha256": sha} for k, (i, sha) in ids.items() if k not in engines},
         "options": {k: v for k, v in vars(opts).items() if k not in ("pixel_csv", "ga_weeks")}
         | {"pixel_csv_entries": len(opts.pixel_csv or {})},
     }
+
+
+def _with_interval(v: float, lo: float, hi: float) -> str:
+    """A value with its 90 % interval, compact: ``168.9 ±4.4 mm`` (``12.0 mm (0-40)`` when clipped at 0)."""
+    if abs((hi - v) - (v - lo)) < 0.05:
+        return f"{v:.1f} ±{hi - v:.1f} mm"
+    return f"{v:.1f} mm ({lo:.0f}-{hi:.0f})"
 
 
 def _print_measurements(rows: list[dict], quiet: bool) -> None:
@@ -890,11 +903,12 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
             return "" if v is None else f"{v:.1f} {u}"
 
         ga = r.get("ga_hadlock_hc_weeks")
+        lo, hi = r.get("hc_mm_low"), r.get("hc_mm_high")  # the fused row's 90 % prediction interval
         t.add_row(
             Path(r["file"]).name,
             methods.get(r["method"]).short_name,
             "[yellow]review[/]" if r["status"] == "review" else "ok",
-            f("hc"),
+            f("hc") if u != "mm" or lo is None or hi is None else _with_interval(r["hc_mm"], lo, hi),
             f("bpd"),
             f("ofd"),
             f"{r['cephalic_index']:.1f}" if r.get("cephalic_index") else "",
@@ -1048,7 +1062,7 @@ def demo(
             [out / "scans"],
             out=out / "results",
             pixel_csv=out / "scans" / "pixel_size.csv",
-            method="both",
+            method="all",  # the default fused row with its interval and status, and the two it combines
             model=None,
             engine=EngineName.auto,
             pixel_size=None,

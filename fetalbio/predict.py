@@ -167,6 +167,18 @@ class BatchRun:
     done: dict = field(default_factory=dict)
     stop: list = field(default_factory=list)
 
+    def model_id(self, method: str) -> str:
+        """A row's ``model_id``: its model's, or for a combining method (fused) every model it combines
+        and its own calibration file, ``;``-separated."""
+        if method in self.model_ids:
+            return self.model_ids[method]
+        from fetalbio import methods
+
+        parts = [self.model_ids[m] for m in methods.get(method).requires if m in self.model_ids]
+        return ";".join(
+            parts + [self.model_ids[f"{method}/calibration"]] * (f"{method}/calibration" in self.model_ids)
+        )
+
 
 def predict_paths(
     paths: list,
@@ -267,8 +279,7 @@ def _scan_rows(pred: Prediction, out_dir: Path, opts: PredictOptions, run: Batch
     ident = {"engine": run.engine}
     if pred.error is not None:
         return [
-            {**error_row(file, m, pred.error), "model_id": run.model_ids.get(m, ""), **ident}
-            for m in opts.methods
+            {**error_row(file, m, pred.error), "model_id": run.model_id(m), **ident} for m in opts.methods
         ]
     rows = []
     for method in opts.methods:
@@ -276,7 +287,7 @@ def _scan_rows(pred: Prediction, out_dir: Path, opts: PredictOptions, run: Batch
             row = measurement_row(file, pred.results[method], pred.scan)
         except (ValueError, ArithmeticError) as exc:  # a degenerate result: that row fails, not the batch
             row = error_row(file, method, f"measurement failed ({exc})")
-        row.update(model_id=run.model_ids.get(method, ""), **ident)
+        row.update(model_id=run.model_id(method), **ident)
         rows.append(row)
     flag_disagreement(rows, opts.disagreement_frac)
     apply_review(rows)
@@ -300,8 +311,12 @@ def _write_images(
             rel = Path("overlays") / f"{stem}_{method}.png"
             write_png_atomic(out_dir / rel, draw_overlay(pred.scan.pixels, res, row))
             row["overlay"] = rel.as_posix()
-        if opts.save_masks and res.mask is not None:
-            write_png_atomic(out_dir / "masks" / f"{stem}_mask.png", res.mask * 255)
+        # a combining method's mask is its segmentation part's (the fused ellipse is that mask's)
+        mask = next(
+            (r.mask for r in [res, *res.parts.values()] if r is not None and r.mask is not None), None
+        )
+        if opts.save_masks and mask is not None and not res.error:
+            write_png_atomic(out_dir / "masks" / f"{stem}_mask.png", mask * 255)
     except (OSError, ValueError) as exc:
         row.update(
             status="error", error=f"cannot write the overlay ({getattr(exc, 'strerror', None) or exc})"
@@ -362,8 +377,27 @@ def apply_review(rows: list[dict]) -> None:
 
 def model_identity(engine) -> tuple[str, str]:
     """(model id, sha256) of an engine's model file: ``<parent>/<file>@<sha256[:12]>``."""
-    sha = file_sha256(engine.path) if engine.path.exists() else ""
-    return f"{engine.path.parent.name}/{engine.path.name}@{sha[:12]}", sha
+    return file_identity(engine.path)
+
+
+def file_identity(path: Path) -> tuple[str, str]:
+    """(id, sha256) of a model or calibration file: ``<parent>/<file>@<sha256[:12]>``."""
+    sha = file_sha256(path) if path.exists() else ""
+    return f"{path.parent.name}/{path.name}@{sha[:12]}", sha
+
+
+def calibration_identities(method_names) -> dict[str, tuple[str, str]]:
+    """``{"<method>/calibration": (id, sha256)}`` of each combining method's calibration file
+    (``<models>/<method>/model.json``, e.g. the fused intervals), where it exists: it changes the rows."""
+    from fetalbio import methods
+    from fetalbio.modelinfo import models_dir
+
+    out = {}
+    for name in method_names:
+        path = models_dir() / name / "model.json"
+        if methods.get(name).requires and path.exists():
+            out[f"{name}/calibration"] = file_identity(path)
+    return out
 
 
 def summarise_run(rows: list[dict]) -> dict[str, int]:

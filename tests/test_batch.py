@@ -64,6 +64,32 @@ def test_run_folder_holds_provenance_and_refuses_a_second_run(folder, tmp_path):
     assert len(table(out)) == 1 and len(list((out / "overlays").iterdir())) == 1  # no stale overlays
 
 
+def test_fused_rows_name_every_model_and_the_calibration_and_save_the_mask(folder, tmp_path):
+    import hashlib
+
+    out = tmp_path / "fused"
+    res = invoke(folder, "--out", out, "--method", "all", "--save-masks", "--no-overlays", *LITERT)
+    assert res.exit_code == 0, res.output
+    fused = next(r for r in table(out) if r["method"] == "fused")
+    half = float(fused["hc_mm_high"]) - float(fused["hc_mm"])
+    assert f"{float(fused['hc_mm']):.1f} ±{half:.1f} mm" in res.output  # the table shows the interval
+    run = json.loads((out / "run.json").read_text())
+    cal = run["calibrations"]["fused/calibration"]
+    from fetalbio.modelinfo import models_dir
+
+    assert cal["sha256"] == hashlib.sha256((models_dir() / "fused" / "model.json").read_bytes()).hexdigest()
+    by = {r["method"]: r["model_id"] for r in table(out) if r["file"].endswith("100_HC.png")}
+    seg, lm = (run["models"][m]["sha256"][:12] for m in ("segmentation", "landmarks"))
+    assert by["segmentation"].endswith(seg) and by["landmarks"].endswith(lm)
+    assert by["fused"].split(";") == [by["segmentation"], by["landmarks"], cal["id"]]
+    masks = sorted(p.name for p in (out / "masks").iterdir())
+    assert len(masks) == 4
+    only_fused = tmp_path / "only_fused"  # the default method writes the masks too (its segmentation part's)
+    assert invoke(folder, "--out", only_fused, "--save-masks", "--no-overlays", *LITERT).exit_code == 0
+    assert sorted(p.name for p in (only_fused / "masks").iterdir()) == masks
+    assert (only_fused / "masks" / masks[0]).read_bytes() == (out / "masks" / masks[0]).read_bytes()
+
+
 def test_out_that_is_a_file_or_read_only(folder, tmp_path):
     f = tmp_path / "file.txt"
     f.write_text("x")
@@ -203,3 +229,10 @@ def test_two_runs_into_one_folder(tmp_path):
     again = subprocess.run(_cmd(folder, out, "--resume"), capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert len(table(out)) == 2 and not (out / ".lock").exists()
+
+
+def test_an_interval_clipped_at_zero_is_shown_as_its_range():
+    from fetalbio.cli import _with_interval
+
+    assert _with_interval(168.94, 164.5, 173.38) == "168.9 ±4.4 mm"
+    assert _with_interval(12.0, 0.0, 40.0) == "12.0 mm (0-40)"

@@ -107,7 +107,10 @@ class Fused(Method):
     short_name = "fused"
     requires = ("segmentation", "landmarks")
     out_channels = 0
-    bpd_convention = "calibrated combination of the segmentation ellipse and the landmark BPD"
+    bpd_convention = (
+        "mean of the segmentation ellipse's minor axis and the landmark BPD (a result its own model "
+        "is unsure of left out)"
+    )
 
     def combine(self, parts: dict[str, Result]) -> Result:
         ok = {m: r for m, r in parts.items() if not r.error}
