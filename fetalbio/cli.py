@@ -610,6 +610,8 @@ def predict(
     remote = _find_remote(dicomweb, study, study_date, modality, patient_id, accession, timeout)
     inputs = [out / REMOTE_FOLDER] if remote else inputs
     paths, missing = ([], []) if remote else find_scans(inputs)  # checked before any model loads
+    # a run folder inside an input folder: its own overlays and masks are outputs, not scans
+    paths = [p for p in paths if not p.resolve().is_relative_to(out.resolve())]
     if not paths and not remote:  # nothing to measure: say why at once, before any model loads
         raise fail("; ".join(str(e) for e in missing) or "no scans found in " + ", ".join(map(str, inputs)))
     csv_map = _pixel_csv_for(inputs, pixel_csv, pixel_size, paths) if not remote else None
@@ -697,16 +699,27 @@ def _pixel_csv_for(
 
     if pixel_size is not None:
         return None
-    found = [pixel_csv] if pixel_csv else [c for c in (find_pixel_csv(i) for i in inputs if i.is_dir()) if c]
+    if pixel_csv:  # one table the user names: by file name, for every input
+        found, folders = [pixel_csv], [None]
+    else:  # each input folder's own table, for the scans under that folder only (two sites' CSVs
+        # may name the same file names with different pixel sizes); a deeper folder's table wins
+        dirs = sorted((i for i in inputs if i.is_dir()), key=lambda i: len(i.parts))
+        pairs = [(c, i) for c, i in ((find_pixel_csv(i), i) for i in dirs) if c]
+        found, folders = [c for c, _ in pairs], [i for _, i in pairs]
     csv_map: dict[str, float] = {}
-    for c in dict.fromkeys(found):
+    for c, folder in zip(found, folders, strict=True):
         try:
-            csv_map.update(read_pixel_csv(c))
+            table = read_pixel_csv(c)
         except ScanError as exc:
             raise fail(str(exc)) from None
-        if not pixel_csv:
-            err_console.print(f"pixel sizes from {c}", highlight=False)
-    if found and paths and not any(p.name in csv_map for p in paths):
+        if folder is None:
+            csv_map.update(table)
+        else:
+            csv_map.update(
+                {str(p): table[p.name] for p in paths if p.name in table and p.is_relative_to(folder)}
+            )
+            err_console.print(f"pixel sizes from {c} (for the scans in {folder})", highlight=False)
+    if found and paths and not any(p.name in csv_map or str(p) in csv_map for p in paths):
         err_console.print(
             f"[yellow]warning:[/] {', '.join(map(str, found))} names none of the {len(paths)} scans; "
             "they are measured in pixels unless their files carry a spacing",

@@ -89,9 +89,14 @@ class Truth:
 
 
 def find_pixel_csv(folder: Path) -> Path | None:
-    """HC18 keeps ``training_set_pixel_size_and_HC.csv`` beside ``training_set/``; look in and beside."""
-    for where in (folder, folder.parent):
-        for pattern in (f"{folder.name}_pixel_size*.csv", "*pixel_size*.csv"):
+    """A folder's pixel-size CSV: any ``*pixel_size*.csv`` in it, else one beside it named for it (HC18
+    keeps ``training_set_pixel_size_and_HC.csv`` beside ``training_set/``) or plainly ``pixel_size*.csv``.
+    Beside it, another folder's table (``training_set_...`` beside ``test_set/``) is not this one's."""
+    for where, patterns in (
+        (folder, (f"{folder.name}_pixel_size*.csv", "*pixel_size*.csv")),
+        (folder.parent, (f"{folder.name}_pixel_size*.csv", "pixel_size*.csv")),
+    ):
+        for pattern in patterns:
             hits = sorted(where.glob(pattern))
             if hits:
                 return hits[0]

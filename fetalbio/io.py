@@ -20,6 +20,7 @@ import csv
 import errno
 import math
 import os
+import stat
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -532,8 +533,10 @@ def _resolve_spacing(
     """Apply the spacing precedence; returns ``((x_mm, y_mm) | None, spacing_source)``."""
     if pixel_size_mm is not None:
         return _checked(path, pixel_size_mm, "pixel size from the command line"), "cli"
-    if pixel_csv is not None and path.name in pixel_csv:
-        return _checked(path, pixel_csv[path.name], "pixel size from the CSV"), "csv"
+    # a folder's own table is keyed by the scan's path, one the user names by file name
+    key = str(path) if pixel_csv is not None and str(path) in pixel_csv else path.name
+    if pixel_csv is not None and key in pixel_csv:
+        return _checked(path, pixel_csv[key], "pixel size from the CSV"), "csv"
     if ds is None:
         return None, "none"
 
@@ -684,6 +687,8 @@ def find_scans(inputs: Iterable[str | Path]) -> tuple[list[Path], list[ScanError
         if path.is_dir():
             for found in _walk_scans(path, errors):
                 add(found)
+        elif _special(path):
+            errors.append(ScanError(path, _SPECIAL))
         elif not is_annotation(path):
             add(path)
     return scans, errors
@@ -707,7 +712,22 @@ def _walk_scans(root: Path, errors: list[ScanError] | None = None) -> Iterator[P
                 and candidate.suffix.lower() in SCAN_SUFFIXES
                 and not is_annotation(candidate)
             ):
+                if _special(candidate):
+                    if errors is not None:
+                        errors.append(ScanError(candidate, _SPECIAL))
+                    continue
                 yield candidate
+
+
+_SPECIAL = "not a regular file (a pipe, socket or device): not read"
+
+
+def _special(path: Path) -> bool:
+    """A FIFO, socket or device: opening a FIFO blocks until someone writes to it, so it is never read."""
+    try:
+        return not stat.S_ISREG(path.stat().st_mode) and not stat.S_ISDIR(path.stat().st_mode)
+    except OSError:
+        return False  # a broken link: read_scan says so
 
 
 # --------------------------------------------------------------------------------------------------

@@ -72,8 +72,12 @@ def orthanc(folder: Path):
         "RegisteredUsers": {USER: PASSWORD},
         "Plugins": [str(PLUGIN)],
         # QIDO answers from Orthanc's database, not by reading each stored file
-        "DicomWeb": {"Enable": True, "Root": "/dicom-web/", "StudiesMetadata": "MainDicomTags",
-                     "SeriesMetadata": "MainDicomTags"},  # fmt: skip
+        "DicomWeb": {
+            "Enable": True,
+            "Root": "/dicom-web/",
+            "StudiesMetadata": "MainDicomTags",
+            "SeriesMetadata": "MainDicomTags",
+        },  # fmt: skip
         "StorageCompression": False,
         "MaximumStorageCacheSize": 0,  # serve every instance from its file (a test damages one)
         "HttpTimeout": 60,

@@ -187,7 +187,7 @@ def test_sigkill_then_resume_equals_an_uninterrupted_run(tmp_path):
     assert 4 <= kept < 60 and not (out / "measurements.csv").exists()
     res = invoke(folder, "--out", out, "--resume", "--batch-size", "2", "--method", "segmentation", *LITERT)
     assert res.exit_code == 0, res.output
-    assert f"{kept} scans already measured" in res.output
+    assert f"resuming: {kept} scans in the journal" in " ".join(res.output.split())
 
     def strip(rows):
         return [{k: v for k, v in r.items() if k != "overlay"} for r in rows]
@@ -236,3 +236,40 @@ def test_an_interval_clipped_at_zero_is_shown_as_its_range():
 
     assert _with_interval(168.94, 164.5, 173.38) == "168.9 ±4.4 mm"
     assert _with_interval(12.0, 0.0, 40.0) == "12.0 mm (0-40)"
+
+
+def test_each_input_folder_uses_its_own_pixel_csv(tmp_path):
+    """Two sites' folders, the same file name, different pixel sizes: each scan gets its folder's."""
+    import shutil
+
+    one = scans(tmp_path / "one", n=1)
+    src = next(one.glob("*.png"))
+    for site, size in (("siteA", 0.1), ("siteB", 0.2)):
+        (tmp_path / site).mkdir()
+        shutil.copy(src, tmp_path / site / "scan.png")
+        (tmp_path / site / f"{site}_pixel_size.csv").write_text(f"filename,pixel size(mm)\nscan.png,{size}\n")
+    out = tmp_path / "run"
+    res = invoke(tmp_path / "siteA", tmp_path / "siteB", "--out", out, "--method", "segmentation", *LITERT)
+    assert res.exit_code == 0, res.output
+    rows = {Path(r["file"]).parent.name: r for r in table(out)}
+    assert float(rows["siteA"]["pixel_size_mm"]) == 0.1 and float(rows["siteB"]["pixel_size_mm"]) == 0.2
+    assert float(rows["siteB"]["hc_mm"]) == pytest.approx(2 * float(rows["siteA"]["hc_mm"]), rel=1e-3)
+
+
+def test_a_run_folder_inside_the_input_folder_is_not_measured(tmp_path):
+    folder = scans(tmp_path / "scans", n=2)
+    out = folder / "run"
+    for extra in ([], ["--overwrite"]):  # the second run finds the first one's overlays in its input
+        res = invoke(folder, "--out", out, "--method", "segmentation", *LITERT, *extra)
+        assert res.exit_code == 0, res.output
+        assert len(table(out)) == 2 and all(r["status"] != "error" for r in table(out))
+
+
+def test_a_fifo_is_an_error_row_not_a_hang(tmp_path):
+    folder = scans(tmp_path / "scans", n=1)
+    os.mkfifo(folder / "pipe.png")  # opening it would block until a writer came
+    out = tmp_path / "run"
+    res = invoke(folder, "--out", out, "--method", "segmentation", *LITERT)
+    assert res.exit_code == 1
+    bad = [r for r in table(out) if r["status"] == "error"]
+    assert len(bad) == 1 and bad[0]["file"].endswith("pipe.png") and "not a regular file" in bad[0]["error"]

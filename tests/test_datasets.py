@@ -90,3 +90,14 @@ def test_find_samples_skips_annotations_and_pairs_them(tmp_path: Path) -> None:
     assert samples[1].annotation_path is None
     assert (samples[0].pixel_size_mm, samples[0].hc_csv_mm) == (0.1, 150.0)
     assert (samples[1].pixel_size_mm, samples[1].hc_csv_mm) == (None, None)
+
+
+def test_another_folders_pixel_csv_beside_it_is_not_used(tmp_path):
+    from fetalbio.datasets import find_pixel_csv
+
+    (tmp_path / "test_set").mkdir()
+    (tmp_path / "training_set_pixel_size_and_HC.csv").write_text("filename,pixel size(mm)\n")
+    assert find_pixel_csv(tmp_path / "test_set") is None  # the training set's table is not the test set's
+    assert find_pixel_csv(tmp_path / "training_set") == tmp_path / "training_set_pixel_size_and_HC.csv"
+    (tmp_path / "test_set_pixel_size.csv").write_text("filename,pixel size(mm)\n")
+    assert find_pixel_csv(tmp_path / "test_set") == tmp_path / "test_set_pixel_size.csv"

@@ -123,7 +123,7 @@ def test_the_pdf_is_skipped_with_its_reason_and_resume_stores_no_duplicates(pacs
     assert res.exit_code == 0, res.output
     assert "not an image: an encapsulated document" in res.output
     assert "not an image: a structured report" in res.output  # our own SRs, now in the study
-    assert "resuming: 50 scans already measured" in res.output
+    assert "resuming: 50 scans in the journal" in " ".join(res.output.split())
     assert len(stored_srs(server, study)) == 50  # the same SR instances again, not new ones
 
 
