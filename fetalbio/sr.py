@@ -441,12 +441,14 @@ def write_run_srs(out: Path, rows: list[dict], run_info: dict) -> SrRun:
 
     method = (run_info.get("options", {}).get("methods") or ["fused"])[0]
     options = str(run_info.get("options_hash") or "")
+    measured = _measured_sha256(out, options)
     result = SrRun([], [])
     for n, row in enumerate(report_rows([round_row(r) for r in rows], method), start=1):
         entry = {"file": row["file"], "frame": row.get("frame"), "status": row["status"]}
         try:
             if row["status"] not in MEASURED:
                 raise _Skip("not measured", row.get("error") or "error row")
+            _unchanged(Path(row["file"]), measured.get(row["file"]))
             src = _source(Path(row["file"]))  # one row per input: each header is read once
             sr = build_sr(row, src, SrProvenance.from_run(run_info, method, options), n)
         except _Skip as skip:
@@ -461,6 +463,25 @@ def write_run_srs(out: Path, rows: list[dict], run_info: dict) -> SrRun:
     index = [{**w, "note": ""} for w in result.written] + result.skipped
     write_csv_atomic(out / "sr" / "index.csv", index, SR_INDEX_COLUMNS)
     return result
+
+
+def _measured_sha256(out: Path, options: str) -> dict[str, str]:
+    """{input path as given: sha256 of the file that was measured}, from the run's journal."""
+    from fetalbio.runfolder import RunFolder
+
+    return {path: sha for path, sha in RunFolder(out, "resume").done(options)} if options else {}
+
+
+def _unchanged(path: Path, sha: str | None) -> None:
+    """An SR reports the file that was measured: one changed since (another image, another patient
+    under the same name) gets none."""
+    from fetalbio.runfolder import file_sha256
+
+    try:
+        if sha is not None and file_sha256(path) != sha:
+            raise _Skip("changed", f"{path}: changed since it was measured (measure it again)")
+    except OSError as exc:
+        raise _Skip("unreadable", f"{path}: {exc.strerror or exc}") from None
 
 
 class _Skip(Exception):

@@ -175,6 +175,23 @@ def test_sr_command_rewrites_the_same_instances(run, tmp_path):
         validate_sr(path)
 
 
+def test_sr_command_refuses_a_source_changed_since_it_was_measured(tmp_path):
+    """Another file under the measured name (another image, maybe another patient) gets no SR."""
+    write_study(tmp_path / "in", 2, multiframe=0, seed=3)
+    out = tmp_path / "run"
+    res = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "in"), "--out", str(out), "--engine", "litert", "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    a, b = sorted((tmp_path / "in").glob("*.dcm"))
+    b.write_bytes(a.read_bytes())  # b is now another image
+    res = CliRunner().invoke(app, ["sr", str(out)])
+    by = {Path(e["file"]).name: e for e in index(out)}
+    assert by[a.name]["sr_file"] and not by[b.name]["sr_file"]
+    assert "changed since it was measured" in by[b.name]["note"]
+    assert "no SR for 1 changed" in " ".join(res.output.split())
+
+
 def test_sr_command_on_a_folder_that_is_no_run(tmp_path):
     res = CliRunner().invoke(app, ["sr", str(tmp_path)])
     assert res.exit_code == 2 and "not a finished predict run folder" in res.output
