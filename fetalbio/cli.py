@@ -674,10 +674,10 @@ def _check_predict_options(resume: bool, overwrite: bool, pixel_size, pixel_csv,
         raise fail("give --resume or --overwrite, not both")
     if pixel_size is not None and pixel_csv is not None:
         raise fail("give --pixel-size or --pixel-csv, not both")
-    if pixel_size is not None and not 0.0 < pixel_size <= defaults.MAX_PIXEL_SIZE_MM:
+    if pixel_size is not None and not defaults.MIN_PIXEL_SIZE_MM <= pixel_size <= defaults.MAX_PIXEL_SIZE_MM:
         raise fail(
-            f"--pixel-size {pixel_size}: expected a pixel size above 0 and at most "
-            f"{defaults.MAX_PIXEL_SIZE_MM} mm"
+            f"--pixel-size {pixel_size}: expected an ultrasound pixel size, "
+            f"{defaults.MIN_PIXEL_SIZE_MM}-{defaults.MAX_PIXEL_SIZE_MM} mm"
         )
     if ga_csv is None:
         return None

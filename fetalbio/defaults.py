@@ -47,6 +47,9 @@ LANDMARK_ARCH = "resnet"
 # Pixel sizes outside (0, MAX_PIXEL_SIZE_MM] are refused: ultrasound scans have 0.04-0.5 mm pixels; 5 mm
 # per pixel would make a 300-pixel image 1.5 m wide.
 MAX_PIXEL_SIZE_MM = 5.0
+# and below MIN_PIXEL_SIZE_MM: a 2000-pixel image would be 1 cm wide (a size given in cm, 0.0068 for
+# 0.068 mm, is just above it; its head then measures 10x too small and goes to review, below)
+MIN_PIXEL_SIZE_MM = 0.005
 
 # --- review: a row keeps its numbers but says a person must look (thresholds scale with the head) ---
 # two methods' HC differing by more than this fraction of the head's HC (4 % of a 170 mm head = 7 mm)
@@ -58,6 +61,10 @@ REVIEW_INTERVAL_FRAC = 0.12
 # cephalic index (100 BPD / OFD) outside this range is not a head seen in a proper axial plane
 # (Hadlock et al. 1981: 78.3 +/- 4.4 (SD); the range is about +/- 4 SD)
 REVIEW_CEPHALIC_INDEX = (60.0, 96.0)
+# an HC outside this range (mm) is no fetal head in a scan the models were made for, or the pixel size is
+# wrong (in cm, or of another image): HC18's heads are 44-335 mm; 11 weeks is about 45 mm, 42 weeks about
+# 360 mm, and the range leaves room for a macrocephalic head
+REVIEW_HC_RANGE_MM = (30.0, 450.0)
 
 # --- a second look at small heads (fetalbio.pipeline.zoom_region) ---
 # A head much smaller than the image is measured again in a crop around it, so that it fills the model

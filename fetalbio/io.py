@@ -30,7 +30,7 @@ import cv2
 import numpy as np
 
 from fetalbio.colour import colour_to_grey
-from fetalbio.defaults import MAX_PIXEL_SIZE_MM, MAX_SCAN_PIXELS, MAX_SCAN_SIDE_PX
+from fetalbio.defaults import MAX_PIXEL_SIZE_MM, MAX_SCAN_PIXELS, MAX_SCAN_SIDE_PX, MIN_PIXEL_SIZE_MM
 
 T = TypeVar("T")
 
@@ -575,10 +575,11 @@ def _checked(path: Path, value: float | tuple[float, float] | Any, what: str) ->
         raise ScanError(path, f"{what} {value!r} is not a number or an (x, y) pair") from None
     if not (math.isfinite(x) and math.isfinite(y) and x > 0 and y > 0):
         raise ScanError(path, f"{what} ({x:g}, {y:g}) mm must be finite and positive")
-    if max(x, y) > MAX_PIXEL_SIZE_MM:
+    if max(x, y) > MAX_PIXEL_SIZE_MM or min(x, y) < MIN_PIXEL_SIZE_MM:
         raise ScanError(
             path,
-            f"{what} ({x:g}, {y:g}) mm is not an ultrasound pixel size (at most {MAX_PIXEL_SIZE_MM:g} mm)",
+            f"{what} ({x:g}, {y:g}) mm is not an ultrasound pixel size "
+            f"({MIN_PIXEL_SIZE_MM:g}-{MAX_PIXEL_SIZE_MM:g} mm)",
         )
     return (x, y)
 

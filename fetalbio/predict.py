@@ -354,6 +354,9 @@ def review_reasons(row: dict) -> list[str]:
     hc, lo, hi = row.get("hc_mm"), row.get("hc_mm_low"), row.get("hc_mm_high")
     if hc and lo is not None and hi is not None and hi - lo > defaults.REVIEW_INTERVAL_FRAC * hc:
         reasons.append(f"wide interval (HC {lo:.0f}-{hi:.0f} mm)")
+    hc_lo, hc_hi = defaults.REVIEW_HC_RANGE_MM
+    if hc and row.get("unit") == "mm" and not hc_lo <= hc <= hc_hi:
+        reasons.append(f"no fetal head size (HC {hc:.0f} mm): check the pixel size")
     ci_lo, ci_hi = defaults.REVIEW_CEPHALIC_INDEX
     ci = row.get("cephalic_index")
     if ci is not None and not ci_lo <= ci <= ci_hi:

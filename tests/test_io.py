@@ -166,12 +166,20 @@ def test_csv_spacing_for_png_by_basename(tmp_path: Path) -> None:
     assert read_scan(path, pixel_csv={"001_HC.png": 0.1}).spacing_source == "none"
 
 
-@pytest.mark.parametrize("bad", [0.0, -0.1, float("nan"), float("inf"), (0.1, 0.0), (0.1,), "abc"])
+@pytest.mark.parametrize(
+    "bad", [0.0, -0.1, float("nan"), float("inf"), (0.1, 0.0), (0.1,), "abc", 1e-5, 0.004, (0.1, 0.001), 5.1]
+)
 def test_bad_cli_spacing_rejected(tmp_path: Path, bad: Any) -> None:
     path = write_image(tmp_path / "scan.png", ramp())
     with pytest.raises(ScanError) as err:
         read_scan(path, pixel_size_mm=bad)
     assert_one_line_error(err, path, "pixel size from the command line")
+
+
+def test_pixel_sizes_at_the_limits_are_taken(tmp_path: Path) -> None:
+    path = write_image(tmp_path / "scan.png", ramp())
+    for ok in (0.005, 0.04, 0.5, 5.0):
+        assert read_scan(path, pixel_size_mm=ok).spacing_mm == (ok, ok)
 
 
 def test_bad_csv_spacing_rejected(tmp_path: Path) -> None:

@@ -79,7 +79,7 @@ def test_letterbox_of_a_region_maps_back_to_the_full_image():
 
 
 def _row(**kw) -> dict:
-    row = {"status": "ok", "flags": "", "hc_mm": 170.0, "cephalic_index": 80.0}
+    row = {"status": "ok", "flags": "", "unit": "mm", "hc_mm": 170.0, "cephalic_index": 80.0}
     row.update(kw)
     return row
 
@@ -98,6 +98,9 @@ def _row(**kw) -> dict:
         ),
         (_row(cephalic_index=55.0), _row(cephalic_index=72.0), "shape"),
         (_row(cephalic_index=99.0), _row(cephalic_index=90.0), "shape"),
+        # a pixel size in cm (10x too small) or of another image: no fetal head is that size
+        (_row(hc_mm=7.2), _row(hc_mm=44.3), "no fetal head size"),
+        (_row(hc_mm=5214.0), _row(hc_mm=335.0), "check the pixel size"),
     ],
 )
 def test_each_review_reason_fires_and_does_not(bad, good, reason):
