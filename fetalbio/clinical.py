@@ -37,6 +37,7 @@ GA_COLUMNS: list[str] = [
 #: Row statuses that carry a measurement (an ``error`` row has none).
 MEASURED_STATUSES: frozenset[str] = frozenset({"ok", "review"})
 
+GA_MAX_WEEKS = 45.0  # a GA above this is no pregnancy (days in a weeks column, a typo): the CSV is refused
 _MEASURES = ("hc", "bpd", "ofd")  # all three have INTERGROWTH-21st standards (biometry.zscore)
 _WEEKS_PLUS_DAYS = re.compile(r"^(\d{1,2})\s*\+\s*([0-6])$")  # "20+3" = 20 weeks 3 days
 
@@ -85,7 +86,6 @@ def _parse(path: Path, lines: Iterable[str]) -> dict[str, float]:
     if header is None:
         raise ScanError(path, "empty CSV file")
     i_name, i_ga, unit = _columns(path, header)
-    lo, hi = INTERGROWTH_GA_RANGE_WEEKS
     out: dict[str, float] = {}
     for row in reader:
         if not any(c.strip() for c in row):
@@ -102,11 +102,11 @@ def _parse(path: Path, lines: Iterable[str]) -> dict[str, float]:
             ga = _parse_ga(raw, unit)
         except ValueError:
             raise ScanError(path, f"row {line} ({name}): GA {raw!r} is not a number of {unit}") from None
-        if not lo <= ga <= hi:
+        if not 0.0 < ga <= GA_MAX_WEEKS:  # a GA in 14-40 weeks gets z-scores; one outside, a note
             raise ScanError(
                 path,
-                f"row {line} ({name}): GA {raw} {unit} ({ga:.4g} weeks) is outside the INTERGROWTH-21st "
-                f"fetal growth standards ({lo:g}-{hi:g} weeks)",
+                f"row {line} ({name}): GA {raw} {unit} ({ga:.4g} weeks) is no gestational age "
+                f"(0-{GA_MAX_WEEKS:g} weeks)",
             )
         if name in out and not math.isclose(out[name], ga, abs_tol=1e-9):
             raise ScanError(path, f"row {line}: {name} listed twice with different GAs")
@@ -125,8 +125,9 @@ def read_ga_csv(path: str | Path) -> dict[str, float]:
 
     Raises:
         ScanError: one line naming the file: missing/unreadable file, a missing column, a GA that is
-            not a number, a GA outside 14-40 weeks (the range of the INTERGROWTH-21st fetal growth
-            standards), or a file listed twice with different GAs.
+            not a number, a GA not in 0-45 weeks (a GA outside the INTERGROWTH-21st standards' 14-40
+            weeks is kept: its row gets no z-scores and says why in ``ga_note``), or a file listed twice
+            with different GAs.
     """
     return read_csv_file(path, _parse)
 
@@ -149,17 +150,21 @@ def add_ga_columns(rows: list[dict], ga_weeks: dict[str, float]) -> None:
     name of its ``file`` is a key of ``ga_weeks`` (as returned by :func:`read_ga_csv`). It gets
     ``ga_given_weeks`` and, for each of ``hc_mm``, ``bpd_mm``, ``ofd_mm`` that is a finite positive
     number, ``<measure>_zscore`` (SD) and ``<measure>_centile`` (0-100) from the INTERGROWTH-21st
-    standards (Papageorghiou et al., Lancet 2014). A GA outside 14-40 weeks or not finite adds
-    nothing; other rows are left untouched. Never raises for odd values.
+    standards (Papageorghiou et al., Lancet 2014). A GA outside their 14-40 weeks adds no z-score and
+    says so in ``ga_note``; one not finite adds nothing; other rows are left untouched. Never raises.
     """
     lo, hi = INTERGROWTH_GA_RANGE_WEEKS
     for row in rows:
         if row.get("status") not in MEASURED_STATUSES or row.get("unit") != "mm":
             continue
         ga = ga_weeks.get(_base_name(str(row.get("file", ""))))
-        if ga is None or not (isinstance(ga, int | float) and lo <= ga <= hi):
+        if ga is None or not (isinstance(ga, int | float) and math.isfinite(ga)):
             continue
         row["ga_given_weeks"] = float(ga)
+        if not lo <= ga <= hi:  # 41 weeks is common: the row keeps its GA and says why it has no z-score
+            note = f"no z-scores: GA {ga:.1f} weeks is outside the INTERGROWTH-21st standards ({lo:g}-{hi:g})"
+            row["ga_note"] = "; ".join(filter(None, [row.get("ga_note") or "", note]))
+            continue
         for m in _MEASURES:
             z, c = _z_and_centile(m, row.get(f"{m}_mm"), float(ga))
             if z is not None:

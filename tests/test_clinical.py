@@ -69,15 +69,9 @@ def test_read_ga_csv_weeks_and_days(tmp_path):
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        (
-            "filename,ga_weeks\na.png,41.5\n",
-            "outside the INTERGROWTH-21st fetal growth standards (14-40 weeks)",
-        ),
-        (
-            "filename,ga_weeks\na.png,13.9\n",
-            "outside the INTERGROWTH-21st fetal growth standards (14-40 weeks)",
-        ),
-        ("filename,ga_days\na.png,300\n", "300 days (42.86 weeks) is outside the INTERGROWTH-21st"),
+        ("filename,ga_weeks\na.png,52\n", "GA 52 weeks (52 weeks) is no gestational age (0-45 weeks)"),
+        ("filename,ga_weeks\na.png,0\n", "is no gestational age"),
+        ("filename,ga_days\na.png,330\n", "330 days (47.14 weeks) is no gestational age"),
         ("filename,ga_weeks\na.png,soon\n", "row 2 (a.png): GA 'soon' is not a number of weeks"),
         ("filename,ga_weeks\na.png,nan\n", "is not a number"),
         ("filename,ga_weeks\na.png,inf\n", "is not a number"),
@@ -172,11 +166,25 @@ def test_only_measured_mm_rows_with_a_ga_get_columns():
     assert rows[5]["hc_centile"] == 100.0 and math.isfinite(rows[5]["hc_zscore"])
 
 
-@pytest.mark.parametrize("ga", [13.0, 41.0, math.nan, math.inf])
-def test_a_ga_outside_the_standards_adds_nothing(ga):
+@pytest.mark.parametrize("ga", [math.nan, math.inf])
+def test_a_ga_that_is_no_number_adds_nothing(ga):
     rows = [{"file": "a.png", "status": "ok", "unit": "mm", "hc_mm": 200.0}]
     add_ga_columns(rows, {"a.png": ga})
     assert rows == [{"file": "a.png", "status": "ok", "unit": "mm", "hc_mm": 200.0}]
+
+
+@pytest.mark.parametrize("ga", [13.0, 41.0])
+def test_a_ga_outside_the_standards_is_kept_without_z_scores_and_says_why(ga):
+    rows = [{"file": "a.png", "status": "ok", "unit": "mm", "hc_mm": 200.0, "ga_note": ""}]
+    add_ga_columns(rows, {"a.png": ga})
+    assert rows[0]["ga_given_weeks"] == ga and "hc_zscore" not in rows[0]
+    assert f"GA {ga:.1f} weeks is outside the INTERGROWTH-21st standards (14-40)" in rows[0]["ga_note"]
+
+
+def test_a_csv_with_a_41_week_row_measures_the_rest(tmp_path):
+    path = tmp_path / "ga.csv"
+    path.write_text("filename,ga_weeks\na.png,20\nb.png,41\n")  # 41 weeks is common: not a refusal
+    assert read_ga_csv(path) == {"a.png": 20.0, "b.png": 41.0}
 
 
 # --------------------------------------------------------------------------- through the CLI
