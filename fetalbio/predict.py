@@ -240,7 +240,7 @@ def _frames(path, opts: PredictOptions) -> list[int]:
     from fetalbio.io import count_frames
 
     n = count_frames(Path(path))
-    if opts.frames is None:
+    if opts.frames is None or n == 1:  # --frames names a cine's frames: a single image is measured as it is
         return list(range(n))
     return [f for f in opts.frames if f < n] or [opts.frames[0]]  # none exists: its read says so
 

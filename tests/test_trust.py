@@ -259,6 +259,18 @@ def test_multiframe_dicom_reports_the_surest_frame_not_frame_0(tmp_path):
     assert only0.exit_code in (0, 1)
     (row0,) = list(csv.DictReader(open(tmp_path / "r0" / "measurements.csv")))
     assert row0["frame"] in ("0", "")  # asked for frame 0 only: that is what is measured
+    import cv2
+
+    cv2.imwrite(str(tmp_path / "single.png"), heads[0])  # --frames names a cine's frames, not a PNG's
+    mixed = CliRunner().invoke(
+        app,
+        ["predict", str(tmp_path / "cine.dcm"), str(tmp_path / "single.png"), "--pixel-size", "0.3",
+         "--out", str(tmp_path / "r3"), "--engine", "litert", "--frames", "3,2", "-q"],
+    )  # fmt: skip
+    assert mixed.exit_code == 0, mixed.output
+    by = {r["file"].rsplit("/", 1)[-1]: r for r in csv.DictReader(open(tmp_path / "r3" / "measurements.csv"))}
+    assert by["cine.dcm"]["frame"] in ("2", "3") and by["single.png"]["frame"] == "0"
+    assert by["single.png"]["status"] in ("ok", "review")
 
 
 @pytest.mark.slow
