@@ -89,6 +89,21 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
+def check_output(path: Path | None, option: str, folder: bool = False) -> None:
+    """An output path that cannot be written is refused in one line before any work (a conversion or an
+    evaluation would otherwise run for minutes and then fail with a traceback)."""
+    if path is None:
+        return
+    if path.exists() and path.is_dir() != folder:
+        raise fail(
+            f"{option} {path}: "
+            + ("is a file, expected a folder" if folder else "is a folder, expected a file")
+        )
+    above = next((p for p in path.parents if p.exists()), None)
+    if above is not None and not above.is_dir():
+        raise fail(f"{option} {path}: {above} is a file, not a folder")
+
+
 def quiet_third_party() -> None:
     """Library chatter (TensorFlow/absl, OpenCV, libpng/libjpeg, pydicom) is noise in a terminal."""
     import logging
@@ -141,6 +156,7 @@ def data_check(
     from fetalbio.io import ScanError
     from fetalbio.writers import write_json_atomic
 
+    check_output(json_path, "--json")
     try:
         report = check_dataset(dataset, pixel_csv=pixel_csv, landmarks_csv=landmarks)
     except ScanError as exc:
@@ -981,10 +997,16 @@ def evaluate(
 ) -> None:
     """Compare a model with the annotations: Dice, Hausdorff, HC/BPD/OFD and point errors in mm (and
     which annotations lie off the skull echo)."""
-    from fetalbio.evaluate import evaluate_dataset, print_summary, write_report
+    from fetalbio.evaluate import evaluate_dataset, print_summary, read_val_names, write_report
     from fetalbio.io import ScanError
     from fetalbio.writers import write_json_atomic
 
+    check_output(json_path, "--json")
+    check_output(report, "--report", folder=True)
+    try:
+        read_val_names(split) if split else None  # a bad split file: said before any model loads
+    except ScanError as exc:
+        raise fail(str(exc)) from None
     methods = _available_methods(method, model, engine)
     engines = _load_engines(methods, model, engine)
     out: dict = {}
@@ -997,6 +1019,12 @@ def evaluate(
                 dataset, needed, pixel_csv=pixel_csv, split_file=split, limit=limit, method=m
             )
             print_summary(summary, m, console)
+            if summary["n_px_only"]:
+                err_console.print(
+                    f"[yellow]warning:[/] {summary['n_px_only']} scans have no pixel size: their figures are "
+                    "in pixels (`_px` in --json) and not in the mm table; give --pixel-csv",
+                    highlight=False,
+                )
             out[m] = {"summary": summary, "rows": rows}
             if report:
                 for p in write_report(report / m if len(methods) > 1 else report, rows, summary, dataset):
@@ -1006,6 +1034,7 @@ def evaluate(
     if json_path:
         write_json_atomic(json_path, out[methods[0]] if len(methods) == 1 else out)
         console.print(f"wrote {json_path}")
+    raise typer.Exit(1 if any(o["summary"]["n_failed"] for o in out.values()) else 0)
 
 
 # --- export ---
@@ -1042,6 +1071,9 @@ def export(
     quiet_tensorflow()
     from fetalbio.export import ExportError, export_model, print_verification
     from fetalbio.quiet import native_stderr_silenced
+
+    check_output(out, "--out")
+    check_output(json_path, "--json")
 
     try:
         with (

@@ -21,8 +21,18 @@ from fetalbio.stats import mae_ci
 def score_prediction(
     result, truth: Truth, spacing_mm: tuple[float, float] | None, name: str = ""
 ) -> dict[str, Any]:
-    """One per-image row, with the scan's own (x, y) spacing. Without a spacing the '_mm' figures are in
-    pixels and the row says ``unit = px``; :func:`summarise` keeps such rows out of the mm figures."""
+    """One per-image row, with the scan's own (x, y) spacing. Without a spacing the figures are in pixels,
+    named ``_px`` instead of ``_mm`` (``hc_px``, ``hc_diff_px``, ...), and the row says ``unit = px``;
+    :func:`summarise` keeps such rows out of the mm figures."""
+    row = _score(result, truth, spacing_mm, name)
+    return (
+        row
+        if spacing_mm
+        else {k.removesuffix("_mm") + "_px" if k.endswith("_mm") else k: v for k, v in row.items()}
+    )
+
+
+def _score(result, truth: Truth, spacing_mm: tuple[float, float] | None, name: str) -> dict[str, Any]:
     from fetalbio import methods
 
     sp = spacing_mm if spacing_mm else (1.0, 1.0)
@@ -96,8 +106,8 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
         s[f"{m}_mae_mm"], s[f"{m}_abs_median_mm"], s[f"{m}_abs_p95_mm"] = st["mean"], st["median"], st["p95"]
         s[f"{m}_bias_mm"] = float(np.mean(diffs)) if diffs else float("nan")
         s[f"{m}_mae_mm_ci95_low"], s[f"{m}_mae_mm_ci95_high"] = mae_ci(diffs, subjects)
-    for key in ("dice", "dice_mask"):
-        vals = [r[key] for r in ok if key in r]
+    for key in ("dice", "dice_mask"):  # overlap needs no pixel size: every measured row counts
+        vals = [r[key] for r in measured if key in r]
         s[f"{key}_mean"] = float(np.mean(vals)) if vals else None
     hd_all = [r["hausdorff_mm"] for r in ok if "hausdorff_mm" in r]
     hd = [h for h in hd_all if math.isfinite(h)]
@@ -110,6 +120,13 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     s["share_all_points_within_4mm"] = float(np.mean([w <= 4.0 for w in worst])) if worst else float("nan")
     if any("truth_echo_edge_mm" in r for r in ok):
         s.update(_truth_on_echo(ok))
+    px = [r for r in measured if r.get("unit") == "px"]
+    if px:  # in pixels: comparable across the epochs of one dataset (training's fallback), not across scans
+        for m in ("hc", "bpd", "ofd"):
+            s[f"{m}_mae_px"] = float(np.mean([abs(r[f"{m}_diff_px"]) for r in px]))
+        s["landmark_mre_px"] = float(
+            np.mean([r["point_err_mean_px"] for r in px if "point_err_mean_px" in r])
+        )
     return s
 
 
@@ -145,7 +162,6 @@ def evaluate_dataset(
     ``split_file`` (a run's ``splits.json``) restricts it to that run's validation scans. A scan or
     annotation that cannot be read is a failed row, and the evaluation goes on.
     """
-    import json
 
     from fetalbio.datasets import find_samples, load_truth
     from fetalbio.io import ScanError, read_scan
@@ -153,7 +169,7 @@ def evaluate_dataset(
 
     samples = [s for s in find_samples(dataset, pixel_csv) if s.annotation_path is not None]
     if split_file:
-        keep = set(json.loads(Path(split_file).read_text())["val"])
+        keep = set(read_val_names(split_file))
         samples = [s for s in samples if s.name in keep]
     if limit:
         samples = samples[:limit]
@@ -166,6 +182,9 @@ def evaluate_dataset(
     def read(s):  # the truth is read with the scan: an unreadable annotation fails the sample
         scan = read_scan(s.scan_path, pixel_size_mm=s.pixel_size_mm)
         truths[s.name] = load_truth(s.annotation_path)
+        if truths[s.name].shape_hw != scan.pixels.shape[:2]:
+            (h, w), (sh, sw) = truths[s.name].shape_hw, scan.pixels.shape[:2]
+            raise ScanError(s.annotation_path, f"annotation is {w}x{h} px, its scan {sw}x{sh}: not its image")
         echo[s.name] = truth_echo_edge_mm(scan, truths[s.name])
         return scan
 
@@ -184,6 +203,31 @@ def evaluate_dataset(
             if rows[-1]["status"] == "ok" and rows[-1]["unit"] == "mm":
                 rows[-1]["truth_echo_edge_mm"] = echo.get(s.name)
     return summarise(rows), rows
+
+
+def read_val_names(path: str | Path) -> list[str]:
+    """The validation scans' names of a run's ``splits.json`` (``{"val": [names], ...}``).
+
+    Raises:
+        ScanError: one line naming the file: missing, unreadable, not JSON, or without a ``val`` list.
+    """
+    import json
+
+    from fetalbio.io import ScanError
+
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ScanError(path, "split file does not exist") from None
+    except IsADirectoryError:
+        raise ScanError(path, "is a folder, expected a run's splits.json") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:
+        raise ScanError(path, f"not a splits.json ({getattr(exc, 'strerror', None) or exc})") from None
+    val = data.get("val") if isinstance(data, dict) else None
+    if not isinstance(val, list) or not all(isinstance(v, str) for v in val):
+        raise ScanError(path, "not a splits.json: no 'val' list of scan names")
+    return val
 
 
 def truth_echo_edge_mm(scan, truth: Truth) -> float | None:
@@ -215,11 +259,15 @@ def print_summary(summary: dict, method: str, console) -> None:
             *(f"{summary[f'{m}_{k}']:.2f}" for k in ("abs_median_mm", "abs_p95_mm", "bias_mm")),
         )
     console.print(t)
-    extra = [
-        f"point error (mean) {summary['landmark_mre_mm']:.2f} mm",
-        f"all 4 points within 2 mm: {100 * summary['share_all_points_within_2mm']:.0f}%, "
-        f"within 4 mm: {100 * summary['share_all_points_within_4mm']:.0f}%",
-    ]
+    extra = (
+        [
+            f"point error (mean) {summary['landmark_mre_mm']:.2f} mm",
+            f"all 4 points within 2 mm: {100 * summary['share_all_points_within_2mm']:.0f}%, "
+            f"within 4 mm: {100 * summary['share_all_points_within_4mm']:.0f}%",
+        ]
+        if math.isfinite(summary["landmark_mre_mm"])  # nan: no scan measured in mm
+        else []
+    )
     if summary.get("n_truth_echo_checked"):
         from fetalbio.echo import OFF_EDGE_MM
 
@@ -231,8 +279,12 @@ def print_summary(summary: dict, method: str, console) -> None:
     if summary.get("dice_mean") is not None:
         extra.insert(
             0,
-            f"Dice {summary['dice_mean']:.4f} (fitted ellipse; raw mask {summary['dice_mask_mean']:.4f}), "
-            f"Hausdorff {summary['hausdorff_mm_mean']:.2f} mm (mean)",
+            f"Dice {summary['dice_mean']:.4f} (fitted ellipse; raw mask {summary['dice_mask_mean']:.4f})"
+            + (
+                f", Hausdorff {summary['hausdorff_mm_mean']:.2f} mm (mean)"
+                if summary.get("hausdorff_mm_mean") is not None
+                else ""
+            ),
         )
     for line in extra:
         console.print(line, highlight=False)
@@ -249,7 +301,7 @@ def write_report(report_dir: Path, rows: list[dict], summary: dict, dataset: str
 
     report_dir = Path(report_dir)
     report_dir.mkdir(parents=True, exist_ok=True)
-    ok = [r for r in rows if r["status"] == "ok"]
+    ok = [r for r in rows if r["status"] == "ok" and r.get("unit") == "mm"]  # millimetres only
     written = []
 
     def save(fig, name: str) -> None:

@@ -521,7 +521,7 @@ class _Loop:
             + "  ".join(f"{k} {metrics[k]:.3f}" for k in shown if isinstance(metrics.get(k), float))
             + f"  {seconds:.0f}s, about {left_min:.0f} min left"
         )
-        score = metrics.get(self.method.key_metric, row["loss"])
+        score = _key_score(metrics, self.method.key_metric, row["loss"])
         best = self.best
         if best is None or (score is not None and math.isfinite(score) and score < best["score"]):
             self.best = {"epoch": epoch + 1, "score": score, "metrics": metrics}
@@ -564,3 +564,13 @@ def save_model(model, path: Path, cfg: TrainConfig) -> None:
     model.save(tmp)
     os.replace(tmp, path)
     cfg.model_info().write(path.with_name("model.json"))
+
+
+def _key_score(metrics: dict, key: str, loss: float) -> float:
+    """The figure that picks the best epoch: ``key`` (mm), else the same in pixels when the validation
+    scans have no pixel size (comparable from epoch to epoch: the same scans), else the training loss."""
+    for k in (key, key.removesuffix("_mm") + "_px"):
+        v = metrics.get(k)
+        if isinstance(v, int | float) and math.isfinite(v):
+            return float(v)
+    return loss

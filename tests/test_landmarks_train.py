@@ -91,8 +91,8 @@ def test_each_arch_trains_predicts_and_evaluates(arch, synthetic_dataset, tmp_pa
             str(tmp_path / "e.json"),
         ],
     )
-    assert res.exit_code == 0, res.output
     summary = json.loads((tmp_path / "e.json").read_text())["summary"]
+    assert res.exit_code == (1 if summary["n_failed"] else 0), res.output  # a barely trained model may fail
     for key in (
         "landmark_mre_mm",
         "bpd_mae_mm",

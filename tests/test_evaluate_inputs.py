@@ -1,0 +1,103 @@
+"""`fetalbio evaluate` on the inputs users get wrong: no pixel sizes, an annotation of another image,
+bad split files and output paths. The shipped int8 LiteRT model on drawn scans with known outlines."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import cv2
+import pytest
+from typer.testing import CliRunner
+
+from fetalbio.cli import app
+from fetalbio.synthetic import write_samples
+
+LITERT = ["--engine", "litert"]
+
+
+def evaluate(*args) -> object:
+    return CliRunner().invoke(app, ["evaluate", *map(str, args), *LITERT])
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("ev") / "set"
+    write_samples(folder, n=3, seed=5, shape_hw=(270, 400), pixel_size_mm=0.2, annotations=True)
+    return folder
+
+
+def test_without_pixel_sizes_the_figures_are_named_in_pixels(dataset, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(dataset, bare, ignore=shutil.ignore_patterns("*.csv"))
+    with_mm, without = tmp_path / "mm.json", tmp_path / "px.json"
+    assert evaluate(dataset, "--json", with_mm).exit_code == 0
+    res = evaluate(bare, "--json", without)
+    assert res.exit_code == 0, res.output
+    assert "3 scans have no pixel size" in " ".join(res.output.split())
+    mm, px = (json.loads(p.read_text()) for p in (with_mm, without))
+    row_mm, row_px = mm["rows"][0], px["rows"][0]
+    assert row_px["unit"] == "px" and "hc_true_mm" not in row_px and "hc_mm" not in row_px
+    # the same scan, the same model: pixels x 0.2 mm = the millimetre figures
+    assert row_px["hc_true_px"] * 0.2 == pytest.approx(row_mm["hc_true_mm"], rel=1e-9)
+    assert row_px["hc_px"] * 0.2 == pytest.approx(row_mm["hc_mm"], rel=1e-6)
+    s = px["summary"]
+    assert s["n_px_only"] == 3 and s["hc_mae_mm"] is None  # NaN is written as null
+    assert s["dice_mean"] == pytest.approx(mm["summary"]["dice_mean"])  # overlap needs no pixel size
+    assert s["hc_mae_px"] * 0.2 == pytest.approx(mm["summary"]["hc_mae_mm"], rel=1e-6)
+
+
+def test_an_annotation_of_another_image_is_a_failed_row(dataset, tmp_path):
+    odd = tmp_path / "odd"
+    shutil.copytree(dataset, odd)
+    ann = sorted(odd.glob("*_Annotation.png"))[0]
+    img = cv2.imread(str(ann), cv2.IMREAD_GRAYSCALE)
+    cv2.imwrite(str(ann), cv2.resize(img, (200, 135), interpolation=cv2.INTER_NEAREST))
+    res = evaluate(odd, "--json", tmp_path / "e.json")
+    assert res.exit_code == 1, res.output  # a failed row fails the command, the others are scored
+    rows = json.loads((tmp_path / "e.json").read_text())["rows"]
+    bad = [r for r in rows if r["status"] == "error"]
+    assert len(bad) == 1 and "annotation is 200x135 px, its scan 400x270" in bad[0]["error"]
+    assert sum(r["status"] == "ok" for r in rows) == 2
+
+
+@pytest.mark.parametrize(
+    "content,reason",
+    [
+        ("{bad", "not a splits.json"),
+        ('{"train": ["a"]}', "no 'val' list"),
+        ('["a", "b"]', "no 'val' list"),
+        (None, "split file does not exist"),
+    ],
+)
+def test_a_bad_split_file_is_one_line_before_any_model_loads(dataset, tmp_path, content, reason):
+    split = tmp_path / "splits.json"
+    if content is not None:
+        split.write_text(content)
+    res = evaluate(dataset, "--split", split)
+    assert res.exit_code == 2 and reason in res.output and "Traceback" not in res.output
+
+
+def test_output_paths_that_cannot_be_written_are_refused_first(dataset, tmp_path):
+    (tmp_path / "a_folder").mkdir()
+    (tmp_path / "a_file.txt").write_text("x")
+    cases = [
+        (["evaluate", dataset, "--json", tmp_path / "a_folder"], "is a folder, expected a file"),
+        (["evaluate", dataset, "--report", tmp_path / "a_file.txt"], "is a file, expected a folder"),
+        (["evaluate", dataset, "--json", tmp_path / "a_file.txt" / "e.json"], "a_file.txt is a file"),
+        (["data", "check", dataset, "--json", tmp_path / "a_folder"], "is a folder, expected a file"),
+        (["export", "--out", tmp_path / "a_file.txt" / "m.tflite"], "a_file.txt is a file, not a folder"),
+    ]
+    for args, reason in cases:
+        res = CliRunner().invoke(app, list(map(str, args)))
+        assert res.exit_code == 2 and reason in " ".join(res.output.split()), (args, res.output)
+
+
+def test_training_picks_its_best_epoch_in_pixels_without_pixel_sizes():
+    from fetalbio.train import _key_score
+
+    assert _key_score({"hc_mae_mm": 2.0, "hc_mae_px": 9.0}, "hc_mae_mm", 0.5) == 2.0
+    assert _key_score({"hc_mae_mm": float("nan"), "hc_mae_px": 9.0}, "hc_mae_mm", 0.5) == 9.0
+    assert _key_score({"landmark_mre_px": 4.0}, "landmark_mre_mm", 0.5) == 4.0
+    assert _key_score({}, "hc_mae_mm", 0.5) == 0.5
