@@ -627,7 +627,8 @@ def predict(
     inputs = [out / REMOTE_FOLDER] if remote else inputs
     paths, missing = ([], []) if remote else find_scans(inputs)  # checked before any model loads
     # a run folder inside an input folder: its own overlays and masks are outputs, not scans
-    paths = [p for p in paths if not p.resolve().is_relative_to(out.resolve())]
+    # (realpath: a link loop among the inputs is an error row later, not an exception here)
+    paths = [p for p in paths if not Path(os.path.realpath(p)).is_relative_to(os.path.realpath(out))]
     if not paths and not remote:  # nothing to measure: say why at once, before any model loads
         raise fail("; ".join(str(e) for e in missing) or "no scans found in " + ", ".join(map(str, inputs)))
     csv_map = _pixel_csv_for(inputs, pixel_csv, pixel_size, paths) if not remote else None

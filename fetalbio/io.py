@@ -336,6 +336,9 @@ def _read_raster(path: Path) -> np.ndarray:
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ScanError(path, f"cannot read file: {_describe(exc)}") from exc
+    if buf[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and buf.tobytes().rfind(b"IEND") < 0:
+        # said here: libpng would print its own complaint straight to the terminal
+        raise ScanError(path, "cannot decode: a PNG without its end chunk (cut short)")
     # JPEG: decoded in colour so that OpenCV applies the EXIF orientation (camera-style exports)
     flags = cv2.IMREAD_COLOR if path.suffix.lower() in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED
     try:

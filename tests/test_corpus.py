@@ -103,7 +103,7 @@ def build_corpus(root: Path) -> tuple[list[Path], dict[str, str]]:
     bad = {
         "empty.png": (b"", "empty file"),
         "text.png": (b"this is not an image\n" * 10, "not an image"),
-        "truncated.png": (buf.tobytes()[:200], "cannot decode"),
+        "truncated.png": (buf.tobytes()[:200], "PNG without its end chunk"),
         "notes.txt.png": (b"%PDF-1.4 not a scan", "not an image"),
     }
     for name, (data, reason) in bad.items():
