@@ -769,6 +769,7 @@ def _run_predict(
         run = BatchRun(folder, OutputNames(inputs), options, {m: i for m, (i, _) in ids.items()}, kind)
         if mode == "resume":
             run.done = folder.done(options)
+            _say_what_resume_leaves(folder, options, paths)
             err_console.print(
                 f"resuming: {len(run.done)} scans in the journal, measured with these models and options "
                 "(a file changed since is measured again)"
@@ -798,6 +799,26 @@ def _run_predict(
         )
         return 130 if run.stop[0] == signal.SIGINT else 143
     return 1 if summary["n_error_rows"] or not_stored else 0
+
+
+def _say_what_resume_leaves(folder, options: str, paths: list) -> None:
+    """--resume finishes the run it is given: say when the journal holds scans measured with other models
+    or options (measured again) or scans that are not among these inputs (left out of the table)."""
+    same, other = folder.journal_paths(options)
+    given = {str(p) for p in paths}
+    redo, gone = len(other & given), len((same | other) - given)
+    if redo:
+        err_console.print(
+            f"[yellow]warning:[/] {redo} scans in the journal were measured with other models or options: "
+            "measured again",
+            highlight=False,
+        )
+    if gone:
+        err_console.print(
+            f"[yellow]warning:[/] {gone} scans in the journal are not among these inputs: left out of the "
+            "table (resume with the first run's inputs to keep them)",
+            highlight=False,
+        )
 
 
 def _fetch(remote, out: Path, quiet: bool):

@@ -113,18 +113,27 @@ class RunFolder:
 
     def done(self, options: str) -> dict[tuple[str, str], list[dict]]:
         """Scans already measured with these options: {(path as given, sha256): rows}."""
+        return {key: rows for key, opts, rows in self._journal() if opts == options}
+
+    def journal_paths(self, options: str) -> tuple[set[str], set[str]]:
+        """(paths measured with these options, paths measured only with others) in the journal."""
+        same, other = set(), set()
+        for (path, _), opts, _ in self._journal():
+            (same if opts == options else other).add(path)
+        return same, other - same
+
+    def _journal(self) -> list[tuple[tuple[str, str], str, list[dict]]]:
         path = self.out / JOURNAL
         if not path.exists():
-            return {}
-        out: dict[tuple[str, str], list[dict]] = {}
+            return []
+        out = []
         with open(path, encoding="utf-8", errors="replace") as f:
             for line in f:
                 try:
                     rec = json.loads(line)
                 except json.JSONDecodeError:
                     continue  # a line cut by SIGKILL: that scan is measured again
-                if rec.get("options") == options:
-                    out[tuple(rec["key"])] = rec["rows"]
+                out.append((tuple(rec["key"]), rec.get("options"), rec["rows"]))
         return out
 
     def append(self, records: Iterable[tuple[tuple[str, str], list[dict]]], options: str) -> None:

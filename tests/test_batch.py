@@ -273,3 +273,18 @@ def test_a_fifo_is_an_error_row_not_a_hang(tmp_path):
     assert res.exit_code == 1
     bad = [r for r in table(out) if r["status"] == "error"]
     assert len(bad) == 1 and bad[0]["file"].endswith("pipe.png") and "not a regular file" in bad[0]["error"]
+
+
+def test_resume_says_what_it_measures_again_and_what_it_leaves_out(folder, tmp_path):
+    out = tmp_path / "run"
+    assert invoke(folder, "--out", out, "--method", "segmentation", *LITERT).exit_code == 0
+    files = sorted(folder.glob("*.png"))
+    res = invoke(files[0], files[1], "--out", out, "--resume", "--method", "landmarks", *LITERT)
+    text = " ".join(res.output.split())
+    assert res.exit_code == 0, res.output
+    assert "2 scans in the journal were measured with other models or options: measured again" in text
+    assert "2 scans in the journal are not among these inputs: left out of the table" in text
+    same = invoke(folder, "--out", tmp_path / "run2", "--method", "segmentation", *LITERT)
+    assert same.exit_code == 0
+    again = invoke(folder, "--out", tmp_path / "run2", "--resume", "--method", "segmentation", *LITERT)
+    assert again.exit_code == 0 and "warning" not in again.output  # a plain resume says nothing more
