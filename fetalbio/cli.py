@@ -438,7 +438,7 @@ def _methods(method: str) -> tuple[str, ...]:
     try:
         return (methods.get(method).name,)
     except ValueError as exc:
-        raise fail(f"--method: {exc}") from None
+        raise fail(f"--method: {exc}, or both, all") from None
 
 
 def _load_engines(methods: tuple[str, ...], model: Path | None, engine: EngineName) -> dict:

@@ -106,6 +106,10 @@ class KerasEngine(_EngineBase):
         self.path = resolve_model_path(path)
         info = info or ModelInfo.read(self.path)
         verify_sha256(self.path, info)
+        import zipfile
+
+        if self.path.is_file() and not zipfile.is_zipfile(self.path):  # Keras would say "File not found"
+            raise ModelError(f"{self.path}: not a Keras model file (a .keras file is a zip archive)")
         try:
             self.model = keras.models.load_model(self.path, compile=False)
         except Exception as exc:  # Keras raises many kinds; the user needs one line

@@ -187,8 +187,11 @@ def _convert_allowing_tf_ops(model) -> bytes:
 def test_export_errors_are_one_line(tmp_path, tiny_unet):
     from fetalbio.export import ExportError, export_model
 
+    text = tmp_path / "notes.keras"
+    text.write_text("not a model")
     cases = [
         (tmp_path / "missing.keras", tmp_path / "a.tflite", "does not exist"),
+        (text, tmp_path / "a.tflite", "not a Keras model file"),  # Keras itself says "File not found"
         (tiny_unet, tmp_path / "a.onnx", "must end in .tflite"),
     ]
     for model, out, msg in cases:
