@@ -151,7 +151,7 @@ def test_predict_goes_on_past_bad_scans(tiny_run, synthetic_dataset, tmp_path):
     assert not any("Annotation" in f for f in rows)
     # each failed scan says which file it is and why, in the CSV and on the terminal
     reasons = {
-        "corrupt.png": "not an image or cannot decode",
+        "corrupt.png": "cannot decode",
         "empty.png": "empty file (0 bytes)",
         "notes.png": "not an image or cannot decode",
         "tiny.png": "too small: 12x10 px",
