@@ -131,7 +131,12 @@ def parse_size(text: str) -> tuple[int, int]:
         raise fail(f"--image-size {text!r}: expected HxW, e.g. 256x384") from None
     if h <= 0 or w <= 0 or h % 16 or w % 16:
         raise fail(f"--image-size {text!r}: both sides must be positive multiples of 16")
+    if max(h, w) > MAX_INPUT_SIDE_PX:  # larger inputs exhaust memory (the process was killed, silently)
+        raise fail(f"--image-size {text!r}: at most {MAX_INPUT_SIDE_PX} px a side")
     return h, w
+
+
+MAX_INPUT_SIDE_PX = 2048
 
 
 # --- data check ---
@@ -165,7 +170,11 @@ def data_check(
     if json_path:
         write_json_atomic(json_path, {"summary": report.summary, "rows": report.rows})
         console.print(f"wrote {json_path}")
-    raise typer.Exit(1 if report.summary.get("n_errors") else 0)
+    if not report.summary.get("n_images"):  # nothing to train on is a failed check, not a clean one
+        err_console.print(
+            f"[red]{dataset}[/]: no scans found (NAME.png beside NAME_Annotation.png)", highlight=False
+        )
+    raise typer.Exit(1 if report.summary.get("n_errors") or not report.summary.get("n_images") else 0)
 
 
 # --- options declared once (Typer Annotated aliases), grouped in --help by panel ---
@@ -199,7 +208,9 @@ ImageSize = Annotated[
 Lr = Annotated[
     float,
     typer.Option(
-        min=0.0, help="Learning rate for a global batch of 8 (scaled linearly).", rich_help_panel=TRAINING
+        min=0.0,
+        help="Learning rate for a global batch of 8 (scaled linearly).",
+        rich_help_panel=TRAINING,
     ),
 ]
 Seed = Annotated[
@@ -283,10 +294,19 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str,
     from fetalbio.train import TrainConfig, train
 
     if not dataset.is_dir():
-        raise fail(f"{dataset}: dataset folder does not exist")
+        raise fail(
+            f"{dataset}: "
+            + (
+                "is a file, expected a dataset folder"
+                if dataset.exists()
+                else "dataset folder does not exist"
+            )
+        )
     if resume and not (out / "config.json").exists():
         raise fail(f"{out}: nothing to resume (no config.json)")
     kw = {k: str(v) if isinstance(v, Path) else v for k, v in kw.items()}
+    if kw.get("lr", 1.0) <= 0:
+        raise fail(f"--lr {kw['lr']}: a learning rate above 0 is needed (0 trains nothing)")
     if augment not in defaults.AUGMENT_PRESETS:
         raise fail(f"--augment {augment!r}: choose one of {', '.join(defaults.AUGMENT_PRESETS)}")
     from fetalbio.augment import AugmentConfig

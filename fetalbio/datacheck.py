@@ -472,7 +472,10 @@ def check_dataset(
     t0 = time.perf_counter()
     folder = Path(folder)
     if not folder.is_dir():
-        raise ScanError(folder, "dataset folder does not exist")
+        raise ScanError(
+            folder,
+            "is a file, expected a dataset folder" if folder.exists() else "dataset folder does not exist",
+        )
     csv_path = Path(pixel_csv) if pixel_csv else find_pixel_csv(folder)
     spacing = read_pixel_csv(csv_path) if csv_path else {}  # raises a clear ScanError when bad
     raw_landmarks = read_landmarks_csv(landmarks_csv) if landmarks_csv is not None else None

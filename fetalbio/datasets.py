@@ -135,7 +135,10 @@ def find_samples(folder: str | Path, pixel_csv: str | Path | None = None) -> lis
     """All scans of an annotated folder (sorted by name), with their annotation and spacing if known."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise ScanError(folder, "dataset folder does not exist")
+        raise ScanError(
+            folder,
+            "is a file, expected a dataset folder" if folder.exists() else "dataset folder does not exist",
+        )
     csv_path = Path(pixel_csv) if pixel_csv else find_pixel_csv(folder)
     spacing = read_pixel_csv(csv_path) if csv_path else {}
     hcs = read_hc_column(csv_path) if csv_path else {}
@@ -168,9 +171,14 @@ def read_grey(path: Path) -> np.ndarray:
     return img
 
 
-def load_truth(annotation_path: Path) -> Truth:
-    """Fit the ellipse of an annotation outline; landmarks are its axes' end points."""
+def load_truth(annotation_path: Path, scan_shape_hw: tuple[int, int] | None = None) -> Truth:
+    """Fit the ellipse of an annotation outline; landmarks are its axes' end points. With
+    ``scan_shape_hw``, an outline of another size than its scan (another image's, or resized) is refused:
+    its ellipse would be in other pixels."""
     outline = read_grey(annotation_path)
+    if scan_shape_hw is not None and tuple(outline.shape[:2]) != tuple(scan_shape_hw[:2]):
+        (h, w), (sh, sw) = outline.shape[:2], scan_shape_hw[:2]
+        raise ScanError(annotation_path, f"annotation is {w}x{h} px, its scan {sw}x{sh}: not its image")
     if not (outline > 127).any():
         raise ScanError(annotation_path, "annotation is empty (no outline pixels)")
     fit: EllipseFit = fit_ellipse_outline(outline > 127)

@@ -181,10 +181,7 @@ def evaluate_dataset(
 
     def read(s):  # the truth is read with the scan: an unreadable annotation fails the sample
         scan = read_scan(s.scan_path, pixel_size_mm=s.pixel_size_mm)
-        truths[s.name] = load_truth(s.annotation_path)
-        if truths[s.name].shape_hw != scan.pixels.shape[:2]:
-            (h, w), (sh, sw) = truths[s.name].shape_hw, scan.pixels.shape[:2]
-            raise ScanError(s.annotation_path, f"annotation is {w}x{h} px, its scan {sw}x{sh}: not its image")
+        truths[s.name] = load_truth(s.annotation_path, scan.pixels.shape[:2])
         echo[s.name] = truth_echo_edge_mm(scan, truths[s.name])
         return scan
 

@@ -34,6 +34,7 @@ import numpy as np
 QUANTIZE = ("none", "float16", "int8")
 N_CALIBRATION = 64  # scans sampled for int8 calibration
 N_VERIFY = 8  # scans run through both engines after writing
+MIN_FOLDER_SCANS = 8  # an int8 --calibration folder with fewer readable scans calibrates nothing real
 ASSUMED_PIXEL_SIZE_MM = 0.1  # for verification scans whose spacing is unknown
 SYNTHETIC_PIXEL_SIZE_MM = 0.15
 SEED = 20240607
@@ -126,12 +127,18 @@ def scan_source(
             order = np.random.default_rng(seed).permutation(len(paths))
             wanted = [paths[i] for i in order[: n_calibration + n_verify]]
             scans = _read_folder_scans(wanted, pixel_csv)
+            if n_calibration and len(scans) < MIN_FOLDER_SCANS and kind == "folder":
+                raise ExportError(
+                    f"{folder}: {len(scans)} readable scans of {len(wanted)} found; the int8 calibration and "
+                    f"the check need at least {MIN_FOLDER_SCANS} ultrasound scans"
+                )
             if not scans:
                 raise ExportError(f"{folder}: none of the sampled scans could be read")
-            cal = scans[:n_calibration]
-            held_out = len(scans) > len(cal)
-            ver = scans[n_calibration : n_calibration + n_verify] if held_out else scans[:n_verify]
-            return ScanSource(kind, what, cal, ver, held_out)
+            # the check is held out from calibration: a small folder gives a quarter of its scans to it
+            n_ver = min(n_verify, max(1, len(scans) // 4)) if n_calibration else min(n_verify, len(scans))
+            cal = scans[: min(n_calibration, len(scans) - n_ver)] if n_calibration else []
+            ver = scans[len(cal) : len(cal) + n_ver]
+            return ScanSource(kind, what, cal, ver, True)
     scans = _synthetic_scans(n_calibration + n_verify, seed)
     return ScanSource(
         "synthetic",
@@ -461,6 +468,13 @@ def export_model(
     held = " (not used for calibration)" if quantize == "int8" and source.verification_held_out else ""
     say(f"verifying with LiteRT vs Keras on {len(source.verification)} {source.description}{held}")
     verification = verify(out, engine, source.verification)
+    if not verification["summary"]["n_compared"]:  # nothing compared is no check: the file is not kept
+        out.unlink(missing_ok=True)
+        json_path.unlink(missing_ok=True)
+        raise ExportError(
+            f"{out}: not written: the check measured no head on any of its {len(source.verification)} scans "
+            "(Keras or LiteRT), so the export cannot be verified; give --calibration a folder of real scans"
+        )
     return {
         "out": str(out),
         "sidecar": str(json_path),

@@ -45,6 +45,7 @@ import json
 import math
 import os
 import time
+import zipfile
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -53,7 +54,7 @@ import numpy as np
 
 from fetalbio import defaults, methods
 from fetalbio.augment import AugmentConfig, augment
-from fetalbio.datasets import Sample, Truth, find_samples, load_or_make_split, load_truth
+from fetalbio.datasets import Sample, Truth, find_samples, load_or_make_split, load_truth, split_path
 from fetalbio.distribute import (
     is_chief,
     make_strategy,
@@ -142,7 +143,7 @@ def prepare_samples(
         if s.annotation_path is None:
             continue
         scan = read_scan(s.scan_path, pixel_size_mm=s.pixel_size_mm)
-        truth = load_truth(s.annotation_path)
+        truth = load_truth(s.annotation_path, scan.pixels.shape[:2])
         image, lb = prepare_input(scan.pixels, image_size)
         mask = lb.image_to_input(truth.mask().astype(np.float32))
         src = points[s.name] if points is not None and s.name in points else truth.landmarks.as_array()
@@ -166,8 +167,16 @@ def init_weights_from(model, source: Path) -> int:
     import keras
 
     from fetalbio.modelinfo import resolve_model_path
+    from fetalbio.models import register_keras_classes
 
-    src = keras.models.load_model(resolve_model_path(source), compile=False)
+    register_keras_classes()  # a landmark model's own layers, whichever method is being trained
+    try:
+        path = resolve_model_path(source)
+        if not zipfile.is_zipfile(path):
+            raise ValueError("not a Keras model file (a .keras file is a zip archive)")
+        src = keras.models.load_model(path, compile=False)
+    except Exception as exc:  # noqa: BLE001 - Keras raises many kinds; the user needs one line
+        raise ValueError(f"--init-from {source}: {str(exc).splitlines()[0] if str(exc) else exc!r}") from None
     by_name = {layer.name: layer for layer in src.layers}
     copied = 0
     for layer in model.layers:
@@ -314,8 +323,6 @@ def train(
 def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepared], list[Prepared]]:
     """The run's (train, val) samples, read and letterboxed; the subject split is written once to ``run``."""
     samples = [s for s in find_samples(cfg.dataset, cfg.pixel_csv) if s.annotation_path is not None]
-    if cfg.max_samples:
-        samples = samples[: cfg.max_samples]
     if not samples:
         raise ValueError(f"{cfg.dataset}: no annotated scans found")
     csv_points = None
@@ -328,7 +335,12 @@ def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepa
             f"landmark CSV: {info['n_rows']} rows, {info['n_suspect']} suspect rows left out, "
             f"names swapped: {'yes (corrected)' if info['names_swapped'] else 'no'}; {info['n_used']} used"
         )
-        samples = [s for s in samples if s.name in csv_points]
+        usable = [s for s in samples if s.name in csv_points]
+        if not usable:
+            raise ValueError(f"{cfg.landmarks_csv}: no usable landmark rows for the {len(samples)} scans")
+        samples = usable
+    if cfg.max_samples:  # after the CSV's own filter, so that N means N scans trained on
+        samples = samples[: cfg.max_samples]
     split = load_or_make_split(run, samples, cfg.val_fraction, cfg.seed)
     by_name = {s.name: s for s in samples}
     with console.status(f"Reading {len(samples)} annotated scans..."):
@@ -339,6 +351,48 @@ def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepa
     if not train_set:
         raise ValueError("the training split is empty")
     return train_set, val_set
+
+
+# options a resumed run may change: how many epochs in all, and how the devices share the work
+RESUME_MAY_CHANGE = ("epochs", "strategy", "out")
+
+
+def resumed_config(run: Path, cfg: TrainConfig) -> TrainConfig:
+    """The configuration a --resume carries on with: the run's own (config.json), with this command's
+    --epochs and --strategy. An option left at its default is taken from the run; one given with
+    another value than the run's (another method, model size, split, learning rate...) is refused in one
+    line: the checkpoint would not fit, or the run would silently mix two settings."""
+    import json
+
+    try:
+        old = json.loads((run / "config.json").read_text())
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{run}: cannot resume: config.json unreadable ({exc})") from None
+    new, default = cfg.to_dict(), TrainConfig(method=cfg.method).to_dict()
+    changed = [
+        f"{k} {old.get(k)!r} -> {v!r}"
+        for k, v in new.items()
+        if k not in RESUME_MAY_CHANGE
+        and v != default.get(k)
+        and old.get(k, v) != v
+        and not (k == "dataset" and _same_dir(old.get(k), v))
+    ]
+    if old.get("method", cfg.method) != cfg.method:
+        changed.insert(0, f"method {old.get('method')!r} -> {cfg.method!r}")
+    if changed:
+        raise ValueError(
+            f"{run}: cannot resume with other options ({'; '.join(changed)}); only --epochs may change"
+        )
+    merged = {k: (v if k in RESUME_MAY_CHANGE else old.get(k, v)) for k, v in new.items()}
+    merged["image_size"] = tuple(merged["image_size"])
+    return TrainConfig(**merged)
+
+
+def _same_dir(a, b) -> bool:
+    try:
+        return Path(a).resolve() == Path(b).resolve()
+    except (OSError, TypeError, RuntimeError):
+        return False
 
 
 class _Loop:
@@ -356,11 +410,21 @@ class _Loop:
 
         cfg, run = self.cfg, self.run
         run.mkdir(parents=True, exist_ok=True)
-        if (run / "config.json").exists() and not resume and (run / "checkpoint" / "state.json").exists():
+        trained = (self.shared / "checkpoint" / "state.json").exists()
+        if (run / "config.json").exists() and not resume and trained:
             raise FileExistsError(f"{run}: already holds a run; use --resume to carry on or another --out")
-        write_json_atomic(run / "config.json", cfg.to_dict())
+        if resume:  # before anything in the folder changes
+            cfg = self.cfg = resumed_config(self.shared, cfg)
+        elif self.chief and not trained:
+            split_path(run).unlink(missing_ok=True)  # a refused earlier start's split is not this run's
         keras.utils.set_random_seed(cfg.seed)
         self.train_set, self.val_set = load_training_data(cfg, run, self.console)
+        if not self.val_set and self.chief:
+            self.console.print(
+                "[yellow]warning:[/] no validation scans (too few subjects for --val-fraction "
+                f"{cfg.val_fraction}): the best epoch is chosen by the training loss"
+            )
+        write_json_atomic(run / "config.json", cfg.to_dict())
         self.steps = cfg.steps_per_epoch or max(1, len(self.train_set) // cfg.batch_size)
         self.lr = scaled_lr(cfg.lr, cfg.batch_size)
         if self.replicas > 1 and self.chief:

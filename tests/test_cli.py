@@ -113,6 +113,63 @@ def test_resume_carries_on(tiny_run, synthetic_dataset, tmp_path):
     assert [int(r["epoch"]) for r in hist] == [1, 2, 3]
 
 
+@pytest.mark.slow
+def test_resume_keeps_the_runs_options_and_refuses_other_ones(tiny_run, synthetic_dataset, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(tiny_run, run)
+    before = (run / "config.json").read_text()
+    for other in (["--lr", 0.01], ["--seed", 9], ["--image-size", "128x192"]):
+        res = invoke("train-seg", synthetic_dataset, "--out", run, "--epochs", 3, "--resume", *other)
+        assert res.exit_code == 2 and "cannot resume with other options" in " ".join(res.output.split()), (
+            res.output
+        )
+        assert (run / "config.json").read_text() == before  # the run folder is untouched
+    res = invoke("train-landmarks", synthetic_dataset, "--out", run, "--epochs", 3, "--resume")
+    assert res.exit_code == 2 and "method 'segmentation' -> 'landmarks'" in " ".join(res.output.split())
+    # options left at their defaults are the run's own (tiny size, batch, filters), --epochs is this command's
+    res = invoke("train-seg", synthetic_dataset, "--out", run, "--epochs", 3, "--resume")
+    assert res.exit_code == 0, res.output
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["epochs"] == 3 and cfg["image_size"] == [64, 96] and cfg["base_filters"] == 4
+
+
+@pytest.mark.slow
+def test_training_refuses_what_it_cannot_use(synthetic_dataset, tmp_path):
+    import shutil
+
+    odd = tmp_path / "odd"
+    shutil.copytree(synthetic_dataset, odd)
+    ann = sorted(odd.glob("*_Annotation.png"))[0]
+    cv2.imwrite(str(ann), cv2.resize(cv2.imread(str(ann), 0), (200, 135), interpolation=cv2.INTER_NEAREST))
+    res = invoke("train-seg", odd, "--out", tmp_path / "a", "--epochs", 1, *TINY)
+    assert res.exit_code == 2 and "annotation is 200x135 px, its scan 400x270" in " ".join(res.output.split())
+    notes = tmp_path / "notes.keras"
+    notes.write_text("no model")
+    for init, reason in ((tmp_path / "nope.keras", "does not exist"), (notes, "not a Keras model file")):
+        res = invoke(
+            "train-seg", synthetic_dataset, "--out", tmp_path / "b", "--epochs", 1, *TINY, "--init-from", init
+        )
+        assert res.exit_code == 2 and reason in res.output and "Traceback" not in res.output, res.output
+    res = invoke("train-seg", synthetic_dataset, "--out", tmp_path / "c", "--lr", 0)
+    assert res.exit_code == 2 and "a learning rate above 0" in res.output
+
+
+@pytest.mark.slow
+def test_training_without_validation_scans_says_so(synthetic_dataset, tmp_path):
+    res = invoke(
+        "train-seg", synthetic_dataset, "--out", tmp_path / "r", "--epochs", 1, *TINY, "--val-fraction", 0
+    )
+    assert res.exit_code == 0, res.output
+    assert "no validation scans" in " ".join(res.output.split())
+
+
+def test_data_check_of_a_folder_without_scans_fails(tmp_path):
+    res = invoke("data", "check", tmp_path)
+    assert res.exit_code == 1 and "no scans found" in res.output
+
+
 def write_bad_scans(folder):
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "corrupt.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00garbage" * 20)

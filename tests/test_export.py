@@ -14,6 +14,7 @@ import hashlib
 import json
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 
@@ -202,6 +203,15 @@ def test_export_errors_are_one_line(tmp_path, tiny_unet):
         export_model(tiny_unet, "landmarks", tmp_path / "a.tflite", "none", None)
     with pytest.raises(ExportError, match="calibration folder does not exist"):
         export_model(tiny_unet, "segmentation", tmp_path / "a.tflite", "int8", tmp_path / "nope")
+    junk = tmp_path / "junk"  # a tiny picture and a text file: no scans to calibrate int8 on
+    junk.mkdir()
+    cv2.imwrite(str(junk / "dot.png"), np.full((10, 10), 128, np.uint8))
+    (junk / "readme.png").write_text("not an image")
+    with pytest.raises(
+        ExportError, match="0 readable scans of 2 found; the int8 calibration and the check need"
+    ):
+        export_model(tiny_unet, "segmentation", tmp_path / "b.tflite", "int8", junk)
+    assert not (tmp_path / "b.tflite").exists()
 
 
 def test_cli_export(tiny_unet, tmp_path):
