@@ -320,6 +320,13 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str,
     try:
         with native_stderr_silenced():  # TensorFlow's start-up and runtime lines (--verbose shows them)
             result = train(cfg, resume=resume, console=console)
+    except KeyboardInterrupt:
+        err_console.print(
+            f"interrupted: {out} keeps every finished epoch (checkpoint/); the same command with --resume "
+            "carries on",
+            highlight=False,
+        )
+        raise typer.Exit(130) from None
     except (ScanError, ValueError, FileExistsError) as exc:
         raise fail(str(exc)) from None
     if not result.get("chief", True):
@@ -470,6 +477,8 @@ def _load_engines(methods: tuple[str, ...], model: Path | None, engine: EngineNa
 
     if model is not None and len(engines_needed(methods)) > 1:
         raise fail("--model takes one model: use it with --method segmentation or --method landmarks")
+    if model is not None and engine == EngineName.litert and model.suffix != ".tflite":
+        raise fail(f"--engine litert runs .tflite files, not {model}: convert it first (fetalbio export)")
     from fetalbio.methods import engines_needed
     from fetalbio.quiet import native_stderr_silenced
 

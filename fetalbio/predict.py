@@ -434,8 +434,10 @@ def write_outputs(out: Path, rows: list[dict], run_info: dict) -> dict:
     from fetalbio.report import write_report
 
     shown = ("model", "engine", "started", "finished", "fetalbio_version")
-    # the page shows the numbers the CSV and JSON hold (rounded once, the same way)
-    write_report(out, [round_row(r) for r in rows], {**summary, **{k: run_info.get(k) for k in shown}})
+    # the page shows millimetres to 0.1 mm as the terminal does, rounded once from the full value (from the
+    # CSV's 2 decimals, 43.05 read 43.0 where 43.0508 is 43.1); its text passes the same safety as the CSV's
+    full = [round_row(r, {k: 6 for k in r if k.endswith("_mm")}) for r in rows]
+    write_report(out, full, {**summary, **{k: run_info.get(k) for k in shown}})
     return summary
 
 

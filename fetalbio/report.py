@@ -106,7 +106,9 @@ def _card(file: str, rows: list[dict]) -> str:
             f'<td class="bpd">{_num(r, "bpd")}</td><td class="ofd">{_num(r, "ofd")}</td>'
             f'<td class="ga">{e(ga)}</td></tr>'
         )
-    reasons = "; ".join(dict.fromkeys(filter(None, (str(r.get("review_reasons") or "") for r in rows))))
+    # each reason once, whichever rows of the scan give it (two methods both say "the methods disagree")
+    parts = (p.strip() for r in rows for p in str(r.get("review_reasons") or "").split(";"))
+    reasons = "; ".join(dict.fromkeys(filter(None, parts)))
     flags = ", ".join(sorted({f for r in rows for f in str(r.get("flags") or "").split(";") if f}))
     extra = f'<div class="reasons">review: {e(reasons)}</div>' if reasons else ""
     extra += f'<div class="flags">flags: {e(flags)}</div>' if flags else ""

@@ -591,7 +591,7 @@ class _Loop:
             self.best = {"epoch": epoch + 1, "score": score, "metrics": metrics}
             save_model(self.plain, self.run / "best.keras", cfg)
         columns = list(dict.fromkeys(k for h in self.history for k in h))
-        write_csv_atomic(self.run / "history.csv", self.history, columns)
+        write_csv_atomic(self.run / "history.csv", self.history, columns, {"lr": 8})  # 4e-5 is not 0
         state = {
             "epoch": epoch + 1,
             "optimizer_iterations": iterations,

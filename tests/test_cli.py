@@ -292,3 +292,31 @@ def test_atomic_writes_have_ordinary_permissions(tmp_path):
     os.umask(umask)
     assert (p.stat().st_mode & 0o777) == (0o666 & ~umask)
     assert json.loads(p.read_text()) == {"a": 1}
+
+
+@pytest.mark.slow
+def test_ctrl_c_in_training_says_what_is_kept_and_resume_carries_on(synthetic_dataset, tmp_path):
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    out = tmp_path / "run"
+    cmd = [sys.executable, "-m", "fetalbio.cli", "train-seg", str(synthetic_dataset), "--out", str(out)]
+    tiny = [str(a) for a in TINY]
+    proc = subprocess.Popen(
+        [*cmd, "--epochs", "200", *tiny], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    deadline = time.time() + 240
+    while not (out / "checkpoint" / "state.json").exists() and time.time() < deadline and proc.poll() is None:
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "keeps every finished epoch" in err and "--resume" in err and "Traceback" not in err
+    done = json.loads((out / "checkpoint" / "state.json").read_text())["epoch"]
+    res = subprocess.run(
+        [*cmd, "--epochs", str(done + 1), "--resume"], capture_output=True, text=True, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    assert f"Resuming after epoch {done}" in res.stdout

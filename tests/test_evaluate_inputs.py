@@ -101,3 +101,18 @@ def test_training_picks_its_best_epoch_in_pixels_without_pixel_sizes():
     assert _key_score({"hc_mae_mm": float("nan"), "hc_mae_px": 9.0}, "hc_mae_mm", 0.5) == 9.0
     assert _key_score({"landmark_mre_px": 4.0}, "landmark_mre_mm", 0.5) == 4.0
     assert _key_score({}, "hc_mae_mm", 0.5) == 0.5
+
+
+def test_litert_with_a_keras_file_says_to_convert_it(dataset):
+    res = CliRunner().invoke(
+        app,
+        [
+            "evaluate",
+            str(dataset),
+            "--engine",
+            "litert",
+            "--model",
+            "fetalbio/shipped/segmentation/model.keras",
+        ],
+    )
+    assert res.exit_code == 2 and "runs .tflite files" in res.output and "fetalbio export" in res.output

@@ -236,3 +236,29 @@ def test_predict_report_in_a_real_browser(tmp_path):
     check_cards(cards, rows)
     assert any(c["data-file"].endswith(WEIRD) for c in cards)
     screenshot((out / "report.html").as_uri(), tmp_path)
+
+
+def test_each_review_reason_once_per_scan_and_values_rounded_once(tmp_path):
+    """Two methods of one scan both say "the methods disagree": the card says it once. And a BPD of
+    43.0508 mm reads 43.1 on the page as in the terminal (the CSV's 43.05 would have read 43.0)."""
+    from fetalbio.predict import write_outputs
+
+    base = {
+        "engine": "litert",
+        "model_id": "m",
+        "error": "",
+        "unit": "mm",
+        "status": "review",
+        "file": "/d/a.png",
+    }
+    rows = [
+        {**base, "method": "segmentation", "hc_mm": 150.0, "bpd_mm": 43.0508, "ofd_mm": 55.0, "flags": "",
+         "review_reasons": "the methods disagree; implausible head shape (cephalic index 40)"},
+        {**base, "method": "landmarks", "hc_mm": 170.0, "bpd_mm": 42.849, "ofd_mm": 56.0, "flags": "",
+         "review_reasons": "head cut by the image border; the methods disagree"},
+    ]  # fmt: skip
+    write_outputs(tmp_path, rows, {"model": "m", "engine": "litert"})
+    page = (tmp_path / "report.html").read_text()
+    assert page.count("the methods disagree") == 1, page
+    assert "43.1 mm" in page and "42.8 mm" in page
+    assert "43.05" in (tmp_path / "measurements.csv").read_text()  # the CSV keeps its 2 decimals
