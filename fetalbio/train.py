@@ -253,6 +253,7 @@ def _save_checkpoint(ckpt_dir: Path, model, optimizer, state: dict) -> None:
     for name, values in (
         ("weights", model.get_weights()),
         ("optimizer", [np.asarray(v.numpy()) for v in optimizer.variables]),
+        ("rng", [np.asarray(v.numpy()) for v in _rng_states(model)]),
     ):
         buf = io.BytesIO()
         np.savez(buf, *values)
@@ -277,7 +278,17 @@ def _load_checkpoint(ckpt_dir: Path, model, optimizer) -> dict | None:
         values = [f[f"arr_{i}"] for i in range(len(f.files))]
     for var, val in zip(optimizer.variables, values, strict=True):
         var.assign(val)
+    if "rng" in files:  # older checkpoints have none: their dropout masks start over
+        with np.load(ckpt_dir / files["rng"]) as f:
+            for var, i in zip(_rng_states(model), range(len(f.files)), strict=True):
+                var.assign(f[f"arr_{i}"])
     return state
+
+
+def _rng_states(model) -> list:
+    """The dropout layers' random-generator states: not weights, so without them a resumed run would draw
+    other dropout masks than an uninterrupted one."""
+    return [v for v in model.variables if "seed_generator" in v.path]
 
 
 # --- the loop ---

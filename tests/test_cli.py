@@ -320,3 +320,29 @@ def test_ctrl_c_in_training_says_what_is_kept_and_resume_carries_on(synthetic_da
     )
     assert res.returncode == 0, res.stderr
     assert f"Resuming after epoch {done}" in res.stdout
+
+
+@pytest.mark.slow
+def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(synthetic_dataset, tmp_path):
+    """Interrupted after epoch 2 of 3 and resumed: the same final weights as a run never stopped (the
+    dropout layers' random states travel in the checkpoint with the weights and the optimizer)."""
+    import numpy as np
+
+    from fetalbio.train import TrainConfig, train
+
+    def cfg(out):
+        return TrainConfig(method="segmentation", dataset=str(synthetic_dataset), out=str(out), epochs=3,
+                           batch_size=2, image_size=(64, 96), steps_per_epoch=2, base_filters=4)  # fmt: skip
+
+    def stop_after_2(epoch):
+        if epoch == 2:
+            raise KeyboardInterrupt
+
+    train(cfg(tmp_path / "whole"))
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg(tmp_path / "cut"), on_epoch=stop_after_2)
+    train(cfg(tmp_path / "cut"), resume=True)
+    weights = [np.load(tmp_path / r / "checkpoint" / "weights-0003.npz") for r in ("whole", "cut")]
+    assert len(weights[0].files) == len(weights[1].files)
+    for k in weights[0].files:
+        np.testing.assert_allclose(weights[0][k], weights[1][k], rtol=0, atol=1e-6)
