@@ -127,15 +127,16 @@ def scan_source(
             order = np.random.default_rng(seed).permutation(len(paths))
             wanted = [paths[i] for i in order[: n_calibration + n_verify]]
             scans = _read_folder_scans(wanted, pixel_csv)
-            if n_calibration and len(scans) < MIN_FOLDER_SCANS and kind == "folder":
+            need = min(MIN_FOLDER_SCANS, n_calibration + 1)  # fewer if fewer calibrate, one held out
+            if n_calibration and len(scans) < need and kind == "folder":
                 raise ExportError(
                     f"{folder}: {len(scans)} readable scans of {len(wanted)} found; the int8 calibration and "
-                    f"the check need at least {MIN_FOLDER_SCANS} ultrasound scans"
+                    f"the check need at least {need} ultrasound scans"
                 )
             if not scans:
                 raise ExportError(f"{folder}: none of the sampled scans could be read")
             # the check is held out from calibration: a small folder gives a quarter of its scans to it
-            n_ver = min(n_verify, max(1, len(scans) // 4)) if n_calibration else min(n_verify, len(scans))
+            n_ver = min(n_verify, max(1, len(scans) // 4, len(scans) - n_calibration))
             cal = scans[: min(n_calibration, len(scans) - n_ver)] if n_calibration else []
             ver = scans[len(cal) : len(cal) + n_ver]
             return ScanSource(kind, what, cal, ver, True)

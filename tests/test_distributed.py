@@ -230,7 +230,7 @@ def test_mirrored_sigkill_mid_epoch_then_resume(synthetic_dataset, tmp_path, mul
     final = json.loads(state.read_text())
     assert final["epoch"] == epochs and final["optimizer_iterations"] == epochs * STEPS
     files = sorted(p.name for p in state.parent.iterdir())
-    assert files == ["optimizer-0003.npz", "state.json", "weights-0003.npz"]  # older epochs removed
+    assert files == ["optimizer-0003.npz", "rng-0003.npz", "state.json", "weights-0003.npz"]  # older removed
     metrics = json.loads((run / "metrics.json").read_text())
     assert metrics["replicas"] == 2 and metrics["strategy"] == "MirroredStrategy"
     # the rule: 2e-3 for a batch of 8, so 1e-3 for the global batch of 4
