@@ -169,15 +169,13 @@ class BatchRun:
 
     def model_id(self, method: str) -> str:
         """A row's ``model_id``: its model's, or for a combining method (fused) every model it combines
-        and its own calibration file, ``;``-separated."""
+        and its own calibration file, ``;``-separated ("" when unknown: benchmarks, tests)."""
         if method in self.model_ids:
             return self.model_ids[method]
         from fetalbio import methods
 
-        parts = [self.model_ids[m] for m in methods.get(method).requires if m in self.model_ids]
-        return ";".join(
-            parts + [self.model_ids[f"{method}/calibration"]] * (f"{method}/calibration" in self.model_ids)
-        )
+        keys = [*methods.get(method).requires, f"{method}/calibration"]
+        return ";".join(self.model_ids[k] for k in keys if k in self.model_ids)
 
 
 def predict_paths(

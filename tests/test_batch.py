@@ -288,3 +288,13 @@ def test_resume_says_what_it_measures_again_and_what_it_leaves_out(folder, tmp_p
     assert same.exit_code == 0
     again = invoke(folder, "--out", tmp_path / "run2", "--resume", "--method", "segmentation", *LITERT)
     assert again.exit_code == 0 and "warning" not in again.output  # a plain resume says nothing more
+
+
+def test_model_id_of_a_run_without_known_models_is_empty():
+    """Benchmarks and library callers measure without a run folder: no model ids, empty cells."""
+    from fetalbio.predict import BatchRun
+
+    run = BatchRun()
+    assert run.model_id("segmentation") == "" and run.model_id("fused") == ""
+    run = BatchRun(model_ids={"segmentation": "s@1", "landmarks": "l@2"})
+    assert run.model_id("fused") == "s@1;l@2"
