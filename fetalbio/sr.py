@@ -133,16 +133,23 @@ def read_source_header(path: Path) -> Dataset:
                     "StudyID", "StudyDate", "StudyTime", "ReferringPhysicianName"):  # fmt: skip
         if keyword not in ds:
             setattr(ds, keyword, None)  # type 2: empty means unknown; nothing is invented
+    charset = ds.get("SpecificCharacterSet")
+    values = [] if charset is None or isinstance(charset, str) else [str(v).strip() for v in charset]
+    if len(values) > 1 and not values[0]:  # an empty first value is the default repertoire (PS3.3
+        ds.SpecificCharacterSet = ["ISO 2022 IR 6", *values[1:]]  # C.12.1.1.2), which highdicom refuses
     return ds
 
 
 def sr_uids(source: Dataset, row: dict, prov: SrProvenance) -> tuple[str, str]:
-    """(series UID, SOP instance UID) of the SR: derived from the source, frame, method and run options,
-    so a resumed or repeated run writes (and stores) the same instance again, not a duplicate."""
+    """(series UID, SOP instance UID) of the SR: derived from the source, frame, method, run options and
+    fetalbio version, so a resumed or repeated run writes (and stores) the same instance again, not a
+    duplicate, while another release (which may measure otherwise with the same models) writes a new one
+    instead of a different document under a UID the PACS already holds."""
     from pydicom.uid import generate_uid
 
-    series = generate_uid(UID_ROOT, ["series", str(source.StudyInstanceUID), prov.options, row["method"]])
-    key = [str(source.SOPInstanceUID), str(row.get("frame") or 0), row["method"], prov.options]
+    opts = [prov.options, prov.fetalbio_version]
+    series = generate_uid(UID_ROOT, ["series", str(source.StudyInstanceUID), *opts, row["method"]])
+    key = [str(source.SOPInstanceUID), str(row.get("frame") or 0), row["method"], *opts]
     return series, generate_uid(UID_ROOT, ["instance", *key])
 
 
@@ -308,7 +315,8 @@ def _content(row: dict, source: Dataset, prov: SrProvenance):
 
 def review_text(row: dict) -> str:
     """The SR's statement of the row's status: what a person must still do."""
-    frame = f", frame {row['frame']}" if int(row.get("frame") or 0) else ""
+    # DICOM numbers frames from 1 (the image reference's ReferencedFrameNumber); the CSV's frame is from 0
+    frame = f", frame {int(row['frame']) + 1} of the cine" if int(row.get("frame") or 0) else ""
     head = f"Automated measurement by fetalbio ({row['method']}{frame}); not verified by a person."
     if row["status"] == "review":
         return f"{head} REVIEW REQUIRED: {row.get('review_reasons') or 'see the run report'}."
@@ -456,6 +464,12 @@ def write_run_srs(out: Path, rows: list[dict], run_info: dict) -> SrRun:
             continue
         except SrError as exc:
             result.skipped.append({**entry, "kind": "cannot report", "note": str(exc)})
+            continue
+        except Exception as exc:  # noqa: BLE001 - highdicom refusing a source's attribute: that row, not the run
+            note = (
+                f"{row['file']}: cannot build the SR ({type(exc).__name__}: {str(exc).splitlines()[0][:200]})"
+            )
+            result.skipped.append({**entry, "kind": "cannot report", "note": note})
             continue
         rel = Path("sr") / f"{sr.SOPInstanceUID}.dcm"
         write_sr(sr, out / rel)

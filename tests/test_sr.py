@@ -113,6 +113,8 @@ def test_sr_references_its_image_and_frame_and_copies_identity(run):
         if "cine" in entry["file"]:  # multi-frame: the chosen frame, counted from 1 as DICOM does
             library = next(i for i in ds.ContentSequence if i.ValueType == "CONTAINER")
             assert int(library.ContentSequence[0].ReferencedSOPSequence[0].ReferencedFrameNumber) == frame + 1
+            if frame:  # the comment numbers the frame as the reference does
+                assert f"frame {frame + 1} of the cine" in back["comment"], back["comment"]
         ev = ds.CurrentRequestedProcedureEvidenceSequence[0].ReferencedSeriesSequence[0]
         assert ev.ReferencedSOPSequence[0].ReferencedSOPInstanceUID == src.SOPInstanceUID
         assert ds.VerificationFlag == "UNVERIFIED" and ds.PreliminaryFlag == "FINAL"  # all rows ok here
@@ -288,3 +290,35 @@ def test_srs_a_server_does_not_take_are_named_and_fail_the_run(run, tmp_path):
     assert res.exit_code == 1, res.output
     assert "stored 0 of 4 SRs" in res.output and res.output.count("not stored: storing SR") == 4
     assert "cannot connect" in res.output
+
+
+def test_a_source_whose_character_set_starts_empty_gets_its_sr(tmp_path):
+    """SpecificCharacterSet "\\ISO 2022 IR 87" (PS3.3's own Japanese example: the empty first value is the
+    default repertoire) made highdicom refuse the SR with a traceback; any builder failure is now a row."""
+    _, (path,) = write_study(tmp_path / "in", 1, seed=4)
+    ds = pydicom.dcmread(path)
+    ds.SpecificCharacterSet = ["", "ISO 2022 IR 87"]
+    ds.save_as(path)
+    res = CliRunner().invoke(
+        app, ["predict", str(tmp_path / "in"), "--out", str(tmp_path / "r"), "--sr", "-q"]
+    )
+    assert res.exit_code == 0, res.output
+    (entry,) = index(tmp_path / "r")
+    assert entry["sr_file"], entry
+    ds = pydicom.dcmread(tmp_path / "r" / entry["sr_file"])
+    assert list(ds.SpecificCharacterSet) == ["ISO 2022 IR 6", "ISO 2022 IR 87"]
+    validate_sr(tmp_path / "r" / entry["sr_file"])
+
+
+def test_another_release_writes_another_sr_instance(run):
+    """The same source, frame, method and options under another fetalbio version: a new UID (a release
+    may measure otherwise with the same models; the PACS must not keep an old document under its UID)."""
+    from dataclasses import replace
+
+    entry, path = written(run)[0]
+    src = pydicom.dcmread(entry["file"], stop_before_pixels=True)
+    row = rows(run)[entry["file"]]
+    prov = srmod.SrProvenance.from_run(json.loads((run / "run.json").read_text()), row["method"], "opts")
+    assert srmod.sr_uids(src, row, prov) == srmod.sr_uids(src, row, prov)  # a rerun: the same instance
+    other = replace(prov, fetalbio_version=prov.fetalbio_version + ".post1")
+    assert srmod.sr_uids(src, row, other)[1] != srmod.sr_uids(src, row, prov)[1]
