@@ -798,7 +798,8 @@ def _run_predict(
         run = BatchRun(folder, OutputNames(inputs), options, {m: i for m, (i, _) in ids.items()}, kind)
         if mode == "resume":
             run.done = folder.done(options)
-            _say_what_resume_leaves(folder, options, paths)
+            if remote is None:  # a PACS run's files are retrieved below: nothing to compare yet
+                _say_what_resume_leaves(folder, options, paths)
             err_console.print(
                 f"resuming: {len(run.done)} scans in the journal, measured with these models and options "
                 "(a file changed since is measured again)"

@@ -158,7 +158,9 @@ class Pacs:
     # --- QIDO-RS ---
     def find(self, query: Query) -> list[InstanceRef]:
         """The instances of the query's studies (series of its modality), in series/instance order."""
-        studies = list(query.studies) or self._find_studies(query)
+        # a study named twice, or a series a PACS lists twice (one study under two patient IDs), is
+        # measured and its SR stored once
+        studies = list(dict.fromkeys(query.studies)) or self._find_studies(query)
         refs: list[InstanceRef] = []
         for study in studies:
             filters = {"Modality": query.modality} if query.modality else {}
@@ -175,7 +177,7 @@ class Pacs:
                     lambda st=study, u=uid: self._pages(self.client.search_for_instances, st, u),
                 )
                 refs += [InstanceRef(study, uid, _value(i, "sop"), _value(i, "class")) for i in found]
-        return refs
+        return _first_of_each(refs)
 
     def _find_studies(self, query: Query) -> list[str]:
         narrowing = {
@@ -315,3 +317,9 @@ def _save(ds: Dataset, path: Path) -> None:
     buf = BytesIO()
     ds.save_as(buf, enforce_file_format=True)
     write_bytes_atomic(path, buf.getvalue())
+
+
+def _first_of_each(refs: list[InstanceRef]) -> list[InstanceRef]:
+    """Each instance once (by SOP instance UID), at its first place."""
+    seen: set[str] = set()
+    return [r for r in refs if not (r.sop in seen or seen.add(r.sop))]

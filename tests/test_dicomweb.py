@@ -124,6 +124,7 @@ def test_the_pdf_is_skipped_with_its_reason_and_resume_stores_no_duplicates(pacs
     assert "not an image: an encapsulated document" in res.output
     assert "not an image: a structured report" in res.output  # our own SRs, now in the study
     assert "resuming: 50 scans in the journal" in " ".join(res.output.split())
+    assert "not among these inputs" not in res.output  # a PACS run's files come after the journal check
     assert len(stored_srs(server, study)) == 50  # the same SR instances again, not new ones
 
 
@@ -217,6 +218,17 @@ def test_options_that_contradict(tmp_path):
     assert "give --study UID or a filter" in invoke(["predict", "--dicomweb", "http://127.0.0.1:9/dw"]).output
     csv = invoke(["predict", "--dicomweb", "http://h/dw", "--study", "1.2", "--pixel-csv", str(scan)]).output
     assert "--pixel-csv names files" in csv
+
+
+def test_a_study_named_twice_is_listed_once(pacs):
+    server, study, _, _ = pacs
+    os.environ.update(CREDS)
+    try:
+        refs = Pacs(server.dicomweb).find(Query((study, study)))
+    finally:
+        for k in CREDS:
+            os.environ.pop(k, None)
+    assert len(refs) == len({r.sop for r in refs}) == 50  # 48 scans and 2 cines (US only), once each
 
 
 def test_studies_found_by_qido_filters(pacs, tmp_path):
