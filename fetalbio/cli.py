@@ -925,6 +925,7 @@ def _run_info(started: str, engines: dict, ids: dict, kind: str, opts, mode: str
     return {
         "fetalbio_version": version,
         "command": sys.argv,
+        "cwd": os.getcwd(),  # the rows' relative paths are relative to it (fetalbio sr reads the sources)
         "started": started,
         "finished": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         "mode": mode,

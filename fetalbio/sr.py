@@ -456,8 +456,9 @@ def write_run_srs(out: Path, rows: list[dict], run_info: dict) -> SrRun:
         try:
             if row["status"] not in MEASURED:
                 raise _Skip("not measured", row.get("error") or "error row")
-            _unchanged(Path(row["file"]), measured.get(row["file"]))
-            src = _source(Path(row["file"]))  # one row per input: each header is read once
+            path = _as_measured(Path(row["file"]), run_info)
+            _unchanged(path, measured.get(row["file"]))
+            src = _source(path)  # one row per input: each header is read once
             sr = build_sr(row, src, SrProvenance.from_run(run_info, method, options), n)
         except _Skip as skip:
             result.skipped.append({**entry, "kind": skip.kind, "note": skip.note})
@@ -477,6 +478,13 @@ def write_run_srs(out: Path, rows: list[dict], run_info: dict) -> SrRun:
     index = [{**w, "note": ""} for w in result.written] + result.skipped
     write_csv_atomic(out / "sr" / "index.csv", index, SR_INDEX_COLUMNS)
     return result
+
+
+def _as_measured(path: Path, run_info: dict) -> Path:
+    """A row's input path as predict opened it: relative paths are relative to the folder it ran in
+    (``run.json``'s ``cwd``), so ``fetalbio sr RUN`` finds the sources from any folder."""
+    cwd = run_info.get("cwd")
+    return path if path.is_absolute() or not cwd else Path(cwd) / path
 
 
 def _measured_sha256(out: Path, options: str) -> dict[str, str]:

@@ -322,3 +322,16 @@ def test_another_release_writes_another_sr_instance(run):
     assert srmod.sr_uids(src, row, prov) == srmod.sr_uids(src, row, prov)  # a rerun: the same instance
     other = replace(prov, fetalbio_version=prov.fetalbio_version + ".post1")
     assert srmod.sr_uids(src, row, other)[1] != srmod.sr_uids(src, row, prov)[1]
+
+
+def test_sr_command_finds_relative_sources_from_another_folder(tmp_path, monkeypatch):
+    """predict ran in one folder with relative paths; `fetalbio sr` runs from another: the sources are
+    found relative to where predict ran (run.json's cwd)."""
+    write_study(tmp_path / "site" / "in", 2, seed=6)
+    monkeypatch.chdir(tmp_path / "site")
+    res = CliRunner().invoke(app, ["predict", "in", "--out", "run", "-q"])
+    assert res.exit_code == 0, res.output
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["sr", "site/run"])
+    assert res.exit_code == 0, res.output
+    assert len([e for e in index(tmp_path / "site" / "run") if e["sr_file"]]) == 2
