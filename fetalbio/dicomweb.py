@@ -261,7 +261,11 @@ class Pacs:
                 resp = self.client.store_instances([ds], study_instance_uid=ds.StudyInstanceUID)
             except Exception as exc:  # noqa: BLE001
                 failed.append((p, str(self._explain(f"storing SR {ds.SOPInstanceUID}", exc))))
-                if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout):
+                status = getattr(getattr(exc, "response", None), "status_code", None)
+                # a server that is gone, or that refuses these credentials, refuses every SR alike
+                if isinstance(exc, requests.exceptions.ConnectionError | requests.exceptions.Timeout) or (
+                    status in (401, 403)
+                ):
                     unreachable = str(self._explain("", exc)).split(": ", 1)[-1]
                 continue
             bad = resp.get("FailedSOPSequence") if resp is not None else None

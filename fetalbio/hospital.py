@@ -77,5 +77,11 @@ def finish_srs(out: Path, rows: list[dict], run_info: dict, opts: SrOptions) -> 
         return lines, 0
     failed = opts.store.store([out / w["sr_file"] for w in done.written])
     lines.append(f"stored {len(done.written) - len(failed)} of {len(done.written)} SRs on {opts.store.where}")
-    lines += [f"not stored: {why}" for _, why in failed]
+    tried = [why for _, why in failed if ": not tried (" not in why]
+    lines += [f"not stored: {why}" for why in tried]
+    if len(failed) > len(tried):  # the server is gone or refuses us: one line for the rest, not one each
+        rest = next(why for _, why in failed if ": not tried (" in why)
+        lines.append(
+            f"not stored: {len(failed) - len(tried)} more SRs not tried ({rest.split(': not tried (', 1)[1]}"
+        )
     return lines, len(failed)

@@ -140,6 +140,21 @@ def test_wrong_password_is_one_line_and_never_printed(pacs, tmp_path):
     assert not (tmp_path / "r").exists()  # asked before anything was written
 
 
+def test_sr_store_with_a_wrong_password_tries_once_and_says_it_once(pacs, round_trip, tmp_path):
+    import shutil
+
+    server, _, _, _ = pacs
+    copy = tmp_path / "run"
+    shutil.copytree(round_trip[1], copy)
+    res = invoke(
+        ["sr", str(copy), "--dicomweb", server.dicomweb, "--store-sr"],
+        env={"FETALBIO_DICOMWEB_PASSWORD": "not-the-password-91"},
+    )
+    text = " ".join(res.output.split())
+    assert res.exit_code == 1 and text.count("HTTP 401") == 2, res.output  # the first SR, then the rest
+    assert "49 more SRs not tried" in text and "not-the-password-91" not in text
+
+
 def test_credentials_from_a_netrc_file(pacs, tmp_path, monkeypatch):
     server, study, _, _ = pacs
     netrc = tmp_path / "netrc"
