@@ -50,7 +50,7 @@ __all__ = [
 ]
 
 SCAN_SUFFIXES: frozenset[str] = frozenset(
-    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"}
+    {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"}  # WebP: browsers' saves
 )
 DICOM_SUFFIXES: frozenset[str] = frozenset({".dcm", ".dicom"})
 SPACING_SOURCES: frozenset[str] = frozenset(

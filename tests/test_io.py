@@ -623,4 +623,15 @@ def test_find_scans_single_path_and_empty(tmp_path: Path) -> None:
 
 
 def test_scan_suffixes() -> None:
-    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".dcm", ".dicom"} == set(SCAN_SUFFIXES)
+    assert {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".dcm", ".dicom"} == set(SCAN_SUFFIXES)
+
+
+def test_a_webp_scan_in_a_folder_is_found_and_read(tmp_path: Path) -> None:
+    """A scan saved from a browser as WebP (lossless here) is a scan like a PNG, in a folder too."""
+    img = ramp(120, 160)
+    ok, buf = cv2.imencode(".webp", img, [cv2.IMWRITE_WEBP_QUALITY, 101])  # >100: lossless
+    assert ok
+    (tmp_path / "scan.webp").write_bytes(buf.tobytes())
+    scans, errors = find_scans([tmp_path])
+    assert scans == [tmp_path / "scan.webp"] and not errors
+    assert np.array_equal(read_scan(scans[0], pixel_size_mm=0.1).pixels, img)
