@@ -290,18 +290,14 @@ JsonOut = Annotated[
 
 def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str, augment: str, **kw) -> None:
     quiet_tensorflow()
+    from fetalbio.datasets import check_dataset_folder
     from fetalbio.io import ScanError
     from fetalbio.train import TrainConfig, train
 
-    if not dataset.is_dir():
-        raise fail(
-            f"{dataset}: "
-            + (
-                "is a file, expected a dataset folder"
-                if dataset.exists()
-                else "dataset folder does not exist"
-            )
-        )
+    try:
+        check_dataset_folder(dataset)
+    except ScanError as exc:
+        raise fail(str(exc)) from None
     if resume and not (out / "config.json").exists():
         raise fail(f"{out}: nothing to resume (no config.json)")
     kw = {k: str(v) if isinstance(v, Path) else v for k, v in kw.items()}

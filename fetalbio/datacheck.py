@@ -103,6 +103,7 @@ import numpy as np
 from fetalbio.datasets import (
     Sample,
     Truth,
+    check_dataset_folder,
     find_pixel_csv,
     find_samples,
     load_truth,
@@ -471,11 +472,7 @@ def check_dataset(
     """
     t0 = time.perf_counter()
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ScanError(
-            folder,
-            "is a file, expected a dataset folder" if folder.exists() else "dataset folder does not exist",
-        )
+    check_dataset_folder(folder)
     csv_path = Path(pixel_csv) if pixel_csv else find_pixel_csv(folder)
     spacing = read_pixel_csv(csv_path) if csv_path else {}  # raises a clear ScanError when bad
     raw_landmarks = read_landmarks_csv(landmarks_csv) if landmarks_csv is not None else None

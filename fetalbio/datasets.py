@@ -131,14 +131,19 @@ def _parse_hc_column(path: Path, fh: TextIO) -> dict[str, float]:
     return out
 
 
+def check_dataset_folder(folder: Path) -> None:
+    """Raises ScanError (one line) unless ``folder`` is a folder: a file, or nothing, is said as such."""
+    if not folder.is_dir():
+        reason = (
+            "is a file, expected a dataset folder" if folder.exists() else "dataset folder does not exist"
+        )
+        raise ScanError(folder, reason)
+
+
 def find_samples(folder: str | Path, pixel_csv: str | Path | None = None) -> list[Sample]:
     """All scans of an annotated folder (sorted by name), with their annotation and spacing if known."""
     folder = Path(folder)
-    if not folder.is_dir():
-        raise ScanError(
-            folder,
-            "is a file, expected a dataset folder" if folder.exists() else "dataset folder does not exist",
-        )
+    check_dataset_folder(folder)
     csv_path = Path(pixel_csv) if pixel_csv else find_pixel_csv(folder)
     spacing = read_pixel_csv(csv_path) if csv_path else {}
     hcs = read_hc_column(csv_path) if csv_path else {}

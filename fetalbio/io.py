@@ -729,7 +729,8 @@ _SPECIAL = "not a regular file (a pipe, socket or device): not read"
 def _special(path: Path) -> bool:
     """A FIFO, socket or device: opening a FIFO blocks until someone writes to it, so it is never read."""
     try:
-        return not stat.S_ISREG(path.stat().st_mode) and not stat.S_ISDIR(path.stat().st_mode)
+        mode = path.stat().st_mode
+        return not stat.S_ISREG(mode) and not stat.S_ISDIR(mode)
     except OSError:
         return False  # a broken link: read_scan says so
 
