@@ -131,12 +131,9 @@ def parse_size(text: str) -> tuple[int, int]:
         raise fail(f"--image-size {text!r}: expected HxW, e.g. 256x384") from None
     if h <= 0 or w <= 0 or h % 16 or w % 16:
         raise fail(f"--image-size {text!r}: both sides must be positive multiples of 16")
-    if max(h, w) > MAX_INPUT_SIDE_PX:  # larger inputs exhaust memory (the process was killed, silently)
-        raise fail(f"--image-size {text!r}: at most {MAX_INPUT_SIDE_PX} px a side")
+    if max(h, w) > defaults.MAX_INPUT_SIDE_PX:
+        raise fail(f"--image-size {text!r}: at most {defaults.MAX_INPUT_SIDE_PX} px a side")
     return h, w
-
-
-MAX_INPUT_SIDE_PX = 2048
 
 
 # --- data check ---

@@ -5,6 +5,9 @@ from __future__ import annotations
 # Model input (H, W). HC18 scans are mostly 800x540 (W x H): 256x384 keeps their 1.48 aspect ratio
 # with little padding, and is divisible by 2**4 for a depth-4 U-Net.
 IMAGE_SIZE = (256, 384)
+# --image-size is refused above this side (px): a 20000x20000 input exhausted memory and the process was
+# killed without a word
+MAX_INPUT_SIDE_PX = 2048
 
 # Segmentation U-Net: ~1.9 M parameters; trains at ~9 scans/s on 2 CPU cores at 256x384.
 SEG_BASE_FILTERS = 16
