@@ -86,3 +86,10 @@ MAX_SCAN_PIXELS = 40_000_000
 # Segmentation post-processing runs on a probability map of at most this many pixels a side, so that its
 # cost is bounded whatever the scan's size (the model input is 256x384; HC18 scans are 800x540).
 MAX_POSTPROCESS_SIDE_PX = 2048
+
+# --- a PACS over DICOMweb (fetalbio.dicomweb) ---
+# A server that says it is busy (HTTP 408, 429, 503, 504) is asked again, 0.5 s then 1 s later; a timeout
+# or a refused connection is not (each try would wait the whole --timeout again).
+DICOMWEB_BUSY_CODES = (408, 429, 503, 504)
+DICOMWEB_BUSY_TRIES = 3
+DICOMWEB_BUSY_WAIT_S = 0.5

@@ -11,10 +11,15 @@ retrieval goes on past an instance that fails.
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit, urlunsplit
+
+from fetalbio.defaults import DICOMWEB_BUSY_CODES as BUSY_CODES
+from fetalbio.defaults import DICOMWEB_BUSY_TRIES as BUSY_TRIES
+from fetalbio.defaults import DICOMWEB_BUSY_WAIT_S as BUSY_WAIT_S
 
 if TYPE_CHECKING:
     from pydicom.dataset import Dataset
@@ -107,9 +112,25 @@ class Pacs:
             from dicomweb_client.api import DICOMwebClient
 
             self._client = DICOMwebClient(self._base(), session=self._session(), timeout=self.timeout_s)
-            # a busy server (429/503/504) gets 3 tries, 0.5 s then 1 s apart, not the default 5 over 31 s
-            self._client.set_http_retry_params(retry=True, max_attempts=3, wait_exponential_multiplier=500)
+            # the library's retry repeats every exception too, so a server that never answers cost 3x
+            # --timeout: it is off, and :meth:`_call` retries only a busy server's answers
+            self._client.set_http_retry_params(retry=False)
         return self._client
+
+    def _call(self, call):
+        """``call()``, tried again when the server says it is busy (HTTP 408, 429, 503, 504: three tries,
+        0.5 s then 1 s apart); a timeout, a refused connection or any other error is raised at once."""
+        import requests
+
+        for attempt in range(BUSY_TRIES):
+            try:
+                return call()
+            except requests.exceptions.HTTPError as exc:
+                code = getattr(exc.response, "status_code", None)
+                if code not in BUSY_CODES or attempt == BUSY_TRIES - 1:
+                    raise
+            time.sleep(BUSY_WAIT_S * 2**attempt)
+        raise AssertionError("unreachable")
 
     def _base(self) -> str:
         return redact(self.url).rstrip("/")
@@ -213,7 +234,7 @@ class Pacs:
 
     def _qido(self, what: str, call) -> list[dict]:
         try:
-            return call() or []
+            return self._call(call) or []
         except Exception as exc:  # noqa: BLE001 - requests/dicomweb-client raise many kinds: say which
             raise self._explain(what, exc) from None
 
@@ -230,7 +251,7 @@ class Pacs:
             path = folder / ref.study / ref.series / f"{ref.sop}.dcm"
             if not path.exists():
                 try:
-                    ds = self.client.retrieve_instance(ref.study, ref.series, ref.sop)
+                    ds = self._call(lambda r=ref: self.client.retrieve_instance(r.study, r.series, r.sop))
                 except Exception as exc:  # noqa: BLE001 - one instance fails, the batch goes on
                     out.failed.append((ref, str(self._explain(f"retrieving {ref.name}", exc))))
                     continue
@@ -258,7 +279,9 @@ class Pacs:
                 )
                 continue
             try:
-                resp = self.client.store_instances([ds], study_instance_uid=ds.StudyInstanceUID)
+                resp = self._call(
+                    lambda d=ds: self.client.store_instances([d], study_instance_uid=d.StudyInstanceUID)
+                )
             except Exception as exc:  # noqa: BLE001
                 failed.append((p, str(self._explain(f"storing SR {ds.SOPInstanceUID}", exc))))
                 status = getattr(getattr(exc, "response", None), "status_code", None)

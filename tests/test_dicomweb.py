@@ -21,7 +21,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from typer.testing import CliRunner
 
 from fetalbio.cli import app
-from fetalbio.dicomweb import InstanceRef, Pacs, Query, redact
+from fetalbio.dicomweb import DicomwebError, InstanceRef, Pacs, Query, redact
 from fetalbio.sr import read_sr
 
 pytestmark = pytest.mark.slow
@@ -216,6 +216,41 @@ def test_a_server_that_never_answers_times_out(tmp_path):
             c.close()
         listener.close()
     assert res.exit_code == 2 and "no answer within 1 s" in res.output
+    assert len(held) == 1  # asked once: a retry would wait the whole --timeout again (it was 3 times)
+
+
+def test_a_busy_server_is_asked_again_and_a_refusal_is_not(tmp_path):
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    codes = [503, 503, 200, 400]  # busy twice, then an answer; then a plain refusal
+    seen: list[int] = []
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            code = codes[min(len(seen), len(codes) - 1)]
+            seen.append(code)
+            body = b"[]" if code == 200 else b""
+            self.send_response(code)
+            self.send_header("Content-Type", "application/dicom+json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        pacs = Pacs(f"http://127.0.0.1:{server.server_address[1]}/dicom-web", timeout_s=5)
+        assert pacs.find(Query(studies=("1.2.3",))) == []  # answered on the third try
+        assert seen == [503, 503, 200]
+        with pytest.raises(DicomwebError, match="HTTP 400"):
+            pacs.find(Query(studies=("1.2.4",)))
+        assert seen == [503, 503, 200, 400]  # a refusal is not asked again
+    finally:
+        server.shutdown()
+        server.server_close()
 
 
 def test_tls_is_verified_and_urls_are_redacted():
