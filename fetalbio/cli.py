@@ -14,6 +14,8 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.markup import escape
+from rich.text import Text
 
 from fetalbio import defaults
 
@@ -28,7 +30,9 @@ app = typer.Typer(
 data_app = typer.Typer(help="Check annotated datasets before training.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
 
-console = Console()
+# markup off: paths and messages are printed as they are ("fetalbio[train]", "scans[left]/"); the few
+# styled words say markup=True and escape what they interpolate
+console = Console(markup=False)
 
 
 def _version(value: bool) -> None:
@@ -61,7 +65,7 @@ def _main(
         quiet_third_party()
 
 
-err_console = Console(stderr=True)
+err_console = Console(stderr=True, markup=False)
 
 
 class EngineName(StrEnum):
@@ -85,7 +89,7 @@ class Quantize(StrEnum):
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print a one-line error (no traceback) and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True, markup=True)
     return typer.Exit(code)
 
 
@@ -102,6 +106,16 @@ def check_output(path: Path | None, option: str, folder: bool = False) -> None:
     above = next((p for p in path.parents if p.exists()), None)
     if above is not None and not above.is_dir():
         raise fail(f"{option} {path}: {above} is a file, not a folder")
+    if above is not None:  # a real write: permissions, a read-only mount or an immutable folder
+        import tempfile
+
+        try:
+            with tempfile.NamedTemporaryFile(
+                dir=path if folder and path.is_dir() else above, prefix=".fetalbio-"
+            ):
+                pass
+        except OSError as exc:
+            raise fail(f"{option} {path}: cannot write there ({exc.strerror or exc})") from None
 
 
 def quiet_third_party() -> None:
@@ -169,7 +183,9 @@ def data_check(
         console.print(f"wrote {json_path}")
     if not report.summary.get("n_images"):  # nothing to train on is a failed check, not a clean one
         err_console.print(
-            f"[red]{dataset}[/]: no scans found (NAME.png beside NAME_Annotation.png)", highlight=False
+            f"[red]{escape(str(dataset))}[/]: no scans found (NAME.png beside NAME_Annotation.png)",
+            highlight=False,
+            markup=True,
         )
     raise typer.Exit(1 if report.summary.get("n_errors") or not report.summary.get("n_images") else 0)
 
@@ -327,7 +343,10 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str,
     val = result.get("val", {})
     keys = ("dice_mean", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm", "landmark_mre_mm")
     figures = "  ".join(f"{k} {val[k]:.3f}" for k in keys if isinstance(val.get(k), float))
-    console.print(f"[bold green]done[/]: best epoch {result['best_epoch']}  {figures}\nrun folder: {out}")
+    console.print(
+        f"[bold green]done[/]: best epoch {result['best_epoch']}  {figures}\nrun folder: {escape(str(out))}",
+        markup=True,
+    )
 
 
 DEFAULT_SIZE = "x".join(map(str, defaults.IMAGE_SIZE))
@@ -472,14 +491,23 @@ def _load_engines(methods: tuple[str, ...], model: Path | None, engine: EngineNa
         raise fail("--model takes one model: use it with --method segmentation or --method landmarks")
     if model is not None and engine == EngineName.litert and model.suffix != ".tflite":
         raise fail(f"--engine litert runs .tflite files, not {model}: convert it first (fetalbio export)")
-    from fetalbio.methods import engines_needed
+    from fetalbio.modelinfo import sidecar_path
     from fetalbio.quiet import native_stderr_silenced
 
     try:
         with native_stderr_silenced():  # TensorFlow's and LiteRT's start-up lines
-            return {m: load_engine(model, m, engine.value) for m in engines_needed(methods)}
+            engines = {m: load_engine(model, m, engine.value) for m in engines_needed(methods)}
     except ModelError as exc:
         raise fail(str(exc)) from None
+    if model is not None and model.suffix == ".tflite" and sidecar_path(model) is None:
+        err_console.print(
+            f"warning: {model} has no sidecar ({model.with_suffix('.json').name}, written beside it by "
+            "fetalbio export): its method is read from its outputs and the defaults are assumed for "
+            "everything else (a landmark model's confidence limit, no sha256 check); keep the two together",
+            highlight=False,
+            markup=False,
+        )
+    return engines
 
 
 def _available_methods(method: str, model: Path | None, engine: EngineName) -> tuple[str, ...]:
@@ -489,7 +517,7 @@ def _available_methods(method: str, model: Path | None, engine: EngineName) -> t
 
     methods = _methods(method)
     if method == "both" and model is None:
-        kind = default_engine(engine.value)  # auto: Keras when installed, else the shipped int8 .tflite
+        kind = default_engine(engine.value)  # auto: the shipped int8 .tflite when LiteRT is installed
         missing = [m for m in engines_needed(methods) if not default_model_path(m, kind).exists()]
         if missing and len(missing) < len(methods):
             err_console.print(
@@ -760,9 +788,10 @@ def _pixel_csv_for(
             err_console.print(f"pixel sizes from {c} (for the scans in {folder})", highlight=False)
     if found and paths and not any(p.name in csv_map or str(p) in csv_map for p in paths):
         err_console.print(
-            f"[yellow]warning:[/] {', '.join(map(str, found))} names none of the {len(paths)} scans; "
+            f"[yellow]warning:[/] {escape(', '.join(map(str, found)))} names none of the {len(paths)} scans; "
             "they are measured in pixels unless their files carry a spacing",
             highlight=False,
+            markup=True,
         )
     return csv_map or None
 
@@ -803,7 +832,15 @@ def _run_predict(
         info = _run_info(started, engines, ids, kind, opts, mode) | {"options_hash": options}
         if remote is not None:
             info["dicomweb"] = remote.info()
-        summary = write_outputs(out, rows, info)
+        try:
+            summary = write_outputs(out, rows, info)
+        except OSError as exc:  # a full disk, a quota, a folder where a file goes: nothing half-written
+            name = exc.filename2 or exc.filename or out  # an atomic write names its target second
+            raise fail(
+                f"{name}: cannot write the results ({exc.strerror or exc}); the journal keeps the measured "
+                "scans: fix that and rerun with --resume",
+                code=1,
+            ) from None
     finally:
         folder.close()
     _print_measurements(rows, quiet)
@@ -835,12 +872,14 @@ def _say_what_resume_leaves(folder, options: str, paths: list) -> None:
             f"[yellow]warning:[/] {redo} scans in the journal were measured with other models or options: "
             "measured again",
             highlight=False,
+            markup=True,
         )
     if gone:
         err_console.print(
             f"[yellow]warning:[/] {gone} scans in the journal are not among these inputs: left out of the "
             "table (resume with the first run's inputs to keep them)",
             highlight=False,
+            markup=True,
         )
 
 
@@ -949,7 +988,9 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
         return
     for r in rows:
         if r["status"] == "error":
-            err_console.print(f"[red]{r['file']}[/]: {r['error']}", highlight=False)
+            err_console.print(
+                f"[red]{escape(r['file'])}[/]: {escape(r['error'])}", highlight=False, markup=True
+            )
     ok = [r for r in rows if r["status"] in ("ok", "review")]  # review rows keep their numbers
     if not ok or len(ok) > 50:
         return
@@ -982,7 +1023,7 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
         t.add_row(
             Path(r["file"]).name,
             methods.get(r["method"]).short_name,
-            "[yellow]review[/]" if r["status"] == "review" else "ok",
+            Text("review", style="yellow") if r["status"] == "review" else "ok",
             f("hc") if u != "mm" or lo is None or hi is None else _with_interval(r["hc_mm"], lo, hi),
             f("bpd"),
             f("ofd"),
@@ -1070,6 +1111,7 @@ def evaluate(
                     f"[yellow]warning:[/] {summary['n_px_only']} scans have no pixel size: their figures are "
                     "in pixels (`_px` in --json) and not in the mm table; give --pixel-csv",
                     highlight=False,
+                    markup=True,
                 )
             out[m] = {"summary": summary, "rows": rows}
             if report:
@@ -1109,10 +1151,14 @@ def export(
     json_path: Annotated[
         Path | None, typer.Option("--json", help="Write the export and verification report here.")
     ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Replace an existing FILE.tflite and its FILE.json.")
+    ] = False,
 ) -> None:
     """Convert a Keras model to TFLite for LiteRT (no TensorFlow ops), then verify it against Keras.
 
-    The preprocessing the model needs travels in FILE.json beside FILE.tflite.
+    The preprocessing the model needs travels in FILE.json beside FILE.tflite; both are written only
+    after the check.
     """
     quiet_tensorflow()
     from fetalbio.export import ExportError, export_model, print_verification
@@ -1120,6 +1166,9 @@ def export(
 
     check_output(out, "--out")
     check_output(json_path, "--json")
+    there = [p for p in (out, out.with_suffix(".json")) if out.suffix == ".tflite" and p.exists()]
+    if there and not overwrite:
+        raise fail(f"--out {out}: {there[0]} exists; use --overwrite to replace it, or another --out")
 
     try:
         with (

@@ -658,7 +658,9 @@ def print_report(report: DataCheckReport, console: Any) -> None:
                 notes.append("landmarks: " + ", ".join(r["lm_reasons"]))
             label = r["status"] if r["status"] != "ok" else "lm suspect"
             style = {"error": "red", "warning": "yellow"}.get(r["status"], "magenta")
-            status = f"[{style}]{label}[/]"
+            from rich.text import Text
+
+            status = Text(label, style=style)
             rows_table.add_row(r["file"], status, "; ".join(notes))
         console.print(rows_table)
     for label, names in (

@@ -195,8 +195,8 @@ class LiteRTEngine(_EngineBase):
 def load_engine(path: str | Path | None, method: str, engine: str = "auto") -> Engine:
     """Load the model that ``method`` runs on (the shipped one when ``path`` is None).
 
-    ``engine='auto'`` picks LiteRT for ``.tflite`` files and Keras otherwise; for the shipped model,
-    Keras when TensorFlow is installed, else the shipped int8 LiteRT file.
+    ``engine='auto'`` picks LiteRT for ``.tflite`` files and Keras otherwise; for the shipped model, its
+    int8 LiteRT file when LiteRT is installed, else Keras (:func:`fetalbio.modelinfo.default_engine`).
     """
     from fetalbio import methods
 

@@ -463,19 +463,22 @@ def export_model(
             f"{out}: verifying the export needs LiteRT: pip install 'fetalbio[litert]'"
         ) from None
     sidecar = sidecar_content(engine, quantize, tflite, inp, outp, source)
-    write_bytes_atomic(out, tflite)
-    json_path = write_json_atomic(out.with_suffix(".json"), sidecar)
-    say(f"wrote {out} ({len(tflite) / 1e6:.2f} MB) and {json_path}")
     held = " (not used for calibration)" if quantize == "int8" and source.verification_held_out else ""
     say(f"verifying with LiteRT vs Keras on {len(source.verification)} {source.description}{held}")
-    verification = verify(out, engine, source.verification)
+    # checked before it is written: an export interrupted (Ctrl-C, killed) during the check leaves no file
+    # that predict would take for a checked one
+    with tempfile.TemporaryDirectory(prefix="fetalbio-export-check-") as tmp:
+        trial = write_bytes_atomic(Path(tmp) / out.name, tflite)
+        write_json_atomic(trial.with_suffix(".json"), sidecar)
+        verification = verify(trial, engine, source.verification)
     if not verification["summary"]["n_compared"]:  # nothing compared is no check: the file is not kept
-        out.unlink(missing_ok=True)
-        json_path.unlink(missing_ok=True)
         raise ExportError(
             f"{out}: not written: the check measured no head on any of its {len(source.verification)} scans "
             "(Keras or LiteRT), so the export cannot be verified; give --calibration a folder of real scans"
         )
+    write_bytes_atomic(out, tflite)
+    json_path = write_json_atomic(out.with_suffix(".json"), sidecar)
+    say(f"wrote {out} ({len(tflite) / 1e6:.2f} MB) and {json_path}")
     return {
         "out": str(out),
         "sidecar": str(json_path),
@@ -534,7 +537,9 @@ def print_verification(report: dict, console) -> None:
     )
     if s["n_one_failed"]:
         console.print(
-            f"[yellow]warning:[/] {s['n_one_failed']} scan(s) measured by one engine only", highlight=False
+            f"[yellow]warning:[/] {s['n_one_failed']} scan(s) measured by one engine only",
+            highlight=False,
+            markup=True,
         )
     if s["n_both_failed"]:
         console.print(f"{s['n_both_failed']} scan(s) found no head with either engine", highlight=False)

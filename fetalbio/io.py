@@ -776,8 +776,11 @@ def _read_more(path: Path, n: int) -> bytes:
         return b""
 
 
-def raster_size(head: bytes) -> tuple[int, int] | None:
-    """(width, height) from a PNG, JPEG, BMP or GIF header without decoding; None when not found."""
+def raster_size(head: bytes, path: Path | None = None) -> tuple[int, int] | None:
+    """(width, height) from a PNG, JPEG, BMP, WebP or TIFF header without decoding; None when not found.
+
+    ``head``: the file's first bytes; ``path``: the file, for a TIFF whose first directory lies beyond them.
+    """
     import struct
 
     if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 33 and head[12:16] == b"IHDR":
@@ -791,25 +794,74 @@ def raster_size(head: bytes) -> tuple[int, int] | None:
         w, h = struct.unpack("<ii", head[18:26])
         return abs(w), abs(h)
     if head[:2] == b"\xff\xd8":
-        i = 2
-        while i + 9 < len(head):
-            if head[i] != 0xFF:
-                i += 1
-                continue
-            marker = head[i + 1]
-            if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
-                h, w = struct.unpack(">HH", head[i + 5 : i + 9])
-                return w, h
-            if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
-                i += 2
-                continue
-            i += 2 + struct.unpack(">H", head[i + 2 : i + 4])[0]
+        return _jpeg_size(head)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        return _webp_size(head)
+    if head[:4] in (b"II*\x00", b"MM\x00*"):
+        return _tiff_size(head, path)
     return None
+
+
+def _jpeg_size(head: bytes) -> tuple[int, int] | None:
+    import struct
+
+    i = 2
+    while i + 9 < len(head):
+        if head[i] != 0xFF:
+            i += 1
+            continue
+        marker = head[i + 1]
+        if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+            h, w = struct.unpack(">HH", head[i + 5 : i + 9])
+            return w, h
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7:
+            i += 2
+            continue
+        i += 2 + struct.unpack(">H", head[i + 2 : i + 4])[0]
+    return None
+
+
+def _webp_size(head: bytes) -> tuple[int, int] | None:
+    """The canvas of a WebP file (Google's container spec: lossy VP8, lossless VP8L, extended VP8X)."""
+    chunk = head[12:16]
+    if chunk == b"VP8X":
+        return 1 + int.from_bytes(head[24:27], "little"), 1 + int.from_bytes(head[27:30], "little")
+    if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+        return int.from_bytes(head[26:28], "little") & 0x3FFF, int.from_bytes(head[28:30], "little") & 0x3FFF
+    if chunk == b"VP8L" and head[20] == 0x2F:
+        bits = int.from_bytes(head[21:25], "little")
+        return 1 + (bits & 0x3FFF), 1 + ((bits >> 14) & 0x3FFF)
+    return None
+
+
+def _tiff_size(head: bytes, path: Path | None) -> tuple[int, int] | None:
+    """The first page's ImageWidth and ImageLength (TIFF 6.0 tags 256 and 257) from its directory."""
+    import struct
+
+    end = "<" if head[:2] == b"II" else ">"
+    (offset,) = struct.unpack(end + "I", head[4:8])
+    ifd = head[offset : offset + 2 + 12 * 64] if offset + 2 <= len(head) else b""
+    if len(ifd) < 2 and path is not None:  # the directory after the pixel data, as many writers put it
+        try:
+            with path.open("rb") as fh:
+                fh.seek(offset)
+                ifd = fh.read(2 + 12 * 64)
+        except OSError:
+            return None
+    if len(ifd) < 2:
+        return None
+    found = {}
+    for k in range(min(struct.unpack(end + "H", ifd[:2])[0], (len(ifd) - 2) // 12)):
+        tag, typ, _count = struct.unpack(end + "HHI", ifd[2 + 12 * k : 10 + 12 * k])
+        if tag in (256, 257):
+            raw = ifd[10 + 12 * k : 14 + 12 * k]
+            found[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), raw[: 2 if typ == 3 else 4])[0]
+    return (found[256], found[257]) if len(found) == 2 else None
 
 
 def _check_raster_size(path: Path, head: bytes) -> None:
     """Refuse, from its header, an image too large to decode safely (limits in defaults.py)."""
-    size = raster_size(head)
+    size = raster_size(head, path)
     if size is None:
         return
     w, h = size

@@ -66,27 +66,51 @@ def on_convex_hull(mask: np.ndarray, pts: np.ndarray, tol_px: float = 2.0) -> np
     return pts[keep] if keep.sum() >= 5 else pts
 
 
-def touches_edge(mask: np.ndarray) -> bool:
-    return bool(mask[0].any() or mask[-1].any() or mask[:, 0].any() or mask[:, -1].any())
+def footprint_rim(seen: np.ndarray | None, shape_hw: tuple[int, int]) -> np.ndarray:
+    """(H, W) bool: the pixels on the border of what the model saw, ``seen`` ((H, W) bool, None = the
+    whole image): the image's outer pixels, and the last pixel inside a capture's region or a turned
+    scan's frame (with the pixel beyond it, where the zero-padded map makes the mask's outline)."""
+    if seen is None:
+        rim = np.zeros(shape_hw, bool)
+        rim[0], rim[-1], rim[:, 0], rim[:, -1] = True, True, True, True
+        return rim
+    # pixels within 1.5 px of an unseen one (or of the image border) or unseen ones next to a seen one
+    kernel = np.ones((3, 3), np.uint8)
+    inner = cv2.erode(seen.astype(np.uint8), kernel, borderType=cv2.BORDER_CONSTANT, borderValue=0) > 0
+    outer = cv2.dilate(seen.astype(np.uint8), kernel) > 0
+    return outer & ~inner
 
 
-def segment_to_ellipse(prob: np.ndarray, threshold: float = 0.5) -> SegResult:
+def touches_edge(mask: np.ndarray, seen: np.ndarray | None = None) -> bool:
+    """Whether the (H, W) mask reaches the border of what the model saw (``seen``, None = the image)."""
+    return bool((np.asarray(mask) > 0)[footprint_rim(seen, mask.shape)].any())
+
+
+def segment_to_ellipse(prob: np.ndarray, threshold: float = 0.5, seen: np.ndarray | None = None) -> SegResult:
     """Turn a skull probability map ((H, W) float in 0..1, ORIGINAL pixels) into an ellipse and flags.
 
-    Flags: ``no_head`` (nothing segmented; then ``error`` is set), ``edge`` (mask touches the scan
-    border: the head is cut and its ellipse is extrapolated), ``poor_fit`` (the boundary is far from an
-    ellipse), ``low_confidence`` (mean probability inside the mask is low).
+    ``seen`` ((H, W) bool, None = everywhere): the pixels the model saw (a capture's region, a turned
+    scan's frame: :func:`fetalbio.preprocess.footprint`).
+    Flags: ``no_head`` (nothing segmented; then ``error`` is set), ``edge`` (the mask touches the scan's
+    border or the border of what the model saw: the head is cut, the cut is left out of the fit and the
+    ellipse extrapolated), ``poor_fit`` (the boundary is far from an ellipse), ``low_confidence`` (mean
+    probability inside the mask is low).
     """
     mask = clean_mask(prob, threshold)
     area = int(mask.sum())
     if area < MIN_AREA_FRAC * mask.size:
         return SegResult(None, mask, ["no_head"], 0.0, "no head found")
     flags = []
-    if touches_edge(mask):
+    if touches_edge(mask, seen):
         flags.append("edge")
     # sub-pixel boundary where the probability crosses the threshold, on the convex hull only
     try:
         pts = mask_boundary_points(mask, prob=np.clip(prob, 0.0, 1.0) if threshold == 0.5 else None)
+        if seen is not None:  # a cut by the region's or frame's border is no skull: left out, as the image's
+            rim = footprint_rim(seen, mask.shape)
+            ix = np.clip(np.round(pts).astype(int), 0, [mask.shape[1] - 1, mask.shape[0] - 1])
+            kept = pts[~rim[ix[:, 1], ix[:, 0]]]
+            pts = kept if len(kept) >= 5 else pts
         fit = fit_ellipse(on_convex_hull(mask, pts))
     except ValueError as exc:
         return SegResult(None, mask, ["no_head"], 0.0, f"no head found ({exc})")

@@ -451,5 +451,6 @@ def options_for(opts: PredictOptions, model_sha256: dict[str, str]) -> str:
             "pixel_csv": sorted((opts.pixel_csv or {}).items()),
             "require_mm": opts.require_mm,
             "disagreement_frac": opts.disagreement_frac,
+            "frames": opts.frames,  # other frames of a cine: another row
         }
     )

@@ -246,6 +246,21 @@ class TiltedView:
         return cv2.warpAffine(up, m, (self.orig_w, self.orig_h), flags=flags, borderValue=0)
 
 
+def footprint(view: Letterbox | RotatedView | TiltedView) -> np.ndarray | None:
+    """The original pixels a view's model input saw ((H, W) bool), or None when it saw the whole image.
+
+    A capture's region or a turned scan's frame ends inside the image; there the map the model made is
+    zero-padded (:meth:`Letterbox.map_to_original`), so a head cut by that end must be recognised by the
+    footprint's border, as a head cut by the image's own border is by the image's."""
+    inner = view
+    while not isinstance(inner, Letterbox):
+        inner = inner.inner
+    if inner.full_h is None and not isinstance(view, TiltedView):
+        return None  # the whole image (a quarter turn of it included)
+    seen = view.map_to_original(np.ones((inner.in_h, inner.in_w), np.float32)) > 0.5
+    return None if seen.all() else seen
+
+
 def upright(
     pixels: np.ndarray, tilt: tuple[float, tuple[float, float], tuple[float, float]]
 ) -> tuple[np.ndarray, tuple[float, ...]]:

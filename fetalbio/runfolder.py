@@ -89,25 +89,36 @@ class RunFolder:
     def _lock(self) -> None:
         import fcntl
 
-        fd = os.open(self.out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            other = os.read(fd, 64).decode(errors="replace").strip() or "?"
+        path = self.out / ".lock"
+        while True:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                other = os.read(fd, 64).decode(errors="replace").strip() or "?"
+                os.close(fd)
+                raise RunFolderError(
+                    f"{self.out}: another fetalbio run (pid {other}) is writing to this folder; wait for it "
+                    "or use another --out"
+                ) from None
+            try:
+                same = os.fstat(fd).st_ino == os.stat(path).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                break
+            # the run that held it removed this .lock as we opened it: lock the one on disk now, or two
+            # runs would each hold a lock file of their own and write one folder
             os.close(fd)
-            raise RunFolderError(
-                f"{self.out}: another fetalbio run (pid {other}) is writing to this folder; wait for it or "
-                "use another --out"
-            ) from None
         os.ftruncate(fd, 0)
         os.write(fd, str(os.getpid()).encode())
         self._lock_fd = fd
 
     def close(self) -> None:
         if self._lock_fd is not None:
+            (self.out / ".lock").unlink(missing_ok=True)  # removed while still held (see _lock)
             os.close(self._lock_fd)  # closing releases the flock
             self._lock_fd = None
-            (self.out / ".lock").unlink(missing_ok=True)
 
     # --- the journal ---
 

@@ -433,7 +433,8 @@ class _Loop:
         if not self.val_set and self.chief:
             self.console.print(
                 "[yellow]warning:[/] no validation scans (too few subjects for --val-fraction "
-                f"{cfg.val_fraction}): the best epoch is chosen by the training loss"
+                f"{cfg.val_fraction}): the best epoch is chosen by the training loss",
+                markup=True,
             )
         write_json_atomic(run / "config.json", cfg.to_dict())
         self.steps = cfg.steps_per_epoch or max(1, len(self.train_set) // cfg.batch_size)

@@ -298,3 +298,45 @@ def test_model_id_of_a_run_without_known_models_is_empty():
     assert run.model_id("segmentation") == "" and run.model_id("fused") == ""
     run = BatchRun(model_ids={"segmentation": "s@1", "landmarks": "l@2"})
     assert run.model_id("fused") == "s@1;l@2"
+
+
+def test_outputs_that_cannot_be_written_are_one_line_and_resume_finishes(folder, tmp_path):
+    out = tmp_path / "r"
+    (out / "report.html").mkdir(parents=True)  # a folder where the report goes (as a full disk would fail)
+    res = invoke(folder, "--out", out, "--resume", "-q")
+    assert res.exit_code == 1, res.output
+    assert "report.html: cannot write the results" in res.output and "Traceback" not in res.output
+    (out / "report.html").rmdir()
+    again = invoke(folder, "--out", out, "--resume", "-q")
+    assert again.exit_code == 0, again.output
+    assert "resuming: 4 scans in the journal" in again.output  # nothing measured twice
+    assert len(table(out)) == 4
+
+
+def test_a_run_that_opens_the_lock_as_another_run_finishes_locks_the_file_on_disk(tmp_path, monkeypatch):
+    # run B opens .lock, run A finishes (removes it) before B locks: B must not hold a lock on the removed
+    # file while run C creates and locks a new one (two runs writing one folder)
+    from fetalbio import runfolder
+    from fetalbio.runfolder import RunFolder, RunFolderError
+
+    out = tmp_path / "run"
+    a = RunFolder(out, "new")
+    a.open()
+    real_open, opened = os.open, []
+
+    def open_then_a_finishes(path, *args, **kwargs):
+        fd = real_open(path, *args, **kwargs)
+        if str(path).endswith(".lock") and not opened:
+            opened.append(path)
+            a.close()
+        return fd
+
+    monkeypatch.setattr(runfolder.os, "open", open_then_a_finishes)
+    b = RunFolder(out, "resume")
+    b.open()
+    monkeypatch.setattr(runfolder.os, "open", real_open)
+    assert os.fstat(b._lock_fd).st_ino == os.stat(out / ".lock").st_ino
+    with pytest.raises(RunFolderError, match="another fetalbio run"):
+        RunFolder(out, "resume").open()
+    b.close()
+    assert not (out / ".lock").exists()

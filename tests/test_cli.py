@@ -346,3 +346,22 @@ def test_a_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(synthetic_d
     assert len(weights[0].files) == len(weights[1].files)
     for k in weights[0].files:
         np.testing.assert_allclose(weights[0][k], weights[1][k], rtol=0, atol=1e-6)
+
+
+def test_brackets_in_paths_and_messages_are_printed_as_they_are(tmp_path):
+    # rich markup ate "[left]" and raised a traceback on "[/oops]" (a path is not markup)
+    res = CliRunner().invoke(
+        app,
+        [
+            "predict",
+            "scans[left]/a.png",
+            "missing[/oops]/x.png",
+            "--out",
+            str(tmp_path / "r"),
+            "--pixel-size",
+            "0.1",
+        ],
+    )
+    assert res.exit_code == 2, res.output
+    assert "scans[left]/a.png: does not exist" in res.output
+    assert "missing[/oops]/x.png: does not exist" in res.output

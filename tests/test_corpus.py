@@ -117,6 +117,12 @@ def build_corpus(root: Path) -> tuple[list[Path], dict[str, str]]:
     expect["bomb.png"] = "image too large"
     _jpeg_claiming(scans / "bomb.jpg", 20000, 20000)
     expect["bomb.jpg"] = "image too large"
+    wide = np.full(
+        (64, 12000), 90, np.uint8
+    )  # few pixels, but more than 10000 a side: refused from the header
+    for name in ("wide.tif", "wide.webp"):
+        cv2.imwrite(str(scans / name), wide)
+        expect[name] = "image too large"
     os.symlink("loop_b.png", scans / "loop_a.png")
     os.symlink("loop_a.png", scans / "loop_b.png")
     expect["loop_a.png"] = expect["loop_b.png"] = "link loop"

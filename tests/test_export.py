@@ -214,7 +214,9 @@ def test_export_errors_are_one_line(tmp_path, tiny_unet):
     assert not (tmp_path / "b.tflite").exists()
 
 
-def test_cli_export(tiny_unet, tmp_path):
+def test_cli_export(head, tmp_path):
+    # the hand-set head detector, not a random U-Net: a random one measured no head on some draws (flaky)
+    tiny_unet = head["model"]
     from fetalbio.cli import app
 
     out = tmp_path / "cli" / "tiny_int8.tflite"
@@ -230,14 +232,51 @@ def test_cli_export(tiny_unet, tmp_path):
     assert "synthetic" in res.output  # says where the calibration scans came from
     assert "HC diff" in res.output and "largest |output diff|" in res.output
     res = CliRunner().invoke(app, ["export", "--model", str(tmp_path / "nope.keras"), "--out", str(out)])
+    assert res.exit_code == 2 and "tiny_int8.tflite exists; use --overwrite" in res.output  # before any work
+    res = CliRunner().invoke(
+        app, ["export", "--model", str(tmp_path / "nope.keras"), "--out", str(out), "--overwrite"]
+    )
     assert res.exit_code == 2 and "does not exist" in res.output
 
 
-def test_cli_export_keeps_native_log_lines_off_the_terminal(tiny_unet, tmp_path):
+def test_an_export_interrupted_during_its_check_leaves_no_file(tiny_unet, tmp_path, monkeypatch):
+    # the file was written before the check: Ctrl-C (or a kill) then left an unchecked model in place
+    from fetalbio import export
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(export, "verify", interrupted)
+    out = tmp_path / "m.tflite"
+    with pytest.raises(KeyboardInterrupt):
+        export.export_model(tiny_unet, "segmentation", out, "none", None, n_verify=2)
+    assert not out.exists() and not out.with_suffix(".json").exists()
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_export_to_a_folder_it_cannot_write_is_refused_before_converting(tiny_unet, tmp_path, monkeypatch):
+    import tempfile
+
+    from fetalbio.cli import app
+
+    def refused(*args, **kwargs):  # what a read-only mount or an immutable folder answers (root included)
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(tempfile, "NamedTemporaryFile", refused)
+    res = CliRunner().invoke(
+        app, ["export", "--model", str(tiny_unet), "--out", str(tmp_path / "ro" / "m.tflite")]
+    )
+    assert res.exit_code == 2 and "cannot write there (Permission denied)" in res.output
+    assert "Traceback" not in res.output
+
+
+def test_cli_export_keeps_native_log_lines_off_the_terminal(head, tmp_path):
     """TensorFlow's start-up lines, the converter's and LiteRT's are written by C++ to fd 2: a user sees
     them only with --verbose."""
     import subprocess
     import sys
+
+    tiny_unet = head["model"]
 
     def run(*pre: str) -> subprocess.CompletedProcess:
         out = tmp_path / f"m{len(pre)}.tflite"

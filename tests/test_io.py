@@ -635,3 +635,31 @@ def test_a_webp_scan_in_a_folder_is_found_and_read(tmp_path: Path) -> None:
     scans, errors = find_scans([tmp_path])
     assert scans == [tmp_path / "scan.webp"] and not errors
     assert np.array_equal(read_scan(scans[0], pixel_size_mm=0.1).pixels, img)
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [("a.tif", []), ("a16.tif", []), ("a.webp", [cv2.IMWRITE_WEBP_QUALITY, 80]),
+     ("b.webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), ("a.png", []), ("a.jpg", []), ("a.bmp", [])],
+)  # fmt: skip
+def test_raster_size_reads_every_format_header_without_decoding(tmp_path, name, params):
+    from fetalbio.io import raster_size
+
+    img = np.full((123, 457), 77, np.uint16 if "16" in name else np.uint8)
+    path = tmp_path / name
+    assert cv2.imwrite(str(path), img, params)
+    assert raster_size(path.read_bytes()[:4096], path) == (457, 123)
+
+
+def test_raster_size_of_a_tiff_whose_directory_follows_its_pixels(tmp_path):
+    import struct
+
+    from fetalbio.io import raster_size
+
+    # a little-endian TIFF written by hand: header, 4000 bytes of pixels, then the directory (tags 256/257)
+    entries = [(256, 4, 1, 50), (257, 3, 1, 80)]
+    ifd = struct.pack("<H", len(entries)) + b"".join(struct.pack("<HHII", *e) for e in entries) + b"\0" * 4
+    data = b"II*\x00" + struct.pack("<I", 8 + 4000) + bytes(4000) + ifd
+    (tmp_path / "late.tif").write_bytes(data)
+    assert raster_size(data[:64], tmp_path / "late.tif") == (50, 80)
+    assert raster_size(data[:64]) is None  # without the file, beyond the bytes given: unknown, not wrong

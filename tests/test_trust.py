@@ -259,6 +259,14 @@ def test_multiframe_dicom_reports_the_surest_frame_not_frame_0(tmp_path):
     assert only0.exit_code in (0, 1)
     (row0,) = list(csv.DictReader(open(tmp_path / "r0" / "measurements.csv")))
     assert row0["frame"] in ("0", "")  # asked for frame 0 only: that is what is measured
+    again = CliRunner().invoke(
+        app,
+        ["predict", str(tmp_path / "cine.dcm"), "--out", str(tmp_path / "r0"), "--engine", "litert",
+         "--frames", "2", "--resume", "-q"],
+    )  # fmt: skip
+    assert again.exit_code in (0, 1), again.output
+    (row2,) = list(csv.DictReader(open(tmp_path / "r0" / "measurements.csv")))
+    assert row2["frame"] == "2"  # --resume with other frames measures them, not the journal's frame 0
     import cv2
 
     cv2.imwrite(str(tmp_path / "single.png"), heads[0])  # --frames names a cine's frames, not a PNG's

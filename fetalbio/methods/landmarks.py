@@ -12,6 +12,7 @@ from fetalbio import defaults
 from fetalbio.geometry import Landmarks, canonical_order, landmarks_to_ellipse, measure_landmarks
 from fetalbio.methods import register
 from fetalbio.methods.base import Method, Result
+from fetalbio.preprocess import footprint
 
 MIN_AXIS_PX = 4.0  # a BPD or OFD pair closer than this (original px) is not a head
 
@@ -58,6 +59,10 @@ class LandmarkMethod(Method):
         h = getattr(letterbox, "full_h", None) or letterbox.orig_h
         if (pts < -0.5).any() or (pts[:, 0] > w - 0.5).any() or (pts[:, 1] > h - 0.5).any():
             flags.append("edge")  # a caliper outside the scan: the head is cut, or the points are wrong
+        elif (seen := footprint(letterbox)) is not None:  # ... or outside a capture's region, a turned frame
+            ix = np.clip(np.round(pts).astype(int), 0, [w - 1, h - 1])
+            if not seen[ix[:, 1], ix[:, 0]].all():
+                flags.append("edge")
         # a collapsed pair (both points on one spot) is no measurement: an empty or degenerate output
         if min(np.hypot(*(pts[1] - pts[0])), np.hypot(*(pts[3] - pts[2]))) < MIN_AXIS_PX:
             return Result(

@@ -14,6 +14,7 @@ from fetalbio.geometry import Ellipse, ellipse_to_landmarks
 from fetalbio.methods import register
 from fetalbio.methods.base import Method, Result
 from fetalbio.postprocess import segment_to_ellipse
+from fetalbio.preprocess import footprint
 
 THRESHOLD = 0.5  # skull probability; the sub-pixel outline is the 0.5 level of the probability map
 
@@ -54,14 +55,16 @@ class Segmentation(Method):
 
     def decode(self, output, letterbox, info) -> Result:
         prob = letterbox.map_to_original(np.asarray(output, np.float32)[..., 0])
+        seen = footprint(letterbox)
         f = min(1.0, defaults.MAX_POSTPROCESS_SIDE_PX / max(prob.shape))
         if f < 1.0:  # a huge scan: post-process at a bounded size (the model saw far fewer pixels anyway)
-            small = cv2.resize(
-                prob, (round(prob.shape[1] * f), round(prob.shape[0] * f)), interpolation=cv2.INTER_AREA
-            )
+            size = (round(prob.shape[1] * f), round(prob.shape[0] * f))
+            small = cv2.resize(prob, size, interpolation=cv2.INTER_AREA)
             f = small.shape[1] / prob.shape[1]
             prob = small
-        seg = segment_to_ellipse(prob, THRESHOLD)
+            if seen is not None:
+                seen = cv2.resize(seen.astype(np.float32), size, interpolation=cv2.INTER_AREA) > 0.5
+        seg = segment_to_ellipse(prob, THRESHOLD, seen)
         if seg.fit is None:
             return Result(self.name, mask=seg.mask if f == 1.0 else None, flags=seg.flags, error=seg.error)
         e = seg.fit.ellipse
