@@ -592,6 +592,7 @@ def _fmt(value: Any) -> str:
 def print_report(report: DataCheckReport, console: Any) -> None:
     """Print a compact summary table and up to 15 problem rows on a ``rich.console.Console``."""
     from rich.table import Table
+    from rich.text import Text
 
     s = report.summary
     table = Table(title=f"data check: {s['folder']}", show_header=False, title_justify="left")
@@ -658,10 +659,7 @@ def print_report(report: DataCheckReport, console: Any) -> None:
                 notes.append("landmarks: " + ", ".join(r["lm_reasons"]))
             label = r["status"] if r["status"] != "ok" else "lm suspect"
             style = {"error": "red", "warning": "yellow"}.get(r["status"], "magenta")
-            from rich.text import Text
-
-            status = Text(label, style=style)
-            rows_table.add_row(r["file"], status, "; ".join(notes))
+            rows_table.add_row(r["file"], Text(label, style=style), "; ".join(notes))
         console.print(rows_table)
     for label, names in (
         ("CSV rows without scan", report.csv_rows_without_scan),

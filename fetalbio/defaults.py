@@ -83,6 +83,12 @@ ZOOM_MAX_AREA = 0.8
 MAX_SCAN_SIDE_PX = 10000
 MAX_SCAN_PIXELS = 40_000_000
 
+# Pixels that are not square (a DICOM PixelSpacing or ultrasound region whose x and y differ by more than
+# this fraction) are resampled to square pixels before the models (fetalbio.preprocess.square_pixels),
+# to at most this many pixels; results map back to the file's own pixels and are measured with its spacing.
+ANISOTROPY_TOL = 0.01
+MAX_SQUARED_PIXELS = 16_000_000
+
 # Segmentation post-processing runs on a probability map of at most this many pixels a side, so that its
 # cost is bounded whatever the scan's size (the model input is 256x384; HC18 scans are 800x540).
 MAX_POSTPROCESS_SIDE_PX = 2048

@@ -207,9 +207,15 @@ class Predictor:
             scan = read(src)
         except ScanError as exc:
             return None, {}, exc.reason, None
+        from fetalbio.preprocess import compose_affine, square_pixels, upright
+
         pixels, tilt = scan.pixels, None
+        squared = square_pixels(pixels, scan.spacing_mm)  # non-square pixels: the models learned square ones
+        if squared is not None:
+            pixels, m = squared
+            tilt = (m, *scan.pixels.shape[:2], 0.0)
         if self.find_region:  # a scan turned by any angle is first squared back to the axes
-            from fetalbio.preprocess import remove_impulse_noise, upright
+            from fetalbio.preprocess import remove_impulse_noise
             from fetalbio.region import find_any_tilt
 
             # salt-and-pepper noise first: it breaks the flat fill and the texture the finders look for
@@ -217,16 +223,25 @@ class Predictor:
             found = find_any_tilt(pixels)
             if found is not None:
                 pixels, m = upright(pixels, found)
-                tilt = (m, *scan.pixels.shape[:2], found[0])
+                tilt = (
+                    m if squared is None else compose_affine(m, tilt[0]),
+                    *scan.pixels.shape[:2],
+                    found[0],
+                )
         region, picture = self._region(pixels)
-        if tilt is None and picture is not None:  # a capture: the scan shown turned on its screen?
-            from fetalbio.preprocess import upright
+        if (
+            tilt is None or not tilt[3]
+        ) and picture is not None:  # a capture: the scan shown turned on its screen?
             from fetalbio.region import find_tilt_in_picture
 
             found = find_tilt_in_picture(pixels, picture)
             if found is not None:
                 pixels, m = upright(pixels, found)
-                tilt = (m, *scan.pixels.shape[:2], found[0])
+                tilt = (
+                    m if squared is None else compose_affine(m, tilt[0]),
+                    *scan.pixels.shape[:2],
+                    found[0],
+                )
                 region = self._region(pixels)[0]
         h, w = region[2:] if region else pixels.shape[:2]
         views = [0]

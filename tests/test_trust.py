@@ -370,3 +370,52 @@ def test_the_fused_estimate_leaves_out_a_result_its_model_is_unsure_of():
             assert "low_confidence" in res.flags
         else:
             assert hc < seg_hc - 10  # averaged with the much smaller landmark head
+
+
+def test_square_pixels_map_back_exactly():
+    from fetalbio.preprocess import Letterbox, TiltedView, square_pixels
+
+    img = _scan(3, (300, 400))
+    squared, m = square_pixels(img, (0.3, 0.2))  # x pixels 1.5x as wide as tall: columns stretched
+    assert squared.shape == (300, 600)
+    assert square_pixels(img, (0.2, 0.2)) is None and square_pixels(img, None) is None
+    view = TiltedView(Letterbox.fit(squared.shape, (256, 384)), m, 300, 400, 0.0)
+    pts = np.array([[0.0, 0.0], [399.0, 299.0], [123.4, 56.7]])
+    np.testing.assert_allclose(view.to_original(view.to_input(pts)), pts, atol=1e-9)
+    np.testing.assert_allclose(
+        view.to_input(pts)[1], Letterbox.fit((300, 600), (256, 384)).to_input([[598.75, 299.0]])[0]
+    )
+
+
+@pytest.mark.parametrize("squeeze", ["x", "y"])
+def test_a_scan_with_non_square_pixels_is_measured_like_the_square_one(squeeze):
+    """The same head stored with pixels 1.5x wider (or taller) than they are tall: the models saw it
+    squeezed and the landmark model named the BPD points OFD (fused BPD +7-11 %, status ok on HC18)."""
+    from pathlib import Path
+
+    import cv2
+
+    from fetalbio.engines import load_engine
+    from fetalbio.io import Scan
+    from fetalbio.pipeline import Predictor
+
+    img = _scan(11, (540, 800))
+    if squeeze == "x":
+        small, spacing = cv2.resize(img, (533, 540), interpolation=cv2.INTER_AREA), (0.15 * 800 / 533, 0.15)
+    else:
+        small, spacing = cv2.resize(img, (800, 360), interpolation=cv2.INTER_AREA), (0.15, 0.15 * 540 / 360)
+    engines = {m: load_engine(None, m, "litert") for m in ("segmentation", "landmarks")}
+    preds = Predictor(engines).predict_scans(
+        [
+            Scan(img, (0.15, 0.15), Path("square.png"), "cli"),
+            Scan(small, spacing, Path("squeezed.dcm"), "dicom-pixelspacing"),
+        ]
+    )
+    from fetalbio import methods
+
+    for m in ("segmentation", "landmarks"):
+        square, squeezed = (methods.get(m).measure(p.results[m], p.scan.spacing_mm) for p in preds)
+        assert squeezed.bpd < squeezed.ofd  # the short axis is the BPD in mm
+        assert squeezed.bpd == pytest.approx(square.bpd, rel=0.03)
+        assert squeezed.ofd == pytest.approx(square.ofd, rel=0.03)
+        assert squeezed.hc == pytest.approx(square.hc, rel=0.02)
