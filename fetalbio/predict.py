@@ -309,7 +309,7 @@ def _write_images(
             rel = Path("overlays") / f"{stem}_{method}.png"
             write_png_atomic(out_dir / rel, draw_overlay(pred.scan.pixels, res, row))
             row["overlay"] = rel.as_posix()
-        # a combining method's mask is its segmentation part's (the fused ellipse is that mask's)
+        # a combining method's mask is its segmentation part's (what that model segmented as the head)
         mask = next(
             (r.mask for r in [res, *res.parts.values()] if r is not None and r.mask is not None), None
         )

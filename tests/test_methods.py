@@ -116,3 +116,34 @@ def test_names_keep_the_builtin_order_whichever_module_is_imported_first():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
     assert out.stdout.strip().split(",")[:3] == ["segmentation", "landmarks", "fused"]
+
+
+@pytest.mark.parametrize("unsure", [None, "segmentation", "landmarks"])
+def test_the_fused_row_draws_the_head_whose_size_it_reports(unsure):
+    # the row's ellipse (overlay, ellipse_* columns, the SR's HC outline) was always the segmentation's,
+    # also when the segmentation was left out of the estimate: a 170 mm outline beside "HC 119 mm"
+    from pathlib import Path
+
+    from fetalbio.geometry import Ellipse, ellipse_to_landmarks, measure_ellipse
+    from fetalbio.io import Scan
+    from fetalbio.methods import get
+    from fetalbio.methods.base import Result
+    from fetalbio.predict import measurement_row
+
+    def part(name: str, e: Ellipse) -> Result:
+        flags = ["low_confidence"] if name == unsure else []
+        return Result(name, e, ellipse_to_landmarks(e), flags=flags, confidence=0.3 if flags else 0.9)
+
+    seg = part("segmentation", Ellipse(400.0, 270.0, 200.0, 160.0, 10.0))
+    lm = part("landmarks", Ellipse(402.0, 268.0, 190.0, 150.0, 12.0))
+    res = get("fused").combine({"segmentation": seg, "landmarks": lm})
+    row = measurement_row(
+        "x.png", res, Scan(np.ones((540, 800), np.uint8), (0.15, 0.15), Path("x.png"), "cli")
+    )
+    drawn = measure_ellipse(res.ellipse, (0.15, 0.15))
+    assert drawn.hc == pytest.approx(row["hc_mm"], rel=2e-3)
+    assert drawn.bpd == pytest.approx(row["bpd_mm"], rel=1e-9) and drawn.ofd == pytest.approx(
+        row["ofd_mm"], rel=1e-9
+    )
+    if unsure == "segmentation":
+        assert res.ellipse == lm.ellipse

@@ -26,7 +26,7 @@ from functools import cache
 
 import numpy as np
 
-from fetalbio.geometry import HeadMeasure
+from fetalbio.geometry import Ellipse, HeadMeasure
 from fetalbio.methods import get, register
 from fetalbio.methods.base import Method, Result
 
@@ -102,6 +102,17 @@ def _disagree(seg: Result, lm: Result) -> bool:
     return abs(a - b) > defaults.REVIEW_DISAGREE_FRAC * (a + b) / 2
 
 
+def _mean_axes(seg: Ellipse, lm: Ellipse) -> Ellipse:
+    """The segmentation ellipse (centre, orientation) with the mean of the two ellipses' semi-axes (px)."""
+    return Ellipse(
+        seg.cx_px,
+        seg.cy_px,
+        (seg.semi_major_px + lm.semi_major_px) / 2,
+        (seg.semi_minor_px + lm.semi_minor_px) / 2,
+        seg.angle_deg,
+    )
+
+
 class Fused(Method):
     name = "fused"
     short_name = "fused"
@@ -117,18 +128,20 @@ class Fused(Method):
         if not ok:
             reasons = "; ".join(f"{m}: {r.error}" for m, r in parts.items())
             return Result(self.name, flags=["no_head"], error=f"no head found ({reasons})", parts=parts)
-        base = ok.get("segmentation") or ok["landmarks"]
-        lm = ok.get("landmarks")
-        if len(ok) == 2 and not confident(ok["segmentation"].flags, lm.flags)[1]:
-            lm = None  # left out of the estimate (and of the drawing): its own model is not sure of it
+        use_s, use_l = confident(ok["segmentation"].flags, ok["landmarks"].flags) if len(ok) == 2 else (1, 1)
+        seg = ok.get("segmentation") if use_s else None
+        lm = ok.get("landmarks") if use_l else None  # left out: its own model is not sure of it
         flags = {f for r in ok.values() for f in r.flags} | ({"one_method_only"} if len(ok) < 2 else set())
         if len(ok) == 2 and _disagree(ok["segmentation"], ok["landmarks"]):
             flags.add("methods_disagree")
         flags = sorted(flags)
+        base = seg or lm
         return Result(
             self.name,
-            ellipse=base.ellipse,
-            landmarks=lm.landmarks if lm else base.landmarks,
+            # the head the row measures: the outline of the result used, or with both the segmentation's
+            # outline with the two methods' mean axes (the size the row reports, drawn and sent in the SR)
+            ellipse=_mean_axes(seg.ellipse, lm.ellipse) if seg and lm else base.ellipse,
+            landmarks=(lm or base).landmarks,
             flags=flags,
             confidence=min(r.confidence for r in ok.values()),
             fit_residual_px=base.fit_residual_px,
