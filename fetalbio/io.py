@@ -293,10 +293,8 @@ def read_scan(
     if is_dicom:
         grey, dataset = _read_dicom(path, frame)
     else:
-        if frame != 0:
-            raise ScanError(path, f"frame {frame} out of range (image has 1 frame)")
         _check_raster_size(path, head + _read_more(path, 64 * 1024))
-        grey = _read_raster(path)
+        grey = _read_raster(path) if frame == 0 else _read_raster_page(path, frame)
 
     height, width = grey.shape
     if height < min_size_px or width < min_size_px:
@@ -353,9 +351,60 @@ def _read_raster(path: Path) -> np.ndarray:
     if img is None or img.size == 0:
         raise ScanError(path, "not an image or cannot decode")
     try:
-        return _colour_to_grey(img, bgr=True)
+        return _white_is_zero(_colour_to_grey(img, bgr=True), buf)
     except Exception as exc:
         raise ScanError(path, f"unsupported image layout {img.dtype} {img.shape}: {_describe(exc)}") from exc
+
+
+def _white_is_zero(grey: np.ndarray, buf: np.ndarray) -> np.ndarray:
+    """A grey TIFF whose PhotometricInterpretation is 0 (WhiteIsZero) inverted, so that bright = strong
+    echo as in every other file: OpenCV inverts an 8-bit one itself, but returns the stored values of a
+    16-bit or float one (measured with OpenCV 5.0; tests/test_io.py holds both)."""
+    head = buf[: 64 * 1024].tobytes()
+    if grey.ndim != 2 or grey.dtype == np.uint8 or head[:4] not in (b"II*\x00", b"MM\x00*"):
+        return grey
+    if _tiff_tags(head, None).get(262) != 0:
+        return grey
+    if np.issubdtype(grey.dtype, np.integer):
+        return np.iinfo(grey.dtype).max - grey
+    return float(grey.max()) + float(grey.min()) - grey
+
+
+def _read_raster_page(path: Path, page: int) -> np.ndarray:
+    """Page ``page`` (0-based) of a multi-page TIFF, an animated PNG or an animated WebP, grey (H, W)."""
+    n = count_frames(path)
+    if page >= n:
+        raise ScanError(path, f"frame {page} out of range (image has {n} frame{'s' if n > 1 else ''})")
+    buf = np.fromfile(path, dtype=np.uint8)
+    try:
+        with _quiet_cv2():
+            if buf[:4].tobytes() in (b"II*\x00", b"MM\x00*"):
+                ok, pages = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED, None, (page, page + 1))
+            else:  # APNG, animated WebP: the frame as shown (composed over the ones before it)
+                ok, anim = cv2.imdecodeanimation(buf, page, 1)
+                pages = anim.frames if ok else []
+    except Exception as exc:  # noqa: BLE001 - cv2.error and friends
+        raise ScanError(path, f"cannot decode frame {page}: {_describe(exc)}") from exc
+    if not ok or not len(pages) or pages[0] is None or pages[0].size == 0:
+        raise ScanError(path, f"cannot decode frame {page}")
+    try:
+        return _white_is_zero(_colour_to_grey(pages[0], bgr=True), buf)
+    except Exception as exc:
+        raise ScanError(path, f"unsupported image layout in frame {page}: {_describe(exc)}") from exc
+
+
+def _raster_pages(path: Path, head: bytes) -> int:
+    """Pages of a TIFF, frames of an animated PNG (acTL chunk) or WebP (ANIM chunk); 1 for the rest."""
+    tiff = head[:4] in (b"II*\x00", b"MM\x00*")
+    apng = head[:8] == b"\x89PNG\r\n\x1a\n" and b"acTL" in head.split(b"IDAT", 1)[0]
+    webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP" and b"ANIM" in head[12:4096]
+    if not (tiff or apng or webp):
+        return 1
+    try:
+        with _quiet_cv2():
+            return max(1, int(cv2.imcount(str(path))))
+    except Exception:  # noqa: BLE001 - a damaged file: reading page 0 says why
+        return 1
 
 
 def _colour_to_grey(img: np.ndarray, *, bgr: bool) -> np.ndarray:
@@ -836,6 +885,13 @@ def _webp_size(head: bytes) -> tuple[int, int] | None:
 
 def _tiff_size(head: bytes, path: Path | None) -> tuple[int, int] | None:
     """The first page's ImageWidth and ImageLength (TIFF 6.0 tags 256 and 257) from its directory."""
+    found = _tiff_tags(head, path)
+    return (found[256], found[257]) if 256 in found and 257 in found else None
+
+
+def _tiff_tags(head: bytes, path: Path | None, wanted: tuple[int, ...] = (256, 257, 262)) -> dict[int, int]:
+    """Single-value integer tags of a TIFF's first directory (256 width, 257 length, 262 photometric
+    interpretation); ``head``: the file's first bytes, ``path``: the file, for a directory beyond them."""
     import struct
 
     end = "<" if head[:2] == b"II" else ">"
@@ -847,16 +903,16 @@ def _tiff_size(head: bytes, path: Path | None) -> tuple[int, int] | None:
                 fh.seek(offset)
                 ifd = fh.read(2 + 12 * 64)
         except OSError:
-            return None
+            return {}
+    found: dict[int, int] = {}
     if len(ifd) < 2:
-        return None
-    found = {}
+        return found
     for k in range(min(struct.unpack(end + "H", ifd[:2])[0], (len(ifd) - 2) // 12)):
         tag, typ, _count = struct.unpack(end + "HHI", ifd[2 + 12 * k : 10 + 12 * k])
-        if tag in (256, 257):
+        if tag in wanted and typ in (3, 4):  # SHORT or LONG
             raw = ifd[10 + 12 * k : 14 + 12 * k]
             found[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), raw[: 2 if typ == 3 else 4])[0]
-    return (found[256], found[257]) if len(found) == 2 else None
+    return found
 
 
 def _check_raster_size(path: Path, head: bytes) -> None:
@@ -891,15 +947,19 @@ def _dicom_reason(ds: Any, exc: BaseException) -> str:
 
 
 def count_frames(path: Path) -> int:
-    """Frames in a file: NumberOfFrames of a DICOM (header only), 1 for anything else or a file that
-    cannot be read here (reading it later says why)."""
+    """Frames in a file: NumberOfFrames of a DICOM (header only), the pages of a multi-page TIFF or the
+    frames of an animated PNG or WebP; 1 for anything else or a file that cannot be read here (reading
+    it later says why)."""
     try:
         with path.open("rb") as fh:
-            head = fh.read(_DICOM_MAGIC_OFFSET + len(_DICOM_MAGIC))
+            head = fh.read(64 * 1024)
     except OSError:
         return 1
-    if path.suffix.lower() not in DICOM_SUFFIXES and head[_DICOM_MAGIC_OFFSET:] != _DICOM_MAGIC:
-        return 1
+    if (
+        path.suffix.lower() not in DICOM_SUFFIXES
+        and head[_DICOM_MAGIC_OFFSET:][: len(_DICOM_MAGIC)] != _DICOM_MAGIC
+    ):
+        return _raster_pages(path, head)
     try:
         import pydicom
 

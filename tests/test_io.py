@@ -663,3 +663,57 @@ def test_raster_size_of_a_tiff_whose_directory_follows_its_pixels(tmp_path):
     (tmp_path / "late.tif").write_bytes(data)
     assert raster_size(data[:64], tmp_path / "late.tif") == (50, 80)
     assert raster_size(data[:64]) is None  # without the file, beyond the bytes given: unknown, not wrong
+
+
+def _pages(k: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(k)
+    base = ramp(60, 80).astype(int) // 2
+    return [np.clip(base + 40 * i + rng.integers(0, 9, (60, 80)), 1, 254).astype(np.uint8) for i in range(k)]
+
+
+def _write_animation(path: Path, frames: list[np.ndarray]) -> None:
+    anim = cv2.Animation()
+    anim.frames = [cv2.cvtColor(f, cv2.COLOR_GRAY2BGRA) for f in frames]
+    anim.durations = [100] * len(frames)
+    assert cv2.imwriteanimation(str(path), anim, [cv2.IMWRITE_WEBP_QUALITY, 101])
+
+
+@pytest.mark.parametrize("name", ["cine.tif", "cine.png", "cine.webp"])
+def test_multi_page_tiff_apng_and_animated_webp_are_cines(tmp_path, name):
+    # only page 0 was read: a cine whose first page is noise was measured on the noise
+    from fetalbio.io import count_frames
+
+    pages, path = _pages(3), tmp_path / name
+    if name.endswith(".tif"):
+        assert cv2.imwritemulti(str(path), pages)
+    else:
+        _write_animation(path, pages)
+    assert count_frames(path) == 3
+    for k in range(3):
+        np.testing.assert_allclose(
+            read_scan(path, frame=k).pixels, pages[k], atol=0 if ".webp" not in name else 1
+        )
+    with pytest.raises(ScanError, match="frame 3 out of range \\(image has 3 frames\\)"):
+        read_scan(path, frame=3)
+    single = tmp_path / f"one{path.suffix}"
+    cv2.imwrite(str(single), pages[0])
+    assert count_frames(single) == 1
+
+
+@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
+def test_a_white_is_zero_tiff_is_read_with_bright_echoes(tmp_path, dtype):
+    # PhotometricInterpretation 0 (WhiteIsZero): OpenCV inverts an 8-bit one, not a 16-bit one
+    import struct
+
+    grey = _pages(1)[0].astype(dtype) * (257 if dtype == np.uint16 else 1)
+    top = np.iinfo(dtype).max
+    path = tmp_path / "wiz.tif"
+    assert cv2.imwrite(str(path), top - grey)  # the stored values of a WhiteIsZero file showing ``grey``
+    data = bytearray(path.read_bytes())
+    (offset,) = struct.unpack("<I", data[4:8])
+    for k in range(struct.unpack("<H", data[offset : offset + 2])[0]):
+        entry = offset + 2 + 12 * k
+        if struct.unpack("<H", data[entry : entry + 2])[0] == 262:
+            data[entry + 8 : entry + 10] = struct.pack("<H", 0)
+    path.write_bytes(bytes(data))
+    np.testing.assert_array_equal(read_scan(path).pixels, grey)
