@@ -475,6 +475,8 @@ def _read_dicom(path: Path, frame: int) -> tuple[np.ndarray, Any]:
             raise ScanError(path, "not a readable DICOM file")
         if _truncated(path, ds):
             raise ScanError(path, "DICOM file is truncated (it ends before its pixel data)")
+        if len(ds) == 0:  # pydicom read the file meta header and nothing after it: compressed data cut short
+            raise ScanError(path, "DICOM file is damaged or cut short (nothing readable after its header)")
         kind = str(ds.get("Modality", "")) or "non-image"
         raise ScanError(path, f"DICOM without pixel data (a {kind} object, not an image)")
     rows, cols = int(ds.get("Rows") or 0), int(ds.get("Columns") or 0)

@@ -717,3 +717,22 @@ def test_a_white_is_zero_tiff_is_read_with_bright_echoes(tmp_path, dtype):
             data[entry + 8 : entry + 10] = struct.pack("<H", 0)
     path.write_bytes(bytes(data))
     np.testing.assert_array_equal(read_scan(path).pixels, grey)
+
+
+def test_a_jpeg_compressed_dicom_cut_short_says_so(tmp_path):
+    # pydicom reads nothing after the header of such a file: it was called "a non-image object"
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit
+
+    img = ramp(120, 160)
+    path = make_dicom(tmp_path / "j.dcm", img)
+    ds = dcmread(path)
+    ds.PixelData = encapsulate([cv2.imencode(".jpg", img)[1].tobytes()])
+    ds["PixelData"].VR = "OB"
+    ds.file_meta.TransferSyntaxUID = JPEGBaseline8Bit
+    ds.save_as(path, enforce_file_format=True)
+    assert read_scan(path).pixels.shape == (120, 160)
+    cut = tmp_path / "cut.dcm"
+    cut.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.85)])
+    with pytest.warns(UserWarning), pytest.raises(ScanError, match="damaged or cut short"):
+        read_scan(cut)
