@@ -219,22 +219,31 @@ def epoch_batch(cfg: TrainConfig, train_set: list[Prepared], epoch: int, n: int,
 def validate(
     cfg: TrainConfig, predict_batch: Callable[[np.ndarray], np.ndarray], val: list[Prepared]
 ) -> dict:
-    """Validation figures in mm through the full decoding (:class:`~fetalbio.pipeline.Predictor`), scored
-    as ``evaluate`` scores them."""
+    """Validation figures in mm, measured as ``predict`` and ``evaluate`` measure a scan (the one
+    :class:`~fetalbio.pipeline.Predictor` path: region, turn and noise finders, the second look at small
+    heads), each scan read again from its file; scored as ``evaluate`` scores them."""
     from fetalbio.engines import CallableEngine
     from fetalbio.evaluate import score_prediction, summarise
+    from fetalbio.io import read_scan
     from fetalbio.pipeline import Predictor
 
-    predictor = Predictor({cfg.method: CallableEngine(predict_batch, cfg.model_info())})
+    predictor = Predictor({cfg.method: CallableEngine(predict_batch, cfg.model_info())}, VAL_BATCH)
     rows = []
-    for i in range(0, len(val), VAL_BATCH):
-        chunk = val[i : i + VAL_BATCH]
-        outputs = predictor.infer(cfg.method, [p.image for p in chunk])
-        results = predictor.decode(cfg.method, outputs, [p.letterbox for p in chunk])
-        rows.extend(
-            score_prediction(r, p.truth, p.spacing_mm, p.sample.name)
-            for r, p in zip(results, chunk, strict=True)
-        )
+
+    def read(p: Prepared):
+        return read_scan(p.sample.scan_path, pixel_size_mm=p.sample.pixel_size_mm)
+
+    for batch in predictor.run(val, read):
+        for pred in batch:
+            p = pred.source
+            if pred.error is not None:
+                rows.append(
+                    {"file": p.sample.name, "method": cfg.method, "status": "error", "error": pred.error}
+                )
+                continue
+            rows.append(
+                score_prediction(pred.results[cfg.method], p.truth, pred.scan.spacing_mm, p.sample.name)
+            )
     return summarise(rows)
 
 
@@ -518,7 +527,8 @@ class _Loop:
 
         self.train_step = train_step
         self.plain = build_model(self.cfg)
-        predict_fn = tf.function(lambda x: self.plain(x, training=False))
+        # batches of several sizes (a batch's views, the second look at small heads): one trace each
+        predict_fn = tf.function(lambda x: self.plain(x, training=False), reduce_retracing=True)
         self.predict_batch = lambda x: np.asarray(predict_fn(tf.constant(x, tf.float32)))
 
     def _distribute(self, x: np.ndarray, y: np.ndarray):

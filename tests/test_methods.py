@@ -147,3 +147,21 @@ def test_the_fused_row_draws_the_head_whose_size_it_reports(unsure):
     )
     if unsure == "segmentation":
         assert res.ellipse == lm.ellipse
+
+
+def test_training_validation_measures_as_evaluate_does(synthetic_dataset):
+    # validation decoded the letterboxed input only (no region, turn or noise finder, no second look at
+    # small heads): the figures a run chose by were not the ones predict and evaluate give
+    from fetalbio.datasets import find_samples
+    from fetalbio.engines import load_engine
+    from fetalbio.evaluate import evaluate_dataset
+    from fetalbio.train import TrainConfig, prepare_samples, validate
+
+    engine = load_engine(None, "segmentation", "litert")
+    cfg = TrainConfig(method="segmentation", image_size=engine.image_size)
+    val = prepare_samples(find_samples(synthetic_dataset), engine.image_size)
+    got = validate(cfg, engine.predict, val)
+    want, _ = evaluate_dataset(synthetic_dataset, engine)
+    assert got["n_images"] == want["n_images"] == len(val) and got["n_failed"] == want["n_failed"] == 0
+    for key in ("hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm", "dice_mean"):
+        assert got[key] == pytest.approx(want[key], abs=1e-9), key
