@@ -1217,7 +1217,8 @@ def demo(
     except typer.Exit as done:
         import csv
 
-        truth = {r["filename"]: r for r in csv.DictReader(open(out / "scans" / "truth.csv"))}
+        with open(out / "scans" / "truth.csv", newline="") as f:
+            truth = {r["filename"]: r for r in csv.DictReader(f)}
         console.print(
             "truth (drawn skull centre line): "
             + ", ".join(

@@ -21,6 +21,7 @@ import errno
 import math
 import os
 import stat
+import threading
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -312,6 +313,10 @@ def read_scan(
 # ---- rasters (OpenCV) ----------------------------------------------------------------------------
 
 
+_CV2_QUIET_LOCK = threading.Lock()
+_cv2_quiet = {"depth": 0, "previous": None}  # readers run in threads: the level is saved by the first in
+
+
 @contextlib.contextmanager
 def _quiet_cv2() -> Iterator[None]:
     # OpenCV prints libpng/libjpeg complaints to stderr; the failure is reported as a ScanError instead.
@@ -319,12 +324,18 @@ def _quiet_cv2() -> Iterator[None]:
     if log is None or not hasattr(log, "getLogLevel"):
         yield
         return
-    previous = log.getLogLevel()
-    log.setLogLevel(log.LOG_LEVEL_SILENT)
+    with _CV2_QUIET_LOCK:
+        if _cv2_quiet["depth"] == 0:
+            _cv2_quiet["previous"] = log.getLogLevel()
+            log.setLogLevel(log.LOG_LEVEL_SILENT)
+        _cv2_quiet["depth"] += 1
     try:
         yield
     finally:
-        log.setLogLevel(previous)
+        with _CV2_QUIET_LOCK:  # ... and restored by the last out (not by whichever thread ends first)
+            _cv2_quiet["depth"] -= 1
+            if _cv2_quiet["depth"] == 0:
+                log.setLogLevel(_cv2_quiet["previous"])
 
 
 def _read_raster(path: Path) -> np.ndarray:

@@ -20,6 +20,7 @@ Nothing here imports Keras at module level (:func:`heatmap_points_loss` imports 
 
 from __future__ import annotations
 
+import io
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +32,7 @@ from numpy.typing import ArrayLike
 
 from fetalbio.heatmaps import FOREGROUND_WEIGHT
 from fetalbio.preprocess import Letterbox
+from fetalbio.writers import write_bytes_atomic
 
 #: the 8 integers a pack keeps of a letterbox (``letterbox`` rows), in :class:`Letterbox` field order
 LETTERBOX_FIELDS = ("orig_h", "orig_w", "in_h", "in_w", "new_h", "new_w", "pad_y", "pad_x")
@@ -90,8 +92,9 @@ def save_pack(
         images[i] = s.image
     path.parent.mkdir(parents=True, exist_ok=True)
     blobs = [cv2.imencode(".webp", im, [cv2.IMWRITE_WEBP_QUALITY, 101])[1].ravel() for im in images]
+    buf = io.BytesIO()  # written whole or not at all: a pack cut short would load as a smaller one
     np.savez(
-        path,
+        buf,
         names=np.array(names),
         is_val=np.array(is_val, np.uint8),
         webp=np.concatenate(blobs),
@@ -102,6 +105,7 @@ def save_pack(
         points_orig=np.asarray(points_orig, np.float64),
         spacing_mm=np.asarray(spacing_mm, np.float64),
     )
+    write_bytes_atomic(path, buf.getvalue())
 
 
 def load_images(pack: Any) -> np.ndarray:

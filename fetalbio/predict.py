@@ -74,7 +74,7 @@ COLUMNS = [
 def measurement_row(file: str, result: Result, scan: Scan) -> dict:
     """One output row (see COLUMNS), with the scan's own spacing. Millimetre columns stay empty when the
     spacing is unknown."""
-    from fetalbio.biometry import biometry_from_axes
+    from fetalbio.biometry import biometry_from_axes, cephalic_index
 
     spacing_mm, spacing_source = scan.spacing_mm, scan.spacing_source
     method = methods.get(result.method)
@@ -93,9 +93,8 @@ def measurement_row(file: str, result: Result, scan: Scan) -> dict:
     if result.error:
         return row
     px = method.measure(result, None)
-    row.update(
-        hc_px=px.hc, bpd_px=px.bpd, ofd_px=px.ofd, cephalic_index=100.0 * px.bpd / px.ofd if px.ofd else None
-    )
+    ci = cephalic_index(px.bpd, px.ofd) if px.bpd > 0 and px.ofd > 0 else None  # a ratio: pixels serve
+    row.update(hc_px=px.hc, bpd_px=px.bpd, ofd_px=px.ofd, cephalic_index=ci)
     if spacing_mm:
         mm = method.measure(result, spacing_mm)
         bio = biometry_from_axes(mm.bpd, mm.ofd, mm.hc)
@@ -323,12 +322,10 @@ def _write_images(
 
 def flag_disagreement(rows: list[dict], frac: float | None = None) -> None:
     """Flag every row of a scan when its methods' HC differ by more than ``frac`` of the HC (any unit)."""
-    from fetalbio import defaults
+    from fetalbio.methods.fused import hcs_disagree
 
-    frac = defaults.REVIEW_DISAGREE_FRAC if frac is None else frac
     hcs = [r.get("hc_mm") if r.get("hc_mm") is not None else r.get("hc_px") for r in rows]
-    hcs = [h for h in hcs if h is not None]
-    if len(hcs) >= 2 and max(hcs) - min(hcs) > frac * sum(hcs) / len(hcs):
+    if hcs_disagree([h for h in hcs if h is not None], frac):
         for r in rows:
             if r.get("hc_px") is not None and "methods_disagree" not in r["flags"].split(";"):
                 r["flags"] = ";".join(filter(None, [r["flags"], "methods_disagree"]))

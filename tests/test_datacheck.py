@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import math
-import time
 from pathlib import Path
 
 import numpy as np
@@ -335,9 +334,7 @@ ROLE = DATA / "role_challenge" / "role_challenge_dataset_ground_truth.csv"
 @pytest.mark.data
 @pytest.mark.skipif(not (HC18.exists() and ROLE.exists()), reason=f"{DATA} is absent (set FETALBIO_DATA)")
 def test_real_data() -> None:
-    t0 = time.perf_counter()
     rep = check_dataset(HC18, landmarks_csv=ROLE)
-    seconds = time.perf_counter() - t0
     s = rep.summary
     assert s["n_images"] == 798 and s["n_errors"] == 0 and s["n_hc_compared"] == 798
     assert s["hc_abs_diff_mm_mean"] <= 0.05 and s["hc_abs_diff_mm_max"] <= 0.2
@@ -350,4 +347,3 @@ def test_real_data() -> None:
     assert s["landmarks_rows"] == 622
     assert s["landmarks_rows_checked"] + s["landmarks_rows_without_scan"] == 622
     assert s["landmarks_err_max_mm_median_ok"] < s["landmarks_err_max_mm_median_suspect"]
-    assert seconds < 60

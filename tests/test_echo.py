@@ -44,7 +44,8 @@ def test_edge_offset_is_the_distance_to_the_outer_edge(offset_mm: float) -> None
     assert p is not None and p.support > 0.95
     assert p.edge_offset_mm == pytest.approx(offset_mm, abs=0.1)
     assert p.spread_mm < 0.15  # a circle on a circle: the same everywhere
-    assert p.hc_shift_mm == pytest.approx(2 * math.pi * p.edge_offset_mm)
+    # the HC an outline on the outer edge would read longer: that of a circle offset_mm larger
+    assert p.hc_shift_mm == pytest.approx(2 * math.pi * offset_mm, abs=2 * math.pi * 0.1)
 
 
 def test_an_ellipse_that_does_not_follow_the_echo_has_a_spread() -> None:

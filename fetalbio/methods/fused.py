@@ -94,12 +94,18 @@ def confident(seg_flags, lm_flags) -> tuple[bool, bool]:
     return (not low_s or low_l, not low_l or low_s)
 
 
-def _disagree(seg: Result, lm: Result) -> bool:
-    """The two HCs (in pixels: the ratio needs no spacing) differ by more than the review fraction."""
+def hcs_disagree(hcs: list[float], frac: float | None = None) -> bool:
+    """Whether head circumferences of one scan (any one unit) spread by more than ``frac`` of their mean
+    (default :data:`fetalbio.defaults.REVIEW_DISAGREE_FRAC`): the one rule for "the methods disagree"."""
     from fetalbio import defaults
 
-    a, b = get("segmentation").measure(seg, None).hc, get("landmarks").measure(lm, None).hc
-    return abs(a - b) > defaults.REVIEW_DISAGREE_FRAC * (a + b) / 2
+    frac = defaults.REVIEW_DISAGREE_FRAC if frac is None else frac
+    return len(hcs) >= 2 and max(hcs) - min(hcs) > frac * sum(hcs) / len(hcs)
+
+
+def _disagree(seg: Result, lm: Result) -> bool:
+    """The two HCs (in pixels: the ratio needs no spacing) differ by more than the review fraction."""
+    return hcs_disagree([get("segmentation").measure(seg, None).hc, get("landmarks").measure(lm, None).hc])
 
 
 def _mean_axes(seg: Ellipse, lm: Ellipse) -> Ellipse:
