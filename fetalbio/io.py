@@ -348,8 +348,9 @@ def _read_raster(path: Path) -> np.ndarray:
     if buf[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and buf.tobytes().rfind(b"IEND") < 0:
         # said here: libpng would print its own complaint straight to the terminal
         raise ScanError(path, "cannot decode: a PNG without its end chunk (cut short)")
-    # JPEG: decoded in colour so that OpenCV applies the EXIF orientation (camera-style exports)
-    flags = cv2.IMREAD_COLOR if path.suffix.lower() in (".jpg", ".jpeg") else cv2.IMREAD_UNCHANGED
+    # JPEG (by its content: a JPEG saved under another name too): decoded in colour so that OpenCV applies
+    # the EXIF orientation (camera-style exports); PNG and WebP orientation: _exif_orientation below
+    flags = cv2.IMREAD_COLOR if buf[:2].tobytes() == b"\xff\xd8" else cv2.IMREAD_UNCHANGED
     try:
         with _quiet_cv2():
             img = cv2.imdecode(buf, flags)
@@ -362,9 +363,51 @@ def _read_raster(path: Path) -> np.ndarray:
     if img is None or img.size == 0:
         raise ScanError(path, "not an image or cannot decode")
     try:
-        return _white_is_zero(_colour_to_grey(img, bgr=True), buf)
+        grey = _white_is_zero(_colour_to_grey(img, bgr=True), buf)
     except Exception as exc:
         raise ScanError(path, f"unsupported image layout {img.dtype} {img.shape}: {_describe(exc)}") from exc
+    return _oriented(grey, _exif_orientation(buf[: 64 * 1024].tobytes()))
+
+
+# EXIF orientation (TIFF/EXIF tag 274) -> the stored image turned as a viewer shows it
+_ORIENT = {
+    2: lambda a: a[:, ::-1],
+    3: lambda a: a[::-1, ::-1],
+    4: lambda a: a[::-1],
+    5: lambda a: a.T,
+    6: lambda a: np.rot90(a, -1),
+    7: lambda a: a[::-1, ::-1].T,
+    8: lambda a: np.rot90(a, 1),
+}
+
+
+def _oriented(grey: np.ndarray, orientation: int) -> np.ndarray:
+    turn = _ORIENT.get(orientation)
+    return grey if turn is None else np.ascontiguousarray(turn(grey))
+
+
+def _exif_orientation(head: bytes) -> int:
+    """The EXIF orientation (1-8; 1 = as stored) of a PNG (``eXIf`` chunk) or WebP (``EXIF`` chunk): a
+    browser turns such a file by it, OpenCV does not. JPEG and TIFF are turned by OpenCV itself."""
+    exif = b""
+    if head[:8] == b"\x89PNG\r\n\x1a\n":
+        i = 8
+        while i + 8 <= len(head) and not exif:
+            n, kind = int.from_bytes(head[i : i + 4], "big"), head[i + 4 : i + 8]
+            if kind in (b"IDAT", b"IEND"):
+                break
+            exif = head[i + 8 : i + 8 + n] if kind == b"eXIf" else b""
+            i += 12 + n
+    elif head[:4] == b"RIFF" and head[8:12] == b"WEBP":
+        i = 12
+        while i + 8 <= len(head) and not exif:
+            n, kind = int.from_bytes(head[i + 4 : i + 8], "little"), head[i : i + 4]
+            exif = head[i + 8 : i + 8 + n] if kind == b"EXIF" else b""
+            i += 8 + n + (n & 1)
+    exif = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
+    if exif[:4] not in (b"II*\x00", b"MM\x00*"):
+        return 1
+    return _tiff_tags(exif, None, (274,)).get(274, 1)
 
 
 def _white_is_zero(grey: np.ndarray, buf: np.ndarray) -> np.ndarray:

@@ -736,3 +736,25 @@ def test_a_jpeg_compressed_dicom_cut_short_says_so(tmp_path):
     cut.write_bytes(path.read_bytes()[: int(path.stat().st_size * 0.85)])
     with pytest.warns(UserWarning), pytest.raises(ScanError, match="damaged or cut short"):
         read_scan(cut)
+
+
+@pytest.mark.parametrize("orientation", range(1, 9))
+@pytest.mark.parametrize("suffix", [".png", ".webp", ".jpg.png"])
+def test_exif_orientation_of_png_webp_and_misnamed_jpeg_is_applied(tmp_path, orientation, suffix):
+    # a browser shows such a file turned; points were reported in the stored frame (149 px off what the
+    # user sees). The oracle is Pillow's own exif_transpose.
+    Image = pytest.importorskip("PIL.Image")
+    ImageOps = pytest.importorskip("PIL.ImageOps")
+
+    stored = np.zeros((60, 90), np.uint8)
+    stored[5:20, 10:40] = 200  # an asymmetric mark, so that every orientation differs
+    stored[30:55, 60:85] = 120
+    exif = Image.Exif()
+    exif[274] = orientation
+    path = tmp_path / f"o{suffix}"
+    fmt = "JPEG" if suffix == ".jpg.png" else suffix.lstrip(".").upper()
+    Image.fromarray(stored).save(path, format=fmt, exif=exif, **({"lossless": True} if fmt == "WEBP" else {}))
+    expected = np.asarray(ImageOps.exif_transpose(Image.open(path)).convert("L"))
+    got = read_scan(path).pixels
+    assert got.shape == expected.shape
+    assert np.abs(got.astype(int) - expected.astype(int)).max() <= (40 if fmt == "JPEG" else 0)
