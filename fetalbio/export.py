@@ -333,7 +333,22 @@ def sidecar_content(
     if quantize == "int8" and source:
         info.calibration = f"{len(source.calibration)} {source.description}"
     info.runtime = "LiteRT (ai-edge-litert); no TensorFlow ops"
+    info.extra.update(
+        exported_by=f"fetalbio {_version()}",
+        exported_utc=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        units="the model sees and returns pixels; millimetres = pixels x the scan's own pixel spacing",
+        integration="docs/integrating.md in the fetalbio repository: every step around the model",
+    )
     return {**info.to_dict(), "calibration": info.calibration}  # null says: not calibrated (not int8)
+
+
+def _version() -> str:
+    import importlib.metadata
+
+    try:
+        return importlib.metadata.version("fetalbio")
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
 
 
 # --- verification -------------------------------------------------------------------------------------------
