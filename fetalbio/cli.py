@@ -641,7 +641,7 @@ def predict(
     overwrite: Overwrite = False,
     overlays: Overlays = True,
     save_masks: SaveMasks = False,
-    batch_size: ScansPerCall = 8,
+    batch_size: ScansPerCall = defaults.PREDICT_BATCH,
     ga_csv: GaCsv = None,
     frames: Frames = None,
     quiet: Quiet = False,

@@ -54,6 +54,24 @@ MAX_PIXEL_SIZE_MM = 5.0
 # 0.068 mm, is just above it; its head then measures 10x too small and goes to review, below)
 MIN_PIXEL_SIZE_MM = 0.005
 
+# --- measuring (predict, evaluate, training validation, export checks) ---
+PREDICT_BATCH = 8  # scans per engine call in predict / evaluate (--batch-size)
+# segmentation: the skull's outline is the 0.5 level of the probability map
+SEG_THRESHOLD = 0.5
+# a "head" smaller than this fraction of the scan is no head (an error row, "no head found")
+SEG_MIN_AREA_FRAC = 0.005
+# flag low_confidence (review) when the mean probability inside the mask is below this: the net hesitates
+SEG_LOW_CONFIDENCE = 0.75
+# flag poor_fit (not a review reason on its own) when the RMS boundary residual exceeds this fraction of
+# the semi-minor axis
+SEG_POOR_FIT_RESIDUAL_FRAC = 0.02
+# landmarks: a point confidence below this is low_confidence (review). A model's sidecar may carry its own,
+# calibrated on its validation split (the shipped landmark model's: model.json low_point_confidence).
+LM_LOW_POINT_CONFIDENCE = 0.3
+# a scan (its ultrasound region) this much taller than wide is turned both ways and the views averaged; a
+# near-square one is measured as it is (turning an upright scan costs more than a small lean)
+PORTRAIT_RATIO = 1.2
+
 # --- review: a row keeps its numbers but says a person must look (thresholds scale with the head) ---
 # two methods' HC differing by more than this fraction of the head's HC (4 % of a 170 mm head = 7 mm)
 REVIEW_DISAGREE_FRAC = 0.04

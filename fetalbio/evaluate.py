@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fetalbio import defaults
 from fetalbio.datasets import Truth, subject_of
 from fetalbio.geometry import draw_ellipse_mask, measure_ellipse, pair_errors_mm
 from fetalbio.postprocess import dice, hausdorff_mm
@@ -151,7 +152,7 @@ def evaluate_dataset(
     pixel_csv: str | Path | None = None,
     split_file: str | Path | None = None,
     limit: int | None = None,
-    batch_size: int = 8,
+    batch_size: int = defaults.PREDICT_BATCH,
     method: str | None = None,
 ) -> tuple[dict, list[dict]]:
     """Run ``engine`` over an annotated folder and score every scan; returns (summary, rows).

@@ -26,13 +26,14 @@ import math
 import cv2
 import numpy as np
 
+from fetalbio import defaults
 from fetalbio.defaults import HEATMAP_SIGMA_PX
 from fetalbio.geometry import canonical_pair
 
 N_POINTS = 4
 
-# A point whose confidence is below this is flagged ``low_confidence`` by ``predict``.
-LOW_POINT_CONFIDENCE = 0.3
+# A point whose confidence is below this is flagged ``low_confidence`` by ``predict`` (defaults.py).
+LOW_POINT_CONFIDENCE = defaults.LM_LOW_POINT_CONFIDENCE
 
 # Weight of the foreground in :func:`heatmap_loss`: a pixel with target t counts 1 + FOREGROUND_WEIGHT * t.
 FOREGROUND_WEIGHT = 10.0

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Generic, TypeVar
 
 import numpy as np
 
-from fetalbio import methods
+from fetalbio import defaults, methods
 from fetalbio.methods.base import Result
 from fetalbio.preprocess import Letterbox, prepare_input
 
@@ -68,7 +68,7 @@ class Predictor:
     def __init__(
         self,
         engines: Mapping[str, Engine],
-        batch_size: int = 8,
+        batch_size: int = defaults.PREDICT_BATCH,
         keep_outputs: bool = False,
         workers: int = 2,
         combined: tuple[str, ...] = (),
@@ -305,8 +305,7 @@ class Predictor:
 
 
 PREFETCH = 2  # batches read ahead of the engine
-PORTRAIT_RATIO = 1.2  # a scan (its ultrasound region) this much taller than wide is turned both ways;
-# a near-square one is measured as it is (turning an upright scan costs more than a small lean)
+PORTRAIT_RATIO = defaults.PORTRAIT_RATIO  # taller than wide by this: turned both ways (defaults.py)
 
 
 def lb_key(lb) -> int:

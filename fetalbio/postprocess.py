@@ -11,12 +11,13 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from fetalbio import defaults
 from fetalbio.geometry import EllipseFit, fit_ellipse, mask_boundary_points
 
-# Quality-flag thresholds (each with its reason; the flags are listed in the README).
-POOR_FIT_RESIDUAL_FRAC = 0.02  # RMS boundary residual above 2 % of the semi-minor axis
-LOW_CONFIDENCE = 0.75  # mean probability inside the mask (far from 1 = the net hesitates)
-MIN_AREA_FRAC = 0.005  # a "head" smaller than 0.5 % of the scan is no head
+# Quality-flag thresholds: fetalbio/defaults.py, with their reasons (the flags are listed in the README).
+POOR_FIT_RESIDUAL_FRAC = defaults.SEG_POOR_FIT_RESIDUAL_FRAC
+LOW_CONFIDENCE = defaults.SEG_LOW_CONFIDENCE
+MIN_AREA_FRAC = defaults.SEG_MIN_AREA_FRAC
 
 
 @dataclass

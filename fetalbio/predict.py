@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fetalbio import methods
+from fetalbio import defaults, methods
 from fetalbio.clinical import GA_COLUMNS
 from fetalbio.methods.base import Result
 from fetalbio.runfolder import OutputNames, RunFolder, file_sha256
@@ -139,7 +139,7 @@ class PredictOptions:
     require_mm: bool = False  # a scan without a pixel size is an error row, not a row in pixels
     overlays: bool = True
     save_masks: bool = False
-    batch_size: int = 8
+    batch_size: int = defaults.PREDICT_BATCH
     disagreement_frac: float | None = None  # None: defaults.REVIEW_DISAGREE_FRAC
     ga_weeks: dict[str, float] | None = None  # --ga-csv: known GA per file, for z-scores
     frames: list[int] | None = None  # multi-frame DICOM: the frames to measure (None: all)

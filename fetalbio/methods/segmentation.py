@@ -16,7 +16,7 @@ from fetalbio.methods.base import Method, Result
 from fetalbio.postprocess import segment_to_ellipse
 from fetalbio.preprocess import footprint
 
-THRESHOLD = 0.5  # skull probability; the sub-pixel outline is the 0.5 level of the probability map
+THRESHOLD = defaults.SEG_THRESHOLD  # skull probability; the sub-pixel outline is that level of the map
 
 
 def seg_loss(y_true, y_pred):
