@@ -545,7 +545,8 @@ Dicomweb = Annotated[
     typer.Option(
         "--dicomweb",
         metavar="URL",
-        help="Measure a PACS study over DICOMweb (its root, e.g. https://pacs/dicom-web) instead of files.",
+        help="A PACS's DICOMweb root (e.g. https://pacs/dicom-web): predict measures its studies instead of "
+        "files; sr stores the SRs there with --store-sr.",
         rich_help_panel=PACS,
     ),
 ]
@@ -566,7 +567,7 @@ StoreSr = Annotated[
     bool,
     typer.Option(
         "--store-sr",
-        help="Store the SRs on the --dicomweb server (STOW-RS); implies --sr.",
+        help="Store the SRs on the --dicomweb server (STOW-RS); in predict it implies --sr.",
         rich_help_panel=PACS,
     ),
 ]
@@ -618,7 +619,8 @@ GaCsv = Annotated[
 Frames = Annotated[
     str | None,
     typer.Option(
-        help="Multi-frame DICOM: the frames to measure, e.g. 0,3,7 (default: all); the surest is reported.",
+        help="A cine (multi-frame DICOM, multi-page TIFF, animated PNG/WebP): the frames to measure, "
+        "e.g. 0,3,7 (default: all); the surest is reported.",
         rich_help_panel=INPUTS,
     ),
 ]
@@ -704,7 +706,9 @@ def _require_dicom_extra() -> None:
 
     missing = [m for m in ("highdicom", "dicomweb_client") if importlib.util.find_spec(m) is None]
     if missing:
-        raise fail(f"DICOM SR and DICOMweb need {', '.join(missing)}: pip install 'fetalbio[dicom]'")
+        raise fail(
+            f"DICOM SR and DICOMweb need {', '.join(missing)}: pip install '.[dicom]' (the fetalbio folder)"
+        )
 
 
 def _find_remote(url, study, study_date, modality, patient_id, accession, timeout):
@@ -1113,7 +1117,11 @@ def evaluate(
                     highlight=False,
                     markup=True,
                 )
-            out[m] = {"summary": summary, "rows": rows}
+            from fetalbio.predict import model_identity
+
+            # which model files were scored (<folder>/<file>@<sha256[:12]>), so a report names its model
+            models = {n: model_identity(e)[0] for n, e in needed.items()}
+            out[m] = {"models": models, "summary": summary, "rows": rows}
             if report:
                 for p in write_report(report / m if len(methods) > 1 else report, rows, summary, dataset):
                     console.print(f"wrote {p}")

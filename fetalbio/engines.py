@@ -96,8 +96,8 @@ class KerasEngine(_EngineBase):
             import keras
         except ImportError:
             raise ModelError(
-                f"{path}: the Keras engine needs TensorFlow and Keras: pip install 'fetalbio[train]' "
-                "(or run an exported .tflite with --engine litert)"
+                f"{path}: the Keras engine needs TensorFlow and Keras: pip install '.[train]' "
+                "(the fetalbio folder), or run an exported .tflite with --engine litert"
             ) from None
 
         from fetalbio.models import register_keras_classes
@@ -137,7 +137,7 @@ class LiteRTEngine(_EngineBase):
             from ai_edge_litert.interpreter import Interpreter
         except ImportError:
             raise ModelError(
-                "the LiteRT engine needs ai-edge-litert: pip install 'fetalbio[litert]'"
+                "the LiteRT engine needs ai-edge-litert: pip install '.[litert]' (the fetalbio folder)"
             ) from None
         self.path = resolve_model_path(path)
         info = info or ModelInfo.read(self.path)

@@ -214,7 +214,7 @@ def _load_keras(model: str | Path | None, method: str):
         import tensorflow  # noqa: F401
     except ImportError:
         raise ExportError(
-            f"{model}: export needs TensorFlow and Keras: pip install 'fetalbio[train]'"
+            f"{model}: export needs TensorFlow and Keras: pip install '.[train]' (the fetalbio folder)"
         ) from None
     from fetalbio.engines import KerasEngine
 
@@ -475,7 +475,7 @@ def export_model(
         inp, outp = io_details(tflite)
     except ImportError:
         raise ExportError(
-            f"{out}: verifying the export needs LiteRT: pip install 'fetalbio[litert]'"
+            f"{out}: verifying the export needs LiteRT: pip install '.[litert]' (the fetalbio folder)"
         ) from None
     sidecar = sidecar_content(engine, quantize, tflite, inp, outp, source)
     held = " (not used for calibration)" if quantize == "int8" and source.verification_held_out else ""

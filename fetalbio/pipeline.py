@@ -50,6 +50,7 @@ class ScanView:
     tilt: tuple | None
     turns: tuple[int, ...]
     area_px: int
+    flags: tuple[str, ...] = ()  # what every method's result on this scan carries (e.g. two_images)
 
 
 class Predictor:
@@ -140,6 +141,8 @@ class Predictor:
         if self.zoom:
             self._second_look(preds, pool)
         for pred in preds:
+            for r in pred.results.values() if pred.view is not None and pred.view.flags else ():
+                r.flags = sorted(set(r.flags) | set(pred.view.flags))
             if pred.error is None:
                 for name in self.combined:
                     m = methods.get(name)
@@ -228,7 +231,7 @@ class Predictor:
                     *scan.pixels.shape[:2],
                     found[0],
                 )
-        region, picture = self._region(pixels)
+        region, picture, dual = self._region(pixels)
         if (
             tilt is None or not tilt[3]
         ) and picture is not None:  # a capture: the scan shown turned on its screen?
@@ -259,13 +262,14 @@ class Predictor:
             m: [self._view(pixels, k, e.image_size, tilt, regions[k]) for k in views]
             for m, e in self.engines.items()
         }
-        return scan, inputs, None, ScanView(pixels, tilt, tuple(views), int(h * w))
+        flags = ("two_images",) if dual else ()
+        return scan, inputs, None, ScanView(pixels, tilt, tuple(views), int(h * w), flags)
 
-    def _region(self, img: np.ndarray) -> tuple[tuple[int, int, int, int] | None, tuple | None]:
-        """The ultrasound image's region in ``img`` (a capture), or None (all of it), and the picture
-        the capture's screen shows, or None (:func:`fetalbio.region.locate`)."""
+    def _region(self, img: np.ndarray) -> tuple[tuple[int, int, int, int] | None, tuple | None, bool]:
+        """The ultrasound image's region in ``img`` (a capture), or None (all of it), the picture the
+        capture's screen shows, or None, and whether it shows two scans (:func:`fetalbio.region.locate`)."""
         if not self.find_region:
-            return None, None
+            return None, None, False
         from fetalbio.region import locate
 
         return locate(img)

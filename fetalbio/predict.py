@@ -336,6 +336,7 @@ REVIEW_FLAGS = {  # flag -> the review reason a person reads
     "low_confidence": "low model confidence",
     "methods_disagree": "the methods disagree",
     "one_method_only": "only one method found a head",
+    "two_images": "two scans side by side: the left (or top) one was measured",
 }
 
 

@@ -94,15 +94,53 @@ def find_region(pixels: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def locate(
     pixels: np.ndarray,
-) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int] | None]:
-    """(region, picture): :func:`find_region`'s answer and the box of the picture a capture's screen
+) -> tuple[tuple[int, int, int, int] | None, tuple[int, int, int, int] | None, bool]:
+    """(region, picture, dual): :func:`find_region`'s answer, the box of the picture a capture's screen
     shows, solid or not (:func:`_picture`; None when there is none), found once for both the region and
-    the search for a scan shown turned inside it (:func:`find_tilt_in_picture`)."""
+    the search for a scan shown turned inside it (:func:`find_tilt_in_picture`), and whether the image
+    shows two scans (a dual view: the region is then the left or top one, :func:`find_panels`)."""
     textured = find_image_region(pixels)
     pic = _picture(pixels, textured or (0, 0, *pixels.shape[:2]))
-    if pic is None:
-        return textured, None
-    return (pic[0] if pic[1] >= PICTURE_SOLID else textured), pic[0]
+    region = textured if pic is None or (pic[1] < PICTURE_SOLID and not pic[2]) else pic[0]
+    panel = find_panels(pixels, region)  # two images in one box: a dual view's panels touching
+    if panel is not None:
+        return panel, None, True
+    return region, None if pic is None else pic[0], pic is not None and pic[2]
+
+
+def find_panels(
+    pixels: np.ndarray, box: tuple[int, int, int, int] | None
+) -> tuple[int, int, int, int] | None:
+    """(y0, x0, h, w) of the LEFT (or top) panel when ``box`` (None: the whole image) shows two images
+    side by side (or one above the other), as an ultrasound machine's dual view does; None when it
+    shows one.
+
+    Two panels: the box is at least :data:`DUAL_MIN_ASPECT` times as wide as tall (or as tall as wide),
+    a band of columns (rows) in its middle third is flat from top to bottom (one grey within
+    :data:`DUAL_FLAT_TOL`: the gap or line between the panels and their dark margins), and there is
+    texture on both sides of it. One ultrasound image has tissue across its middle: no HC18 scan, as
+    given or inside a capture, splits (``tools/region_check.py``)."""
+    y0, x0, h, w = box if box is not None else (0, 0, *pixels.shape[:2])
+    for axis in (1, 0):
+        long_, short = (w, h) if axis == 1 else (h, w)
+        if long_ < DUAL_MIN_ASPECT * short:
+            continue
+        crop = pixels[y0 : y0 + h, x0 : x0 + w]
+        crop = crop if axis == 1 else crop.T
+        # full resolution across (a separator line may be one pixel wide), every 2nd pixel along
+        step = crop[::2] if crop.shape[0] > 64 else crop
+        flat = (step.max(axis=0).astype(np.float32) - step.min(axis=0)) <= DUAL_FLAT_TOL * _grey_unit(pixels)
+        n = len(flat)
+        band = np.flatnonzero(flat[n // 3 : n - n // 3]) + n // 3
+        if len(band) == 0:
+            continue
+        first, last = int(band[0]), int(band[-1])
+        # texture on both sides: two images, not one image beside a strip of screen
+        if (~flat[:first]).sum() < n // 4 or (~flat[last + 1 :]).sum() < n // 4:
+            continue
+        end = max(1, first)
+        return (y0, x0, h, end) if axis == 1 else (y0, x0, end, w)
+    return None
 
 
 TILT_MIN_DEG = 3.0  # a smaller tilt is left alone: a resampling would cost more than the tilt does
@@ -121,6 +159,10 @@ IN_PLACE_MIN_EDGE = 0.06  # of the short side: a shorter border of the content i
 IN_PLACE_SIDE_TOL = 0.012  # of the long side: a cut edge this close to the turned frame's side lies on it
 IN_PLACE_MIN_SIDES = 2  # cut edges on at least this many sides of the frame: one long straight edge alone
 # was sometimes a dark fan's side (2 of ~1100 darkened HC18 scans; none with two)
+DUAL_MIN_ASPECT = 1.9  # two panels side by side: one ultrasound image is 1.0-1.6 times as wide as tall
+DUAL_BOX_TOL = 0.15  # ... and of one size: their boxes' sides within this fraction of each other
+DUAL_MIN_SHARE = 0.6  # a second picture at least this large beside the first: a dual view
+DUAL_FLAT_TOL = 12  # grey levels (8-bit): the band between two panels, JPEG ringing included
 PICTURE_SOLID = 0.97  # a picture's hull fills its box (a fan on the screen's colour: about 0.8)
 PICTURE_FRAMED = 0.9  # of a thin ring around a picture is the screen's flat background
 
@@ -279,8 +321,10 @@ def find_picture(pixels: np.ndarray, region: tuple[int, int, int, int]) -> tuple
 
 def _picture(
     pixels: np.ndarray, region: tuple[int, int, int, int]
-) -> tuple[tuple[int, int, int, int], float] | None:
-    """((y0, x0, h, w), solidity) of the picture on a capture's screen around ``region``, or None.
+) -> tuple[tuple[int, int, int, int], float, bool] | None:
+    """((y0, x0, h, w), solidity, dual) of the picture on a capture's screen around ``region``, or None;
+    ``dual``: the screen shows two pictures of about one size side by side (or stacked), and this is the
+    left (top) one (:func:`_first_panel`).
 
     The screen's background is the median of its border; the picture is the largest piece that differs
     from it by more than :data:`TILT_FILL_TOL` and overlaps ``region``, off the screen's border, cut out
@@ -297,7 +341,9 @@ def _picture(
     ids, counts = np.unique(inside[inside > 0], return_counts=True)
     if len(ids) == 0:
         return None
-    i = int(ids[np.argmax(counts)])
+    order = np.argsort(-counts, kind="stable")  # the piece most inside the region first
+    alike = [int(ids[k]) for k in order if counts[k] >= DUAL_MIN_SHARE * counts.max()]
+    i, dual = _first_panel(stats, alike)
     x, y, bw, bh = (int(v) for v in stats[i, :4])
     if x == 0 or y == 0 or x + bw >= sw or y + bh >= sh:
         return None  # a picture reaching the screen's edge is no picture on a screen
@@ -330,7 +376,25 @@ def _picture(
     hull = cv2.convexHull(np.concatenate(cnts))
     solid = cv2.contourArea(hull) / max(1.0, (pw - 1) * (ph - 1))
     box = (wy0 + py0, wx0 + px0, ph, pw)
-    return (box, float(solid)) if _framed(pixels, box, bg_full, TILT_FILL_TOL * _grey_unit(pixels)) else None
+    framed = _framed(pixels, box, bg_full, TILT_FILL_TOL * _grey_unit(pixels))
+    return (box, float(solid), dual) if framed else None
+
+
+def _first_panel(stats: np.ndarray, ids: list[int]) -> tuple[int, bool]:
+    """(label, dual): of pieces of about one size (``ids``, the one most inside the region first), the
+    first, or when another as large lies beside or below it (a dual view's two pictures) the left (top)
+    one of the two, so that every run measures the same panel, and ``dual`` True."""
+    area = stats[:, cv2.CC_STAT_AREA]
+    best = ids[0]
+    x, y, w, h = stats[best, :4]
+    for j in ids:
+        jx, jy, jw, jh = stats[j, :4]
+        beside, below = jx + jw <= x or x + w <= jx, jy + jh <= y or y + h <= jy
+        # a dual view's panels are boxes of one size, aligned (pieces of one dark scan are not)
+        alike = abs(jh - h) <= DUAL_BOX_TOL * max(jh, h) and abs(jw - w) <= DUAL_BOX_TOL * max(jw, w)
+        if j != best and (beside or below) and alike and area[j] >= DUAL_MIN_SHARE * area[best]:
+            return (j if (jx < x if beside else jy < y) else best), True
+    return best, False
 
 
 def _framed(pixels: np.ndarray, box: tuple[int, int, int, int], bg: float, tol: float) -> bool:

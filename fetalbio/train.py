@@ -401,7 +401,8 @@ def resumed_config(run: Path, cfg: TrainConfig) -> TrainConfig:
         changed.insert(0, f"method {old.get('method')!r} -> {cfg.method!r}")
     if changed:
         raise ValueError(
-            f"{run}: cannot resume with other options ({'; '.join(changed)}); only --epochs may change"
+            f"{run}: cannot resume with other options ({'; '.join(changed)}); "
+            "only --epochs and --strategy may change"
         )
     merged = {k: (v if k in RESUME_MAY_CHANGE else old.get(k, v)) for k, v in new.items()}
     merged["image_size"] = tuple(merged["image_size"])

@@ -258,6 +258,7 @@ def test_evaluate_json(tiny_run, synthetic_dataset, tmp_path):
     ):
         assert key in data["summary"]
     assert data["summary"]["n_images"] == 8 and len(data["rows"]) == 8
+    assert data["models"]["segmentation"].startswith(f"{tiny_run.name}/")  # the model scored, not the shipped
     # the drawn annotations lie on the drawn skull ring: each checked, none off the echo's outer edge
     s = data["summary"]
     assert s["n_truth_echo_checked"] == sum(r["status"] == "ok" for r in data["rows"]) > 0

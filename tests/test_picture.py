@@ -96,3 +96,45 @@ def test_the_pipeline_region_is_the_picture_else_the_textured_box_else_none():
     on_black = show_on_screen(img, 0, at=(150, 90))
     textured = find_image_region(on_black)
     assert textured is not None and find_region(on_black) == textured
+
+
+@pytest.mark.parametrize("gap, line", [(1, 90), (2, 200), (8, 20)])
+@pytest.mark.parametrize("fan", [False, True])
+def test_a_dual_view_measures_the_left_scan_and_says_so(gap, line, fan):
+    # two different scans side by side (a machine's dual view: touching, split by a thin line, or apart on
+    # the screen's colour): the region was one of them by chance, the other head was reported "ok"
+    from fetalbio.region import find_panels, locate
+
+    a, b = (_scan(s) for s in (3, 4))
+    if fan:
+        a, b = _fan(a), _fan(b)
+    pair = np.concatenate([a, np.full((a.shape[0], gap), line, np.uint8), b], axis=1)
+    screen = show_on_screen(pair, 20, at=(60, 50))
+    region, _, dual = locate(screen)
+    assert dual
+    y0, x0, h, w = region
+    assert abs(x0 - 60) <= 2 and abs(y0 - 50) <= 2 and w <= a.shape[1] + 2 + gap  # the left panel
+    one = show_on_screen(a, 20, at=(60, 50))
+    assert not locate(one)[2] and find_panels(a, None) is None  # one scan is one scan
+    # a file that is itself the two panels (no screen around them)
+    assert find_panels(pair, None) is not None
+
+
+def test_a_dual_view_row_goes_to_review_with_its_reason():
+    from fetalbio.engines import load_engine
+    from fetalbio.io import Scan
+    from fetalbio.pipeline import Predictor
+    from fetalbio.predict import apply_review, measurement_row
+
+    a, b = _scan(3, (540, 800)), _scan(4, (540, 800))
+    screen = show_on_screen(np.concatenate([a, np.full((540, 8), 20, np.uint8), b], axis=1), 20, at=(60, 50))
+    engines = {m: load_engine(None, m, "litert") for m in ("segmentation", "landmarks")}
+    single, dual = Predictor(engines, combined=("fused",)).predict_scans(
+        [Scan(a, (0.15, 0.15), Path("a.png"), "cli"), Scan(screen, (0.15, 0.15), Path("dual.png"), "cli")]
+    )
+    row = measurement_row("dual.png", dual.results["fused"], dual.scan)
+    apply_review([row])
+    assert row["status"] == "review" and "two scans side by side" in row["review_reasons"]
+    assert row["hc_mm"] == pytest.approx(
+        measurement_row("a.png", single.results["fused"], single.scan)["hc_mm"], rel=0.02
+    )
