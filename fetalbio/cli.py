@@ -324,11 +324,28 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str,
     cfg = TrainConfig(
         method=method, dataset=str(dataset), out=str(out), image_size=parse_size(image_size), **kw
     )
+    import signal
+
     from fetalbio.quiet import native_stderr_silenced
 
+    # Ctrl-C sets a flag that the loop acts on after the step in flight: a KeyboardInterrupt raised by
+    # Python's own handler inside a finaliser (TensorFlow's, while the GC runs) is printed and dropped,
+    # and training went on (seen once in CI). A second Ctrl-C stops at once.
+    asked: list[int] = []
+
+    def on_signal(signum, frame):
+        if asked:
+            raise KeyboardInterrupt
+        asked.append(signum)
+
+    def check(*_):
+        if asked:
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, on_signal)
     try:
         with native_stderr_silenced():  # TensorFlow's start-up and runtime lines (--verbose shows them)
-            result = train(cfg, resume=resume, console=console)
+            result = train(cfg, resume=resume, console=console, on_epoch=check, on_step=check)
     except KeyboardInterrupt:
         err_console.print(
             f"interrupted: {out} keeps every finished epoch (checkpoint/); the same command with --resume "
@@ -338,6 +355,8 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str,
         raise typer.Exit(130) from None
     except (ScanError, ValueError, FileExistsError) as exc:
         raise fail(str(exc)) from None
+    finally:
+        signal.signal(signal.SIGINT, previous)
     if not result.get("chief", True):
         return  # other workers of a multi-worker run stay quiet
     val = result.get("val", {})
