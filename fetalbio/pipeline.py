@@ -217,6 +217,10 @@ class Predictor:
         if squared is not None:
             pixels, m = squared
             tilt = (m, *scan.pixels.shape[:2], 0.0)
+
+        def turned_back(m: tuple, angle: float) -> tuple:  # the file's pixels -> the upright image's
+            return (m if squared is None else compose_affine(m, squared[1]), *scan.pixels.shape[:2], angle)
+
         if self.find_region:  # a scan turned by any angle is first squared back to the axes
             from fetalbio.preprocess import remove_impulse_noise
             from fetalbio.region import find_any_tilt
@@ -226,25 +230,15 @@ class Predictor:
             found = find_any_tilt(pixels)
             if found is not None:
                 pixels, m = upright(pixels, found)
-                tilt = (
-                    m if squared is None else compose_affine(m, tilt[0]),
-                    *scan.pixels.shape[:2],
-                    found[0],
-                )
+                tilt = turned_back(m, found[0])
         region, picture, dual = self._region(pixels)
-        if (
-            tilt is None or not tilt[3]
-        ) and picture is not None:  # a capture: the scan shown turned on its screen?
+        if (tilt is None or not tilt[3]) and picture is not None:  # a capture showing a turned scan?
             from fetalbio.region import find_tilt_in_picture
 
             found = find_tilt_in_picture(pixels, picture)
             if found is not None:
                 pixels, m = upright(pixels, found)
-                tilt = (
-                    m if squared is None else compose_affine(m, tilt[0]),
-                    *scan.pixels.shape[:2],
-                    found[0],
-                )
+                tilt = turned_back(m, found[0])
                 region = self._region(pixels)[0]
         h, w = region[2:] if region else pixels.shape[:2]
         views = [0]

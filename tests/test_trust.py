@@ -419,3 +419,38 @@ def test_a_scan_with_non_square_pixels_is_measured_like_the_square_one(squeeze):
         assert squeezed.bpd == pytest.approx(square.bpd, rel=0.03)
         assert squeezed.ofd == pytest.approx(square.ofd, rel=0.03)
         assert squeezed.hc == pytest.approx(square.hc, rel=0.02)
+
+
+def test_a_turned_scan_with_non_square_pixels_maps_back_through_both():
+    """Squared first, then turned back: the two affines compose (a wrong order puts the head elsewhere)."""
+    from pathlib import Path
+
+    import cv2
+
+    from fetalbio.engines import load_engine
+    from fetalbio.geometry import measure_ellipse
+    from fetalbio.io import Scan
+    from fetalbio.perturb import rotate
+    from fetalbio.pipeline import Predictor
+
+    img = _scan(11, (540, 800))
+    turned_ = rotate(img, 25.0)  # the scan turned by 25 degrees, its canvas grown to hold it
+    m = cv2.getRotationMatrix2D((400.0, 270.0), 25.0, 1.0)  # rotate()'s own matrix
+    m[:, 2] += ((turned_.shape[1] - 800) / 2, (turned_.shape[0] - 540) / 2)
+    sx = turned_.shape[1] / 667
+    squeezed = cv2.resize(turned_, (667, turned_.shape[0]), interpolation=cv2.INTER_AREA)  # pixels sx wide
+    eng = load_engine(None, "segmentation", "litert")
+    flat, both = Predictor({"segmentation": eng}).predict_scans(
+        [
+            Scan(img, (0.15, 0.15), Path("a.png"), "cli"),
+            Scan(squeezed, (0.15 * sx, 0.15), Path("b.dcm"), "dicom-pixelspacing"),
+        ]
+    )
+    assert both.view.tilt is not None and abs(abs(both.view.tilt[3]) % 90 - 25.0) < 2.0  # squared, then found
+    a = measure_ellipse(flat.results["segmentation"].ellipse, (0.15, 0.15)).hc
+    b = measure_ellipse(both.results["segmentation"].ellipse, both.scan.spacing_mm).hc
+    assert b == pytest.approx(a, rel=0.02)
+    # the centre, mapped from the squeezed file's pixels back to the unturned scan's, is the same head's
+    c = both.results["segmentation"].ellipse.centre
+    back = cv2.invertAffineTransform(m) @ np.array([(c[0] + 0.5) * sx - 0.5, c[1], 1.0])
+    assert np.hypot(*(back - np.array(flat.results["segmentation"].ellipse.centre))) < 6.0
