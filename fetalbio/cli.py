@@ -345,7 +345,7 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str,
     previous = signal.signal(signal.SIGINT, on_signal)
     try:
         with native_stderr_silenced():  # TensorFlow's start-up and runtime lines (--verbose shows them)
-            result = train(cfg, resume=resume, console=console, on_epoch=check, on_step=check)
+            result = train(cfg, resume=resume, console=console, on_step=check)
     except KeyboardInterrupt:
         err_console.print(
             f"interrupted: {out} keeps every finished epoch (checkpoint/); the same command with --resume "

@@ -414,10 +414,9 @@ def _white_is_zero(grey: np.ndarray, buf: np.ndarray) -> np.ndarray:
     """A grey TIFF whose PhotometricInterpretation is 0 (WhiteIsZero) inverted, so that bright = strong
     echo as in every other file: OpenCV inverts an 8-bit one itself, but returns the stored values of a
     16-bit or float one (measured with OpenCV 5.0; tests/test_io.py holds both)."""
-    head = buf[: 64 * 1024].tobytes()
-    if grey.ndim != 2 or grey.dtype == np.uint8 or head[:4] not in (b"II*\x00", b"MM\x00*"):
+    if grey.ndim != 2 or grey.dtype == np.uint8 or buf[:4].tobytes() not in (b"II*\x00", b"MM\x00*"):
         return grey
-    if _tiff_tags(head, None).get(262) != 0:
+    if _tiff_tags(buf.tobytes(), None).get(262) != 0:  # the whole file: the directory often comes last
         return grey
     if np.issubdtype(grey.dtype, np.integer):
         return np.iinfo(grey.dtype).max - grey
@@ -441,10 +440,18 @@ def _read_raster_page(path: Path, page: int) -> np.ndarray:
         raise ScanError(path, f"cannot decode frame {page}: {_describe(exc)}") from exc
     if not ok or not len(pages) or pages[0] is None or pages[0].size == 0:
         raise ScanError(path, f"cannot decode frame {page}")
+    first = raster_size(buf[: 64 * 1024].tobytes(), path)
+    if first is not None and pages[0].shape[1::-1] != tuple(first):  # a TIFF's thumbnail or preview page
+        raise ScanError(
+            path,
+            f"frame {page} is not a frame of the cine ({pages[0].shape[1]}x{pages[0].shape[0]} px, "
+            f"the first is {first[0]}x{first[1]})",
+        )
     try:
-        return _white_is_zero(_colour_to_grey(pages[0], bgr=True), buf)
+        grey = _white_is_zero(_colour_to_grey(pages[0], bgr=True), buf)
     except Exception as exc:
         raise ScanError(path, f"unsupported image layout in frame {page}: {_describe(exc)}") from exc
+    return _oriented(grey, _exif_orientation(buf[: 64 * 1024].tobytes()))
 
 
 def _raster_pages(path: Path, head: bytes) -> int:
@@ -950,6 +957,8 @@ def _tiff_tags(head: bytes, path: Path | None, wanted: tuple[int, ...] = (256, 2
     interpretation); ``head``: the file's first bytes, ``path``: the file, for a directory beyond them."""
     import struct
 
+    if len(head) < 8:
+        return {}
     end = "<" if head[:2] == b"II" else ">"
     (offset,) = struct.unpack(end + "I", head[4:8])
     ifd = head[offset : offset + 2 + 12 * 64] if offset + 2 <= len(head) else b""
@@ -965,7 +974,7 @@ def _tiff_tags(head: bytes, path: Path | None, wanted: tuple[int, ...] = (256, 2
         return found
     for k in range(min(struct.unpack(end + "H", ifd[:2])[0], (len(ifd) - 2) // 12)):
         tag, typ, _count = struct.unpack(end + "HHI", ifd[2 + 12 * k : 10 + 12 * k])
-        if tag in wanted and typ in (3, 4):  # SHORT or LONG
+        if tag in wanted and typ in (3, 4):  # SHORT or LONG (each entry is 12 bytes: always whole here)
             raw = ifd[10 + 12 * k : 14 + 12 * k]
             found[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), raw[: 2 if typ == 3 else 4])[0]
     return found

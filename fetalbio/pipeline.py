@@ -246,7 +246,11 @@ class Predictor:
             # a landscape scan turned on its side: measured turned back both ways and averaged (the
             # models' confidence does not tell the upright view from the upside-down one reliably)
             views = [1, 3]
-        if views != [0]:  # each turned view's own region, found once for every engine
+        if views != [0] and dual:  # a dual view's chosen panel, turned (each view's own search would
+            from fetalbio.preprocess import turned_region  # choose another panel of the turned screen)
+
+            regions = {k: turned_region(region, k, *pixels.shape[:2]) for k in views}
+        elif views != [0]:  # each turned view's own region, found once for every engine
             from fetalbio.preprocess import turned
 
             regions = {k: self._region(turned(pixels, k))[0] for k in views}

@@ -700,15 +700,18 @@ def test_multi_page_tiff_apng_and_animated_webp_are_cines(tmp_path, name):
     assert count_frames(single) == 1
 
 
-@pytest.mark.parametrize("dtype", [np.uint8, np.uint16])
-def test_a_white_is_zero_tiff_is_read_with_bright_echoes(tmp_path, dtype):
-    # PhotometricInterpretation 0 (WhiteIsZero): OpenCV inverts an 8-bit one, not a 16-bit one
+@pytest.mark.parametrize("dtype, size", [(np.uint8, 1), (np.uint16, 1), (np.uint16, 9)])
+def test_a_white_is_zero_tiff_is_read_with_bright_echoes(tmp_path, dtype, size):
+    # PhotometricInterpretation 0 (WhiteIsZero): OpenCV inverts an 8-bit one, not a 16-bit one; at a real
+    # scan's size the directory lies after the pixels, beyond the first 64 KiB
     import struct
 
     grey = _pages(1)[0].astype(dtype) * (257 if dtype == np.uint16 else 1)
+    grey = np.tile(grey, (size, size))
     top = np.iinfo(dtype).max
     path = tmp_path / "wiz.tif"
-    assert cv2.imwrite(str(path), top - grey)  # the stored values of a WhiteIsZero file showing ``grey``
+    # uncompressed: the stored values of a WhiteIsZero file showing ``grey``
+    assert cv2.imwrite(str(path), top - grey, [cv2.IMWRITE_TIFF_COMPRESSION, 1])
     data = bytearray(path.read_bytes())
     (offset,) = struct.unpack("<I", data[4:8])
     for k in range(struct.unpack("<H", data[offset : offset + 2])[0]):
@@ -758,3 +761,44 @@ def test_exif_orientation_of_png_webp_and_misnamed_jpeg_is_applied(tmp_path, ori
     got = read_scan(path).pixels
     assert got.shape == expected.shape
     assert np.abs(got.astype(int) - expected.astype(int)).max() <= (40 if fmt == "JPEG" else 0)
+
+
+def _png_chunk(kind: bytes, data: bytes) -> bytes:
+    import struct
+    import zlib
+
+    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+
+def test_damaged_headers_are_error_rows_not_tracebacks(tmp_path):
+    # a 6-byte TIFF and a PNG with a cut-short eXIf chunk raised struct.error through the whole run
+    (tmp_path / "short.tif").write_bytes(b"II*\x00\x08\x00")
+    with pytest.raises(ScanError):
+        read_scan(tmp_path / "short.tif")
+    png = cv2.imencode(".png", ramp())[1].tobytes()
+    (tmp_path / "exif.png").write_bytes(png[:33] + _png_chunk(b"eXIf", b"II*\x00") + png[33:])
+    np.testing.assert_array_equal(
+        read_scan(tmp_path / "exif.png").pixels, ramp()
+    )  # orientation unknown: as stored
+
+
+def test_a_tiff_thumbnail_page_is_no_frame_and_every_frame_is_turned_alike(tmp_path):
+    import struct
+
+    from fetalbio.io import count_frames
+
+    scan = ramp(54, 80)
+    path = tmp_path / "thumb.tif"
+    assert cv2.imwritemulti(str(path), [scan, cv2.resize(scan, (20, 13))])  # a scan and its preview
+    assert count_frames(path) == 2
+    with pytest.raises(ScanError, match="frame 1 is not a frame of the cine"):
+        read_scan(path, frame=1)
+    # an animated PNG with EXIF orientation 6: frame 1 was read unturned, frame 0 turned
+    anim = tmp_path / "anim.png"
+    _write_animation(anim, [ramp(40, 80), ramp(40, 80)[:, ::-1].copy()])
+    exif = (
+        b"II*\x00" + struct.pack("<IH", 8, 1) + struct.pack("<HHIHH", 274, 3, 1, 6, 0) + struct.pack("<I", 0)
+    )
+    raw = anim.read_bytes()
+    anim.write_bytes(raw[:33] + _png_chunk(b"eXIf", exif) + raw[33:])
+    assert read_scan(anim, frame=0).pixels.shape == read_scan(anim, frame=1).pixels.shape == (80, 40)

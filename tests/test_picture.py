@@ -138,3 +138,25 @@ def test_a_dual_view_row_goes_to_review_with_its_reason():
     assert row["hc_mm"] == pytest.approx(
         measurement_row("a.png", single.results["fused"], single.scan)["hc_mm"], rel=0.02
     )
+
+
+def test_a_dual_view_of_portrait_panels_measures_the_left_head_in_both_turned_views():
+    # a 4:3 screen split in two has panels taller than wide: each turned view searched its own region and
+    # chose another panel, and the two patients' heads were averaged
+    from fetalbio.engines import load_engine
+    from fetalbio.geometry import Ellipse
+    from fetalbio.io import Scan
+    from fetalbio.pipeline import Predictor
+
+    rng = np.random.default_rng(1)
+    left = draw_scan((520, 380), Ellipse.from_axes(190, 260, 150, 120, 90), rng)  # a large head
+    right = draw_scan((520, 380), Ellipse.from_axes(190, 260, 90, 72, 90), rng)  # a small one
+    screen = np.full((700, 1140), 20, np.uint8)
+    screen[90:610, 150:530], screen[90:610, 570:950] = left, right
+    engines = {m: load_engine(None, m, "litert") for m in ("segmentation", "landmarks")}
+    (pred,) = Predictor(engines, combined=("fused",)).predict_scans(
+        [Scan(screen, None, Path("d.png"), "none")]
+    )
+    assert pred.view.turns == (1, 3) and pred.view.flags == ("two_images",)
+    for r in pred.results.values():
+        assert 150 <= r.ellipse.cx_px <= 530 and r.ellipse.semi_major_px > 120  # the left, large head
