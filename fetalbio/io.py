@@ -294,7 +294,7 @@ def read_scan(
     if is_dicom:
         grey, dataset = _read_dicom(path, frame)
     else:
-        _check_raster_size(path, head + _read_more(path, 64 * 1024))
+        _check_raster_size(path, head + _read_more(path, _HEAD_BYTES))
         grey = _read_raster(path) if frame == 0 else _read_raster_page(path, frame)
 
     height, width = grey.shape
@@ -312,6 +312,10 @@ def read_scan(
 
 # ---- rasters (OpenCV) ----------------------------------------------------------------------------
 
+
+_PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+_TIFF_MAGIC = (b"II*\x00", b"MM\x00*")  # little- and big-endian
+_HEAD_BYTES = 64 * 1024  # what header parsing reads of a file
 
 _CV2_QUIET_LOCK = threading.Lock()
 _cv2_quiet = {"depth": 0, "previous": None}  # readers run in threads: the level is saved by the first in
@@ -345,7 +349,7 @@ def _read_raster(path: Path) -> np.ndarray:
         buf = np.fromfile(path, dtype=np.uint8)
     except OSError as exc:
         raise ScanError(path, f"cannot read file: {_describe(exc)}") from exc
-    if buf[:8].tobytes() == b"\x89PNG\r\n\x1a\n" and buf.tobytes().rfind(b"IEND") < 0:
+    if buf[:8].tobytes() == _PNG_MAGIC and buf.tobytes().rfind(b"IEND") < 0:
         # said here: libpng would print its own complaint straight to the terminal
         raise ScanError(path, "cannot decode: a PNG without its end chunk (cut short)")
     # JPEG (by its content: a JPEG saved under another name too): decoded in colour so that OpenCV applies
@@ -366,7 +370,7 @@ def _read_raster(path: Path) -> np.ndarray:
         grey = _white_is_zero(_colour_to_grey(img, bgr=True), buf)
     except Exception as exc:
         raise ScanError(path, f"unsupported image layout {img.dtype} {img.shape}: {_describe(exc)}") from exc
-    return _oriented(grey, _exif_orientation(buf[: 64 * 1024].tobytes()))
+    return _oriented(grey, _exif_orientation(buf[:_HEAD_BYTES].tobytes()))
 
 
 # EXIF orientation (TIFF/EXIF tag 274) -> the stored image turned as a viewer shows it
@@ -390,7 +394,7 @@ def _exif_orientation(head: bytes) -> int:
     """The EXIF orientation (1-8; 1 = as stored) of a PNG (``eXIf`` chunk) or WebP (``EXIF`` chunk): a
     browser turns such a file by it, OpenCV does not. JPEG and TIFF are turned by OpenCV itself."""
     exif = b""
-    if head[:8] == b"\x89PNG\r\n\x1a\n":
+    if head[:8] == _PNG_MAGIC:
         i = 8
         while i + 8 <= len(head) and not exif:
             n, kind = int.from_bytes(head[i : i + 4], "big"), head[i + 4 : i + 8]
@@ -405,7 +409,7 @@ def _exif_orientation(head: bytes) -> int:
             exif = head[i + 8 : i + 8 + n] if kind == b"EXIF" else b""
             i += 8 + n + (n & 1)
     exif = exif[6:] if exif.startswith(b"Exif\x00\x00") else exif
-    if exif[:4] not in (b"II*\x00", b"MM\x00*"):
+    if exif[:4] not in _TIFF_MAGIC:
         return 1
     return _tiff_tags(exif, None, (274,)).get(274, 1)
 
@@ -414,7 +418,7 @@ def _white_is_zero(grey: np.ndarray, buf: np.ndarray) -> np.ndarray:
     """A grey TIFF whose PhotometricInterpretation is 0 (WhiteIsZero) inverted, so that bright = strong
     echo as in every other file: OpenCV inverts an 8-bit one itself, but returns the stored values of a
     16-bit or float one (measured with OpenCV 5.0; tests/test_io.py holds both)."""
-    if grey.ndim != 2 or grey.dtype == np.uint8 or buf[:4].tobytes() not in (b"II*\x00", b"MM\x00*"):
+    if grey.ndim != 2 or grey.dtype == np.uint8 or buf[:4].tobytes() not in _TIFF_MAGIC:
         return grey
     if _tiff_tags(buf.tobytes(), None).get(262) != 0:  # the whole file: the directory often comes last
         return grey
@@ -425,13 +429,11 @@ def _white_is_zero(grey: np.ndarray, buf: np.ndarray) -> np.ndarray:
 
 def _read_raster_page(path: Path, page: int) -> np.ndarray:
     """Page ``page`` (0-based) of a multi-page TIFF, an animated PNG or an animated WebP, grey (H, W)."""
-    n = count_frames(path)
-    if page >= n:
-        raise ScanError(path, f"frame {page} out of range (image has {n} frame{'s' if n > 1 else ''})")
     buf = np.fromfile(path, dtype=np.uint8)
+    head = buf[:_HEAD_BYTES].tobytes()
     try:
         with _quiet_cv2():
-            if buf[:4].tobytes() in (b"II*\x00", b"MM\x00*"):
+            if buf[:4].tobytes() in _TIFF_MAGIC:
                 ok, pages = cv2.imdecodemulti(buf, cv2.IMREAD_UNCHANGED, None, (page, page + 1))
             else:  # APNG, animated WebP: the frame as shown (composed over the ones before it)
                 ok, anim = cv2.imdecodeanimation(buf, page, 1)
@@ -439,8 +441,11 @@ def _read_raster_page(path: Path, page: int) -> np.ndarray:
     except Exception as exc:  # noqa: BLE001 - cv2.error and friends
         raise ScanError(path, f"cannot decode frame {page}: {_describe(exc)}") from exc
     if not ok or not len(pages) or pages[0] is None or pages[0].size == 0:
+        n = _raster_pages(path, head)  # counted only when it is needed for the message
+        if page >= n:
+            raise ScanError(path, f"frame {page} out of range (image has {n} frame{'s' if n > 1 else ''})")
         raise ScanError(path, f"cannot decode frame {page}")
-    first = raster_size(buf[: 64 * 1024].tobytes(), path)
+    first = raster_size(head, path)
     if first is not None and pages[0].shape[1::-1] != tuple(first):  # a TIFF's thumbnail or preview page
         raise ScanError(
             path,
@@ -451,13 +456,13 @@ def _read_raster_page(path: Path, page: int) -> np.ndarray:
         grey = _white_is_zero(_colour_to_grey(pages[0], bgr=True), buf)
     except Exception as exc:
         raise ScanError(path, f"unsupported image layout in frame {page}: {_describe(exc)}") from exc
-    return _oriented(grey, _exif_orientation(buf[: 64 * 1024].tobytes()))
+    return _oriented(grey, _exif_orientation(head))
 
 
 def _raster_pages(path: Path, head: bytes) -> int:
     """Pages of a TIFF, frames of an animated PNG (acTL chunk) or WebP (ANIM chunk); 1 for the rest."""
-    tiff = head[:4] in (b"II*\x00", b"MM\x00*")
-    apng = head[:8] == b"\x89PNG\r\n\x1a\n" and b"acTL" in head.split(b"IDAT", 1)[0]
+    tiff = head[:4] in _TIFF_MAGIC
+    apng = head[:8] == _PNG_MAGIC and b"acTL" in head.split(b"IDAT", 1)[0]
     webp = head[:4] == b"RIFF" and head[8:12] == b"WEBP" and b"ANIM" in head[12:4096]
     if not (tiff or apng or webp):
         return 1
@@ -895,7 +900,7 @@ def raster_size(head: bytes, path: Path | None = None) -> tuple[int, int] | None
     """
     import struct
 
-    if head[:8] == b"\x89PNG\r\n\x1a\n" and len(head) >= 33 and head[12:16] == b"IHDR":
+    if head[:8] == _PNG_MAGIC and len(head) >= 33 and head[12:16] == b"IHDR":
         import zlib
 
         # only a header whose checksum holds is believed: a damaged one is left to the decoder
@@ -909,7 +914,7 @@ def raster_size(head: bytes, path: Path | None = None) -> tuple[int, int] | None
         return _jpeg_size(head)
     if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
         return _webp_size(head)
-    if head[:4] in (b"II*\x00", b"MM\x00*"):
+    if head[:4] in _TIFF_MAGIC:
         return _tiff_size(head, path)
     return None
 
@@ -1017,7 +1022,7 @@ def count_frames(path: Path) -> int:
     it later says why)."""
     try:
         with path.open("rb") as fh:
-            head = fh.read(64 * 1024)
+            head = fh.read(_HEAD_BYTES)
     except OSError:
         return 1
     if (

@@ -82,11 +82,6 @@ def footprint_rim(seen: np.ndarray | None, shape_hw: tuple[int, int]) -> np.ndar
     return outer & ~inner
 
 
-def touches_edge(mask: np.ndarray, seen: np.ndarray | None = None) -> bool:
-    """Whether the (H, W) mask reaches the border of what the model saw (``seen``, None = the image)."""
-    return bool((np.asarray(mask) > 0)[footprint_rim(seen, mask.shape)].any())
-
-
 def segment_to_ellipse(prob: np.ndarray, threshold: float = 0.5, seen: np.ndarray | None = None) -> SegResult:
     """Turn a skull probability map ((H, W) float in 0..1, ORIGINAL pixels) into an ellipse and flags.
 
@@ -102,13 +97,13 @@ def segment_to_ellipse(prob: np.ndarray, threshold: float = 0.5, seen: np.ndarra
     if area < MIN_AREA_FRAC * mask.size:
         return SegResult(None, mask, ["no_head"], 0.0, "no head found")
     flags = []
-    if touches_edge(mask, seen):
+    rim = footprint_rim(seen, mask.shape)  # the border of what the model saw: the image's, or a region's
+    if mask[rim].any():
         flags.append("edge")
     # sub-pixel boundary where the probability crosses the threshold, on the convex hull only
     try:
         pts = mask_boundary_points(mask, prob=np.clip(prob, 0.0, 1.0) if threshold == 0.5 else None)
         if seen is not None:  # a cut by the region's or frame's border is no skull: left out, as the image's
-            rim = footprint_rim(seen, mask.shape)
             ix = np.clip(np.round(pts).astype(int), 0, [mask.shape[1] - 1, mask.shape[0] - 1])
             kept = pts[~rim[ix[:, 1], ix[:, 0]]]
             pts = kept if len(kept) >= 5 else pts

@@ -119,7 +119,7 @@ def find_panels(
     a band of columns (rows) in its middle third is flat from top to bottom (one grey within
     :data:`DUAL_FLAT_TOL`: the gap or line between the panels and their dark margins), and there is
     texture on both sides of it. One ultrasound image has tissue across its middle: no HC18 scan, as
-    given or inside a capture, splits (``tools/region_check.py``)."""
+    given or in 14 perturbations (captures, turns, noise, darker grey maps), splits (docs/robustness.md)."""
     y0, x0, h, w = box if box is not None else (0, 0, *pixels.shape[:2])
     for axis in (1, 0):
         long_, short = (w, h) if axis == 1 else (h, w)
