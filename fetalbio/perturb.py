@@ -196,9 +196,25 @@ def colour_overlay(img: np.ndarray, e: Ellipse, rng: np.random.Generator) -> np.
     return rgb
 
 
-# Kinds drawn where the annotated head is; they return (H, W, 3) RGB, read as a file would be
-# (fetalbio.colour.colour_to_grey). Added with the overlay step it showed the need for (docs).
-ANNOTATED_KINDS = {"colour_overlay": colour_overlay}
+def grey_trace(img: np.ndarray, e: Ellipse, rng: np.random.Generator) -> np.ndarray:
+    """``(H, W)`` grey: the scan with a machine's measurement drawn in one grey (200-255), as a grey
+    machine's capture has it: a solid HC trace 1 or 2 px wide (aliased, as machines draw) 0.92-1.08
+    times the head's outline ``e`` (a sonographer's trace is not always on the skull), caliper crosses
+    at its axes' ends and the measurement text."""
+    out = img.copy()
+    grey, k = int(rng.integers(200, 256)), rng.uniform(0.92, 1.08)
+    box = ((e.cx_px, e.cy_px), (2 * k * e.semi_major_px, 2 * k * e.semi_minor_px), e.angle_deg)
+    cv2.ellipse(out, box, grey, int(rng.integers(1, 3)), cv2.LINE_8)
+    for x, y in ellipse_to_landmarks(e).as_array() * k + (1 - k) * np.array([e.cx_px, e.cy_px]):
+        cv2.drawMarker(out, (round(x), round(y)), grey, cv2.MARKER_CROSS, 14, 1)
+    text = f"BPD {rng.uniform(40, 95):.1f}mm  HC {rng.uniform(150, 340):.1f}mm"
+    cv2.putText(out, text, (10, img.shape[0] - 14), cv2.FONT_HERSHEY_SIMPLEX, 0.6, grey, 1)
+    return out
+
+
+# Kinds drawn where the annotated head is; a colour one returns (H, W, 3) RGB, read as a file would be
+# (fetalbio.colour.colour_to_grey). Each added with the step it showed the need for (docs).
+ANNOTATED_KINDS = {"colour_overlay": colour_overlay, "grey_trace": grey_trace}
 
 
 def perturb(
@@ -207,7 +223,7 @@ def perturb(
     """Apply perturbation ``kind`` (one of :data:`KINDS`, :data:`STRESS_KINDS` or, given the annotated
     head's ``ellipse`` in the scan's pixels, :data:`ANNOTATED_KINDS`, alone, or ``clean``; ``a+b``
     applies ``a`` then ``b``, e.g. ``rotate30+flip_lr``); returns (pixels, pixel size mm): (H, W) grey,
-    or (H, W, 3) RGB for an annotated kind."""
+    or (H, W, 3) RGB for ``colour_overlay``."""
     if "+" in kind:
         if any(part in ANNOTATED_KINDS for part in kind.split("+")):  # drawn in the clean scan's pixels
             raise ValueError(f"perturbation {kind!r}: a kind drawn on the annotated head goes alone")

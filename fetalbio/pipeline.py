@@ -212,7 +212,11 @@ class Predictor:
             return None, {}, exc.reason, None
         from fetalbio.preprocess import compose_affine, square_pixels, upright
 
-        pixels, tilt = scan.pixels, None
+        pixels, tilt, traced = scan.pixels, None, False
+        if self.find_region:  # a machine's grey HC trace drawn on the scan: the models measured it
+            from fetalbio.marks import remove_trace
+
+            pixels, traced = remove_trace(pixels)
         squared = square_pixels(pixels, scan.spacing_mm)  # non-square pixels: the models learned square ones
         if squared is not None:
             pixels, m = squared
@@ -260,7 +264,7 @@ class Predictor:
             m: [self._view(pixels, k, e.image_size, tilt, regions[k]) for k in views]
             for m, e in self.engines.items()
         }
-        flags = ("two_images",) if dual else ()
+        flags = ("two_images",) * dual + ("trace_removed",) * traced
         return scan, inputs, None, ScanView(pixels, tilt, tuple(views), int(h * w), flags)
 
     def _region(self, img: np.ndarray) -> tuple[tuple[int, int, int, int] | None, tuple | None, bool]:

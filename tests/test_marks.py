@@ -1,0 +1,160 @@
+"""A machine's grey HC trace drawn on a scan is found and filled in; speckle, echoes and UI are not."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from fetalbio.geometry import Ellipse
+from fetalbio.marks import remove_trace, trace_mask
+from fetalbio.synthetic import draw_scan, random_ellipse, show_on_screen
+
+HC18 = Path(__file__).resolve().parents[2] / "shared" / "data" / "hc18" / "training_set"
+
+
+def _scan(seed: int, hw=(540, 800)) -> tuple[np.ndarray, Ellipse]:
+    rng = np.random.default_rng(seed)
+    e = random_ellipse(hw, rng)
+    return draw_scan(hw, e, rng), e
+
+
+def _trace(img: np.ndarray, e: Ellipse, k: float, value: int, thickness: int = 1, line=cv2.LINE_8):
+    """Draw a machine's HC trace ``k`` times the head, a caliper cross on it and a text box, in one grey
+    ``value``; returns the pixels drawn."""
+    before = img.copy()
+    box = ((e.cx_px, e.cy_px), (2 * k * e.semi_major_px, 2 * k * e.semi_minor_px), e.angle_deg)
+    cv2.ellipse(img, box, value, thickness, line)
+    top = (int(e.cx_px), int(e.cy_px - k * e.semi_minor_px))
+    cv2.drawMarker(img, top, value, cv2.MARKER_CROSS, 14, 1)
+    cv2.putText(img, "HC 171.4mm", (20, img.shape[0] - 20), cv2.FONT_HERSHEY_SIMPLEX, 0.6, value, 1)
+    return img != before
+
+
+@pytest.mark.parametrize("seed,k,value", [(0, 0.92, 235), (1, 1.12, 255), (2, 0.9, 200)])
+def test_a_one_value_trace_is_found_and_nothing_beside_it(seed, k, value):
+    img, e = _scan(seed)
+    drawn = _trace(img, e, k, value)
+    mask = trace_mask(img)
+    on_line = drawn & (img == value)
+    assert (mask & on_line).sum() >= 0.8 * on_line.sum()  # most of the trace (echo crossings aside)
+    assert not (mask & ~drawn).any()  # only drawn pixels
+
+
+def test_a_two_pixel_antialiased_trace_is_found_and_filled_in():
+    img, e = _scan(3)
+    clean = img.copy()
+    drawn = _trace(img, e, 0.85, 240, thickness=2, line=cv2.LINE_AA)
+    out, found = remove_trace(img)
+    assert found and out.shape == img.shape and out.dtype == np.uint8
+    # filled in from the echo round it: the drawn pixels are back near the clean scan's grey
+    assert (
+        np.abs(out[drawn].astype(int) - clean[drawn]).mean()
+        < 0.4 * np.abs(img[drawn].astype(int) - clean[drawn]).mean()
+    )
+    far = cv2.dilate(drawn.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
+    assert (out[far] == clean[far]).all()  # nothing away from the marks changes
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_no_trace_on_scans_without_one(seed):
+    img, _ = _scan(seed)
+    saturated = np.clip(img.astype(np.float32) * 1.8, 0, 255).astype(np.uint8)  # a bright echo clipped
+    screen = show_on_screen(img)  # UI text, depth ticks and a side bar in fixed greys
+    for scan in (img, saturated, screen):
+        out, found = remove_trace(scan)
+        assert not found and out is scan
+
+
+def test_marks_that_trace_no_ellipse_are_left_as_they_are():
+    img, e = _scan(4)
+    cv2.line(img, (100, 100), (600, 400), 230, 1)  # a caliper line alone
+    cv2.putText(img, "BPD 48.2mm", (20, 500), cv2.FONT_HERSHEY_SIMPLEX, 0.6, 230, 1)
+    centre, axes = (int(e.cx_px), int(e.cy_px)), (int(e.semi_major_px), int(e.semi_minor_px))
+    for t in range(0, 360, 12):  # a dotted trace: dots shorter than a piece of line
+        cv2.ellipse(img, centre, axes, e.angle_deg, t, t + 3, 230, 1)
+    assert not trace_mask(img).any()
+
+
+def test_sixteen_bit_and_tiny_scans_come_back_as_they_are():
+    img, e = _scan(5)
+    _trace(img, e, 1.0, 250)
+    wide = img.astype(np.uint16) * 257
+    assert remove_trace(wide)[0] is wide
+    small = np.full((20, 20), 9, np.uint8)
+    assert remove_trace(small)[0] is small
+
+
+def _hc18(every: int) -> list[Path]:
+    if not HC18.is_dir():
+        pytest.skip("no HC18 data beside the checkout")
+    return sorted(p for p in HC18.glob("*HC.png"))[::every]
+
+
+def test_no_trace_on_hc18_scans_as_given_speckled_or_saturated():
+    from fetalbio.perturb import KINDS
+
+    found = []
+    for i, path in enumerate(_hc18(10)):
+        g = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        for kind in ("as_given", "speckle", "gain_gamma"):
+            img = g if kind == "as_given" else KINDS[kind](g, 0.1, np.random.default_rng(i))[0]
+            if trace_mask(img).any():
+                found.append((path.name, kind))
+    assert found == []
+
+
+def test_an_hc18_head_with_a_trace_drawn_too_small_is_measured_like_the_clean_one():
+    from fetalbio.engines import load_engine
+    from fetalbio.geometry import measure_ellipse
+    from fetalbio.io import Scan
+    from fetalbio.modelinfo import default_model_path
+    from fetalbio.pipeline import Predictor
+
+    names = [p.name for p in _hc18(1) if p.name in ("465_HC.png", "627_HC.png", "783_HC.png")]
+    if len(names) < 3 or not default_model_path("segmentation", "litert").exists():
+        pytest.skip("no shipped int8 models or scans")
+    table = HC18.parent / "training_set_pixel_size_and_HC.csv"
+    px = {r["filename"]: float(r["pixel size(mm)"]) for r in csv.DictReader(table.open())}
+    methods = ("segmentation", "landmarks")
+    pred = Predictor({m: load_engine(None, m, "litert") for m in methods})
+    worst_fixed = worst_raw = 0.0
+    for name in names:
+        g = cv2.imread(str(HC18 / name), cv2.IMREAD_GRAYSCALE)
+        ann = cv2.imread(str(HC18 / name.replace(".png", "_Annotation.png")), cv2.IMREAD_GRAYSCALE)
+        ys, xs = np.nonzero(ann)
+        (cx, cy), (d1, d2), ang = cv2.fitEllipse(np.stack([xs, ys], 1).astype(np.float32))
+        traced = g.copy()
+        cv2.ellipse(traced, ((cx, cy), (0.92 * d1, 0.92 * d2), ang), 235, 1, cv2.LINE_8)  # 8 % too small
+        sp = (px[name], px[name])
+        clean, fixed = pred.predict_scans(
+            [Scan(g, sp, Path("a.png"), "cli"), Scan(traced, sp, Path("b.png"), "cli")]
+        )
+        pred.find_region = False  # the trace left in: what the models did before
+        (raw,) = pred.predict_scans([Scan(traced, sp, Path("c.png"), "cli")])
+        pred.find_region = True
+        for m in methods:
+            hc = [measure_ellipse(p.results[m].ellipse, sp).hc for p in (clean, fixed, raw)]
+            worst_fixed, worst_raw = max(worst_fixed, abs(hc[1] - hc[0])), max(worst_raw, abs(hc[2] - hc[0]))
+            assert "trace_removed" in fixed.results[m].flags and "trace_removed" not in clean.results[m].flags
+    assert worst_raw > 3.0  # the trace pulls the models (measured: up to 8.9 mm)
+    assert worst_fixed < 1.0  # taken out, the head measures as without it (measured: at most 0.6 mm)
+
+
+def test_the_grey_trace_perturbation_draws_one_grey_on_the_head_and_is_found():
+    from fetalbio.perturb import perturb
+
+    img, e = _scan(7)
+    with pytest.raises(ValueError, match="ellipse"):
+        perturb("grey_trace", img, 0.2)
+    out, px = perturb("grey_trace", img, 0.2, seed=1, ellipse=e)
+    drawn = out != img
+    drawn[-40:] = False  # the text (OpenCV antialiases text whatever the line type)
+    assert out.shape == img.shape and px == 0.2 and len(np.unique(out[drawn])) == 1  # one grey
+    ys, xs = np.nonzero(drawn)
+    r = np.hypot(xs - e.cx_px, ys - e.cy_px)
+    assert np.median(r) == pytest.approx((e.semi_major_px + e.semi_minor_px) / 2, rel=0.12)  # on the head
+    assert trace_mask(out).any()
