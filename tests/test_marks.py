@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fetalbio.geometry import Ellipse
-from fetalbio.marks import remove_trace, trace_mask
+from fetalbio.marks import LOSSY_TOLERANCE, remove_trace, trace_mask
 from fetalbio.synthetic import draw_scan, random_ellipse, show_on_screen
 
 HC18 = Path(__file__).resolve().parents[2] / "shared" / "data" / "hc18" / "training_set"
@@ -88,26 +88,59 @@ def test_sixteen_bit_and_tiny_scans_come_back_as_they_are():
     assert remove_trace(small)[0] is small
 
 
+def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
+    return cv2.imdecode(
+        cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, quality])[1], cv2.IMREAD_GRAYSCALE
+    )
+
+
+@pytest.mark.parametrize("quality", [95, 90])
+def test_a_trace_saved_as_jpeg_is_found_by_the_second_pass(quality):
+    img, e = _scan(8)
+    clean = img.copy()
+    drawn = _trace(img, e, 0.9, 230, thickness=2)
+    lossy = _jpeg(img, quality)
+    assert not trace_mask(lossy).any()  # compression spread the line's one grey
+    mask = trace_mask(lossy, LOSSY_TOLERANCE)
+    near = cv2.dilate(drawn.astype(np.uint8), np.ones((7, 7), np.uint8)).astype(bool)  # with its ringing
+    assert mask.any() and not (mask & ~near).any()
+    out, found = remove_trace(lossy)
+    assert found
+    err_before = np.abs(lossy[drawn].astype(int) - clean[drawn]).mean()
+    assert np.abs(out[drawn].astype(int) - clean[drawn]).mean() < 0.4 * err_before
+
+
+@pytest.mark.parametrize("quality", [95, 60, 30])
+def test_no_trace_on_jpeg_scans_without_one(quality):
+    for seed in range(3):
+        img, _ = _scan(seed)
+        for scan in (img, show_on_screen(img)):
+            lossy = _jpeg(scan, quality)
+            assert remove_trace(lossy)[1] is False
+
+
 def _hc18(every: int) -> list[Path]:
     if not HC18.is_dir():
         pytest.skip("no HC18 data beside the checkout")
     return sorted(p for p in HC18.glob("*HC.png"))[::every]
 
 
-def test_no_trace_on_hc18_scans_as_given_speckled_or_saturated():
+@pytest.mark.slow
+def test_no_trace_on_hc18_scans_as_given_speckled_saturated_or_compressed():
     from fetalbio.perturb import KINDS
 
     found = []
     for i, path in enumerate(_hc18(10)):
         g = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-        for kind in ("as_given", "speckle", "gain_gamma"):
+        for kind in ("as_given", "speckle", "gain_gamma", "jpeg30"):
             img = g if kind == "as_given" else KINDS[kind](g, 0.1, np.random.default_rng(i))[0]
-            if trace_mask(img).any():
+            if remove_trace(img)[1]:  # either pass
                 found.append((path.name, kind))
     assert found == []
 
 
-def test_an_hc18_head_with_a_trace_drawn_too_small_is_measured_like_the_clean_one():
+@pytest.mark.parametrize("quality", [None, 90])
+def test_an_hc18_head_with_a_trace_drawn_too_small_is_measured_like_the_clean_one(quality):
     from fetalbio.engines import load_engine
     from fetalbio.geometry import measure_ellipse
     from fetalbio.io import Scan
@@ -129,6 +162,7 @@ def test_an_hc18_head_with_a_trace_drawn_too_small_is_measured_like_the_clean_on
         (cx, cy), (d1, d2), ang = cv2.fitEllipse(np.stack([xs, ys], 1).astype(np.float32))
         traced = g.copy()
         cv2.ellipse(traced, ((cx, cy), (0.92 * d1, 0.92 * d2), ang), 235, 1, cv2.LINE_8)  # 8 % too small
+        traced = _jpeg(traced, quality) if quality else traced
         sp = (px[name], px[name])
         clean, fixed = pred.predict_scans(
             [Scan(g, sp, Path("a.png"), "cli"), Scan(traced, sp, Path("b.png"), "cli")]
@@ -140,8 +174,10 @@ def test_an_hc18_head_with_a_trace_drawn_too_small_is_measured_like_the_clean_on
             hc = [measure_ellipse(p.results[m].ellipse, sp).hc for p in (clean, fixed, raw)]
             worst_fixed, worst_raw = max(worst_fixed, abs(hc[1] - hc[0])), max(worst_raw, abs(hc[2] - hc[0]))
             assert "trace_removed" in fixed.results[m].flags and "trace_removed" not in clean.results[m].flags
-    assert worst_raw > 3.0  # the trace pulls the models (measured: up to 8.9 mm)
-    assert worst_fixed < 1.0  # taken out, the head measures as without it (measured: at most 0.6 mm)
+    assert worst_raw > 3.0  # the trace pulls the models (measured: up to 8.9 mm, 9.1 as JPEG)
+    # taken out, the head measures as without it (measured: at most 0.6 mm; as JPEG 90, whose ringing the
+    # inpainting does not all take, 2.1)
+    assert worst_fixed < (1.0 if quality is None else 2.5)
 
 
 def test_the_grey_trace_perturbation_draws_one_grey_on_the_head_and_is_found():
