@@ -194,3 +194,28 @@ def test_the_grey_trace_perturbation_draws_one_grey_on_the_head_and_is_found():
     r = np.hypot(xs - e.cx_px, ys - e.cy_px)
     assert np.median(r) == pytest.approx((e.semi_major_px + e.semi_minor_px) / 2, rel=0.12)  # on the head
     assert trace_mask(out).any()
+
+
+def test_predict_says_which_rows_had_a_trace_taken_out(tmp_path):
+    from typer.testing import CliRunner
+
+    from fetalbio.cli import app
+    from fetalbio.modelinfo import default_model_path
+
+    if not default_model_path("segmentation", "litert").exists():
+        pytest.skip("no shipped int8 segmentation model")
+    folder = tmp_path / "scans"
+    folder.mkdir()
+    plain, e = _scan(9)
+    traced = plain.copy()
+    _trace(traced, e, 0.92, 240)
+    cv2.imwrite(str(folder / "plain.png"), plain)
+    cv2.imwrite(str(folder / "traced.png"), traced)
+    args = ["predict", folder, "--pixel-size", "0.2", "--out", tmp_path / "run", "--engine", "litert"]
+    res = CliRunner().invoke(app, [*map(str, args), "--method", "all", "--no-overlays"])
+    assert res.exit_code == 0, res.output
+    with open(tmp_path / "run" / "measurements.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    flagged = {(Path(r["file"]).name, r["method"]) for r in rows if "trace_removed" in r["flags"].split(";")}
+    methods = {r["method"] for r in rows}
+    assert flagged == {("traced.png", m) for m in methods} and len(methods) == 3
