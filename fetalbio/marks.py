@@ -27,9 +27,8 @@ MARK_MIN_PIECE_PX = 25  # a piece of line of one value has at least this many pi
 MARK_PURITY = 0.9  # share of a piece's pixels within the tolerance of its median value
 LOSSY_TOLERANCE = 12  # grey levels, the second pass (JPEG quality 90: 39 of 42 traces found; 20: a false one)
 CALIPER_SPREAD_PX = 1.0  # a straight piece (a caliper's line or cross, a text stroke): RMS off its line
-MARK_MAX_SPREAD_PX = (
-    1.5  # 75th percentile of a piece's distance (px) to its own line or ellipse (3 px wide: 1.1)
-)
+# 75th percentile of a piece's distance (px) to its own line or ellipse (a 3 px wide line: 1.1)
+MARK_MAX_SPREAD_PX = 1.5
 TRACE_MIN_LENGTH_FRAC = 0.5  # of the shorter side: the pixels of one value's pieces together (traces: 0.9-9)
 TRACE_MIN_GREY = 100  # a machine draws its trace to be seen on the dark scan (a fan's dark rim: 36)
 TRACE_MIN_SIDE_FRAC = 0.1  # of the shorter side: their box's shorter side (not a ruler along an edge)
@@ -37,10 +36,8 @@ TRACE_MIN_SIDE_FRAC = 0.1  # of the shorter side: their box's shorter side (not 
 # validation split: 0.43-1; a speckled or saturated echo's pieces of one value: up to 0.21)
 TRACE_MIN_COVER = 0.35
 TRACE_BAND_PX = 1.5
-INPAINT_GROW_PX = (
-    2,
-    3,
-)  # round the pixels found: a line's antialiased rim (exact pass), JPEG ringing (lossy)
+# grown round the pixels found before inpainting: a line's antialiased rim (exact pass), JPEG ringing
+INPAINT_GROW_PX = (2, 3)
 INPAINT_RADIUS_PX = 3
 
 

@@ -198,7 +198,7 @@ def colour_overlay(img: np.ndarray, e: Ellipse, rng: np.random.Generator) -> np.
 
 def grey_trace(img: np.ndarray, e: Ellipse, rng: np.random.Generator) -> np.ndarray:
     """``(H, W)`` grey: the scan with a machine's measurement drawn in one grey (200-255), as a grey
-    machine's capture has it: a solid HC trace 1 or 2 px wide (aliased, as machines draw) 0.92-1.08
+    machine's capture has it: a solid HC trace 1 or 3 px wide (aliased, as machines draw) 0.92-1.08
     times the head's outline ``e`` (a sonographer's trace is not always on the skull), caliper crosses
     at its axes' ends and the measurement text."""
     out = img.copy()
