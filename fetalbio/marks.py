@@ -27,6 +27,7 @@ MARK_MIN_PIECE_PX = 25  # a piece of line of one value has at least this many pi
 MARK_PURITY = 0.9  # share of a piece's pixels within the tolerance of its median value
 LOSSY_TOLERANCE = 12  # grey levels, the second pass (JPEG quality 90: 39 of 42 traces found; 20: a false one)
 CALIPER_SPREAD_PX = 1.0  # a straight piece (a caliper's line or cross, a text stroke): RMS off its line
+CALIPER_REACH_PX = 8  # a caliper's cross sits on the trace: its pixels' median distance from the ellipse
 # 75th percentile of a piece's distance (px) to its own line or ellipse (a 3 px wide line: 1.1)
 MARK_MAX_SPREAD_PX = 1.5
 TRACE_MIN_LENGTH_FRAC = 0.5  # of the shorter side: the pixels of one value's pieces together (traces: 0.9-9)
@@ -81,20 +82,20 @@ def _radial_distance(e: tuple, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 def _spread_px(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
     """How far (px) a piece's pixels lie from the straight line through them (RMS) and from the ellipse
-    through them (75th percentile; inf under 6 pixels)."""
+    through them (75th percentile; inf under 6 pixels, and not fitted when the line is close enough)."""
     p = np.stack([xs, ys], 1).astype(np.float32)
     line = float(np.sqrt(max(np.linalg.eigvalsh(np.cov(p.T))[0], 0.0)))
-    if len(p) < 6:
+    if len(p) < 6 or line <= MARK_MAX_SPREAD_PX:  # the ellipse fit is most of the time on busy screens
         return line, float("inf")
     return line, float(np.quantile(_radial_distance(cv2.fitEllipse(p), p[:, 0], p[:, 1]), 0.75))
 
 
-def _ellipse_fit(xs: np.ndarray, ys: np.ndarray) -> tuple[float, np.ndarray]:
-    """(share of the 360 one-degree angles round the ellipse fitted to the points, twice refitted to
-    those within :data:`TRACE_BAND_PX` or the nearer half, at which a point within the band lies,
-    each point's distance (px) from that ellipse)."""
+def _ellipse_fit(xs: np.ndarray, ys: np.ndarray, start: np.ndarray) -> tuple[float, np.ndarray]:
+    """(share of the 360 one-degree angles round the ellipse fitted to the points (first to those of
+    ``start``, the curved pieces, then twice to those within :data:`TRACE_BAND_PX` or the nearer half)
+    at which a point within the band lies, each point's distance (px) from that ellipse)."""
     xs, ys = xs.astype(np.float32), ys.astype(np.float32)
-    near = np.ones(len(xs), bool)
+    near = start if start.sum() >= 6 else np.ones(len(xs), bool)  # curved pieces first: a ruler is no arc
     d = np.full(len(xs), np.inf)
     for _ in range(3):
         if near.sum() < 6:
@@ -150,12 +151,12 @@ def trace_mask(grey: np.ndarray, tol: int = 0) -> np.ndarray:
     A trace is the pieces of line of one grey value (at least :data:`TRACE_MIN_GREY`) that together are
     long (:data:`TRACE_MIN_LENGTH_FRAC` of the shorter side), spread over both directions, and trace an
     ellipse over at least :data:`TRACE_MIN_COVER` of its angles. Its pieces on that ellipse and the
-    straight ones (calipers, text strokes) are taken; others of the same value (a saturated echo's bits
-    when it is white) are not.
+    straight ones within :data:`CALIPER_REACH_PX` of it (calipers) are taken; others of the same value
+    (a saturated echo's bits when it is white, text) are not.
     """
-    h, w = grey.shape
+    h, w = grey.shape[:2]
     none = np.zeros((h, w), bool)
-    if grey.dtype != np.uint8 or min(h, w) < 32:
+    if grey.ndim != 2 or grey.dtype != np.uint8 or min(h, w) < 32:
         return none
     lab, groups, st, straight = _pieces(grey, tol)
     keep = np.zeros(len(st), bool)
@@ -172,21 +173,22 @@ def trace_mask(grey: np.ndarray, tol: int = 0) -> np.ndarray:
             continue
         crop = lab[y0:y1, x0:x1]
         ys, xs = np.nonzero(np.isin(crop, ids))
-        cover, d = _ellipse_fit(xs + x0, ys + y0)
+        which = crop[ys, xs]
+        cover, d = _ellipse_fit(xs + x0, ys + y0, ~np.isin(which, list(straight)))
         if cover < TRACE_MIN_COVER:
             continue
-        which = crop[ys, xs]
-        for i in ids:  # the trace's pieces, and straight ones (calipers); not a saturated echo's bits
-            keep[i] = i in straight or float(np.median(d[which == i])) <= TRACE_BAND_PX
+        for i in ids:  # the trace's pieces and the calipers on it; not an echo's bits of the same grey
+            off = float(np.median(d[which == i]))
+            keep[i] = off <= TRACE_BAND_PX or (i in straight and off <= CALIPER_REACH_PX)
     return keep[lab] if keep.any() else none
 
 
 def remove_trace(grey: np.ndarray) -> tuple[np.ndarray, bool]:
     """(the scan with a drawn grey trace filled in from around it, whether one was found).
 
-    ``grey``: ``(H, W)`` scan; anything but uint8 comes back as it is. Exactly one grey is looked for
-    first, then grey within :data:`LOSSY_TOLERANCE`; the pixels found and :data:`INPAINT_GROW_PX` round
-    them are inpainted (Telea).
+    ``grey``: ``(H, W)`` scan; anything but a 2-D uint8 array comes back as it is. Exactly one grey is
+    looked for first, then grey within :data:`LOSSY_TOLERANCE`; the pixels found and
+    :data:`INPAINT_GROW_PX` round them are inpainted (Telea).
     """
     for tol, grow in zip((0, LOSSY_TOLERANCE), INPAINT_GROW_PX, strict=True):
         mask = trace_mask(grey, tol)

@@ -219,3 +219,21 @@ def test_predict_says_which_rows_had_a_trace_taken_out(tmp_path):
     flagged = {(Path(r["file"]).name, r["method"]) for r in rows if "trace_removed" in r["flags"].split(";")}
     methods = {r["method"] for r in rows}
     assert flagged == {("traced.png", m) for m in methods} and len(methods) == 3
+
+
+def test_only_the_calipers_on_the_trace_go_with_it():
+    img, e = _scan(10)
+    _trace(img, e, 0.92, 230)
+    cv2.line(img, (20, 30), (140, 40), 230, 1)  # a straight piece of the trace's grey, far from it
+    top = (int(e.cx_px), int(e.cy_px - 0.92 * e.semi_minor_px))  # _trace's caliper cross on the trace
+    mask = trace_mask(img)
+    assert mask.any() and not mask[25:46, 15:146].any()
+    assert mask[top[1] - 7 : top[1] + 8, top[0] - 7 : top[0] + 8].sum() >= 20
+
+
+def test_an_array_that_is_no_grey_scan_comes_back_as_it_is():
+    img, e = _scan(11)
+    _trace(img, e, 0.92, 230)
+    for arr in (np.dstack([img] * 3), img[:, :, None]):
+        out, found = remove_trace(arr)
+        assert out is arr and not found
