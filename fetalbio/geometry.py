@@ -152,6 +152,12 @@ def fit_ellipse(points_xy: np.ndarray) -> EllipseFit:
 
 def radial_residual_px(e: Ellipse, points_xy: np.ndarray) -> float:
     """RMS distance (px) from each point to the ellipse along the ray from the centre."""
+    return float(np.sqrt(np.mean(radial_distances_px(e, points_xy) ** 2)))
+
+
+def radial_distances_px(e: Ellipse, points_xy: np.ndarray) -> np.ndarray:
+    """``(N,)`` distance (px, >= 0) of each of ``(N, 2)`` points (x, y) from the ellipse along the ray
+    from its centre: exact on a circle, close to the normal distance on a head's ellipse."""
     pts = np.asarray(points_xy, dtype=np.float64).reshape(-1, 2)
     th = math.radians(e.angle_deg)
     d = pts - np.array(e.centre)
@@ -159,8 +165,7 @@ def radial_residual_px(e: Ellipse, points_xy: np.ndarray) -> float:
     v = -d[:, 0] * math.sin(th) + d[:, 1] * math.cos(th)
     r = np.hypot(u / e.semi_major_px, v / e.semi_minor_px)
     dist = np.hypot(u, v)
-    radial = np.where(r > 0, dist * (1.0 - 1.0 / np.maximum(r, 1e-12)), 0.0)
-    return float(np.sqrt(np.mean(radial**2)))
+    return np.abs(np.where(r > 0, dist * (1.0 - 1.0 / np.maximum(r, 1e-12)), 0.0))
 
 
 def boundary_points(mask: np.ndarray, prob: np.ndarray | None = None, level: float = 0.5) -> np.ndarray:

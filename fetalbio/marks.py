@@ -21,6 +21,9 @@ from __future__ import annotations
 import cv2
 import numpy as np
 
+from fetalbio.colour import INPAINT_RADIUS_PX
+from fetalbio.geometry import Ellipse, radial_distances_px
+
 MARK_RISE = 20  # grey levels a mark's pixel stands above the median of the window round it
 RISE_WINDOW_PX = 9  # that window's side: a 3 px line (OpenCV's thickness 2) across it is under half of it
 MARK_MIN_PIECE_PX = 25  # a piece of line of one value has at least this many pixels (speckle: fewer)
@@ -39,7 +42,6 @@ TRACE_MIN_COVER = 0.35
 TRACE_BAND_PX = 1.5
 # grown round the pixels found before inpainting: a line's antialiased rim (exact pass), JPEG ringing
 INPAINT_GROW_PX = (2, 3)
-INPAINT_RADIUS_PX = 3
 
 
 def _equal_neighbours(g: np.ndarray, tol: int) -> np.ndarray:
@@ -70,14 +72,11 @@ def _rises(g: np.ndarray, ys: np.ndarray, xs: np.ndarray, r: int = RISE_WINDOW_P
 
 
 def _radial_distance(e: tuple, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """Distance (px, along the ray from the centre) of points from an OpenCV ellipse ``((cx, cy), (d1,
-    d2), angle_deg)``: exact on a circle, close enough on a head's ellipse for a 1-2 px tolerance."""
+    """:func:`fetalbio.geometry.radial_distances_px` of points from an OpenCV ellipse ``((cx, cy), (d1,
+    d2), angle_deg)`` (a 1-2 px tolerance needs no more than the distance along the ray)."""
     (cx, cy), (d1, d2), ang = e
-    t = np.deg2rad(ang)
-    dx, dy = xs - cx, ys - cy
-    u, v = np.cos(t) * dx + np.sin(t) * dy, -np.sin(t) * dx + np.cos(t) * dy
-    r = np.sqrt((u / max(d1 / 2, 1e-3)) ** 2 + (v / max(d2 / 2, 1e-3)) ** 2) + 1e-9
-    return np.abs(r - 1) * np.hypot(u, v) / r
+    ellipse = Ellipse.from_axes(cx, cy, max(d1 / 2, 1e-3), max(d2 / 2, 1e-3), ang)
+    return radial_distances_px(ellipse, np.stack([xs, ys], 1))
 
 
 def _spread_px(xs: np.ndarray, ys: np.ndarray) -> tuple[float, float]:
