@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from fetalbio.geometry import Ellipse
-from fetalbio.marks import LOSSY_TOLERANCE, remove_trace, trace_mask
+from fetalbio.marks import LOSSY_TOLERANCE, _repeated, remove_trace, trace_mask
 from fetalbio.synthetic import draw_scan, random_ellipse, show_on_screen
 
 HC18 = Path(__file__).resolve().parents[2] / "shared" / "data" / "hc18" / "training_set"
@@ -79,13 +79,56 @@ def test_marks_that_trace_no_ellipse_are_left_as_they_are():
     assert not trace_mask(img).any()
 
 
-def test_sixteen_bit_and_tiny_scans_come_back_as_they_are():
+@pytest.mark.parametrize("factor", [257, 256, 1])
+def test_a_trace_on_8_bit_values_stored_in_16_bits_is_found_in_its_own_scaling(factor):
+    img, e = _scan(0)
+    drawn = _trace(img, e, 0.92, 235)
+    out8, found8 = remove_trace(img)
+    wide = img.astype(np.uint16) * factor
+    out, found = remove_trace(wide)
+    assert found and found8 and out.dtype == np.uint16
+    assert (out == out8.astype(np.uint16) * factor).all()  # the 8-bit result in the file's scaling
+    assert (out[drawn] != wide[drawn]).mean() > 0.5
+
+
+def test_sixteen_bit_data_and_tiny_scans_come_back_as_they_are():
     img, e = _scan(5)
     _trace(img, e, 1.0, 250)
-    wide = img.astype(np.uint16) * 257
-    assert remove_trace(wide)[0] is wide
+    raw = img.astype(np.uint16) * 257 + np.random.default_rng(0).integers(0, 200, img.shape, np.uint16)
+    assert remove_trace(raw)[0] is raw  # 16-bit values: a machine's raw data, no capture
     small = np.full((20, 20), 9, np.uint8)
     assert remove_trace(small)[0] is small
+
+
+@pytest.mark.parametrize("factor,offset", [(2, 0), (3, 1), (1.5, 0)])
+def test_a_trace_on_a_capture_enlarged_with_repeated_pixels_is_found(factor, offset):
+    img, e = _scan(6)
+    clean = img.copy()
+    drawn = _trace(img, e, 0.92, 240, thickness=2)
+
+    def enlarged(a):  # repeated pixels, the first row and column of blocks cut by ``offset``
+        return cv2.resize(a, None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)[offset:, offset:]
+
+    big, big_clean, big_drawn = enlarged(img), enlarged(clean), enlarged(drawn.astype(np.uint8)) > 0
+    assert not trace_mask(big).any() and not trace_mask(big, LOSSY_TOLERANCE).any()  # too wide at full scale
+    out, found = remove_trace(big)
+    assert found
+    err = np.abs(out[big_drawn].astype(int) - big_clean[big_drawn]).mean()
+    assert err < 0.4 * np.abs(big[big_drawn].astype(int) - big_clean[big_drawn]).mean()
+    far = cv2.dilate(big_drawn.astype(np.uint8), np.ones((15, 15), np.uint8)) == 0
+    assert (out[far] == big_clean[far]).all()
+    assert not remove_trace(enlarged(clean))[1]  # the same capture without a trace
+
+
+def test_repeated_pixels_are_told_with_their_block_size_and_phase():
+    img, _ = _scan(7)
+    for scan in (img, show_on_screen(img), cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)):
+        assert _repeated(scan) == (1, 0, 0)
+    for k in (2, 3, 4):
+        big = np.repeat(np.repeat(img, k, 0), k, 1)
+        assert _repeated(big) == (k, 0, 0)
+        assert _repeated(big[1:, 2:]) == (k, k - 1, k - 2)  # the first block cut: blocks start later
+        assert _repeated(_jpeg(big, 90))[0] == k
 
 
 def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
@@ -211,6 +254,7 @@ def test_predict_says_which_rows_had_a_trace_taken_out(tmp_path):
     _trace(traced, e, 0.92, 240)
     cv2.imwrite(str(folder / "plain.png"), plain)
     cv2.imwrite(str(folder / "traced.png"), traced)
+    cv2.imwrite(str(folder / "traced16.png"), traced.astype(np.uint16) * 257)  # an export in 16 bits
     args = ["predict", folder, "--pixel-size", "0.2", "--out", tmp_path / "run", "--engine", "litert"]
     res = CliRunner().invoke(app, [*map(str, args), "--method", "all", "--no-overlays"])
     assert res.exit_code == 0, res.output
@@ -218,7 +262,10 @@ def test_predict_says_which_rows_had_a_trace_taken_out(tmp_path):
         rows = list(csv.DictReader(f))
     flagged = {(Path(r["file"]).name, r["method"]) for r in rows if "trace_removed" in r["flags"].split(";")}
     methods = {r["method"] for r in rows}
-    assert flagged == {("traced.png", m) for m in methods} and len(methods) == 3
+    assert flagged == {(name, m) for m in methods for name in ("traced.png", "traced16.png")}
+    assert len(methods) == 3
+    hc = {(Path(r["file"]).name, r["method"]): float(r["hc_mm"]) for r in rows}
+    assert all(abs(hc["traced16.png", m] - hc["traced.png", m]) < 0.05 for m in methods)  # the same pixels
 
 
 def test_only_the_calipers_on_the_trace_go_with_it():
