@@ -212,10 +212,11 @@ def _repeated(g: np.ndarray) -> tuple[int, int, int]:
 
     Along a row of such an image a pixel equals its right neighbour except where a block ends, so one of
     the k column phases stands out; in a scan all phases look alike. Every 7th row and column is enough."""
-    a = g.astype(np.int16)
+    rows, cols = g[::7].astype(np.int16), g[:, ::7].T.astype(np.int16)
+    along = [np.abs(np.diff(a, axis=1)) <= 2 for a in (rows, cols)]  # each pixel vs its next, both ways
     for k in (4, 3, 2):  # 4 first: a 4x image is a 2x one twice over
         start = []
-        for pairs in (np.abs(np.diff(a[::7], axis=1)) <= 2, np.abs(np.diff(a[:, ::7], axis=0)).T <= 2):
+        for pairs in along:
             share = np.array([pairs[:, o::k].mean() for o in range(k)]) if pairs.size else np.zeros(k)
             end = int(share.argmin())  # the phase where blocks end
             rest = np.delete(share, end)
