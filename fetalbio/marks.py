@@ -13,10 +13,11 @@ around them (OpenCV inpainting), so the models measure the skull, not the trace.
 Two passes: pixels of exactly one value (a lossless capture), then, when that finds none, values within
 :data:`LOSSY_TOLERANCE` grey levels of each other (a JPEG capture, whose compression spreads a line's
 value). A capture enlarged with its pixels repeated draws the trace 2-6 px wide, and a line that wide
-holds areas of one value: such an image is searched at its own scale (each block one pixel), and any
-other large image at half scale too. Only 8-bit values: a 16-bit scan is a machine's raw data, not a
-capture with marks burnt in, unless every value is an 8-bit one stored in 16 bits (times 257, 256 or
-1). A 1 px antialiased trace varies too much along its length and is left as it is (docs/robustness.md).
+holds areas of one value: such an image is searched at its own scale (each block one pixel), then for a
+trace drawn over it at full scale; any other large image at half scale too. Only 8-bit values: a 16-bit
+scan is a machine's raw data, not a capture with marks burnt in, unless every value is an 8-bit one
+stored in 16 bits (times 257, 256 or 1). A 1 px antialiased trace varies too much along its length and
+is left as it is (docs/robustness.md).
 """
 
 from __future__ import annotations
@@ -48,10 +49,11 @@ INPAINT_GROW_PX = (2, 3)
 # an image at least this large is also searched at half scale (a capture enlarged 1.5x or smoothly; HC18's
 # 800x540 scans are not: searching them at half scale would cost a third more for traces not there)
 HALF_SCALE_MIN_SIDE_PX = 720
-# a capture enlarged with its pixels repeated: each pixel equals its neighbour in the block in at least this
-# share of pairs (JPEG 90: 0.8-0.9), and in this share more than where blocks end (scans: within 0.02)
-REPEAT_WITHIN = 0.6
-REPEAT_CONTRAST = 0.3
+# a capture enlarged with its pixels repeated: neighbours differ in at least this share of pairs where its
+# blocks end, and within blocks at most this fraction as often (JPEG 90 blurs blocks a little; in a scan
+# all phases differ alike)
+REPEAT_MIN_CHANGE = 0.03
+REPEAT_WITHIN = 0.25
 
 
 def _equal_neighbours(g: np.ndarray, tol: int) -> np.ndarray:
@@ -118,14 +120,18 @@ def _ellipse_fit(xs: np.ndarray, ys: np.ndarray, start: np.ndarray) -> tuple[flo
     return len(np.unique(angles)) / 360, d
 
 
-def _pieces(g: np.ndarray, tol: int) -> tuple[np.ndarray, dict[int, list[int]], np.ndarray, set[int]]:
+def _pieces(
+    g: np.ndarray, tol: int, skip: np.ndarray | None = None
+) -> tuple[np.ndarray, dict[int, list[int]], np.ndarray, set[int]]:
     """(labels, {grey value: [label of each line piece of that value, within ``tol``]}, component stats,
-    the labels of straight pieces)."""
+    the labels of straight pieces); pixels where ``skip`` is True are no part of a piece."""
     k5 = np.ones((5, 5), np.uint8)
     flat = cv2.subtract(cv2.dilate(g, k5), cv2.erode(g, k5)) <= tol  # a 5x5 of one value: an area
     thin = (_equal_neighbours(g, tol) >= 2) & (cv2.dilate(flat.astype(np.uint8), k5) == 0)
     low = cv2.erode(g, np.ones((RISE_WINDOW_PX,) * 2, np.uint8))
     thin &= cv2.subtract(g, low) >= MARK_RISE  # a first cut: above the window's darkest pixel
+    if skip is not None:
+        thin &= ~skip
     ys, xs = np.nonzero(thin)
     thin[ys, xs] = _rises(g, ys, xs)
     n, lab, st, _ = cv2.connectedComponentsWithStats(thin.astype(np.uint8), connectivity=8)
@@ -153,7 +159,7 @@ def _pieces(g: np.ndarray, tol: int) -> tuple[np.ndarray, dict[int, list[int]], 
     return lab, groups, st, straight
 
 
-def trace_mask(grey: np.ndarray, tol: int = 0) -> np.ndarray:
+def trace_mask(grey: np.ndarray, tol: int = 0, skip: np.ndarray | None = None) -> np.ndarray:
     """``(H, W)`` bool: the pixels of a drawn trace in an 8-bit grey scan (all False when there is none),
     its pixels' values within ``tol`` grey levels of each other.
 
@@ -167,7 +173,7 @@ def trace_mask(grey: np.ndarray, tol: int = 0) -> np.ndarray:
     none = np.zeros((h, w), bool)
     if grey.ndim != 2 or grey.dtype != np.uint8 or min(h, w) < 32:
         return none
-    lab, groups, st, straight = _pieces(grey, tol)
+    lab, groups, st, straight = _pieces(grey, tol, skip)
     keep = np.zeros(len(st), bool)
     side = min(h, w)
     for value, ids in groups.items():
@@ -210,17 +216,20 @@ def _repeated(g: np.ndarray) -> tuple[int, int, int]:
     """(k, row, column): ``g`` is made of k x k blocks of one grey (within JPEG's few levels) from that
     row and column on: a capture enlarged k times with its pixels repeated; (1, 0, 0) when it is not.
 
-    Along a row of such an image a pixel equals its right neighbour except where a block ends, so one of
-    the k column phases stands out; in a scan all phases look alike. Every 7th row and column is enough."""
+    Along a row of such an image a pixel differs from its right neighbour mostly where a block ends, so
+    one of the k column phases stands out; in a scan all phases look alike. Every 7th row and column is
+    enough. The share of pairs that differ is compared, not of those that match: a scan's black and
+    smooth areas match at block ends too (HC18: 77-88 % of pairs)."""
     rows, cols = g[::7].astype(np.int16), g[:, ::7].T.astype(np.int16)
-    along = [np.abs(np.diff(a, axis=1)) <= 2 for a in (rows, cols)]  # each pixel vs its next, both ways
+    along = [np.abs(np.diff(a, axis=1)) > 2 for a in (rows, cols)]  # each pixel vs its next, both ways
     for k in (4, 3, 2):  # 4 first: a 4x image is a 2x one twice over
         start = []
-        for pairs in along:
-            share = np.array([pairs[:, o::k].mean() for o in range(k)]) if pairs.size else np.zeros(k)
-            end = int(share.argmin())  # the phase where blocks end
-            rest = np.delete(share, end)
-            if rest.min() < REPEAT_WITHIN or rest.min() - share[end] < REPEAT_CONTRAST:
+        for differ in along:
+            if differ.shape[0] == 0 or differ.shape[1] < 2 * k:
+                break
+            share = np.array([differ[:, o::k].mean() for o in range(k)])
+            end = int(share.argmax())  # the phase where blocks end
+            if share[end] < REPEAT_MIN_CHANGE or np.delete(share, end).max() > REPEAT_WITHIN * share[end]:
                 break
             start.append((end + 1) % k)
         else:
@@ -228,26 +237,51 @@ def _repeated(g: np.ndarray) -> tuple[int, int, int]:
     return 1, 0, 0
 
 
+def _blocks(g: np.ndarray, k: int, y0: int, x0: int) -> tuple[np.ndarray, tuple[slice, slice]]:
+    """``g``'s k x k blocks from row ``y0``, column ``x0`` on, as ``(rows, k, columns, k)``, and the
+    part of ``g`` they cover (a cut block at the far edges is left out)."""
+    sh, sw = (g.shape[0] - y0) // k, (g.shape[1] - x0) // k
+    part = (slice(y0, y0 + sh * k), slice(x0, x0 + sw * k))
+    return g[part].reshape(sh, k, sw, k), part
+
+
+def _blown_up(small: np.ndarray, shape: tuple[int, int], k: int, part: tuple[slice, slice]) -> np.ndarray:
+    """A mask of the blocks back in ``shape``: each pixel of ``small`` a k x k block of ``part``."""
+    out = np.zeros(shape, bool)
+    out[part] = np.repeat(np.repeat(small, k, 0), k, 1)
+    return out
+
+
 def _find(g: np.ndarray) -> tuple[np.ndarray, int]:
     """(the trace's pixels in ``g`` (8-bit), the inpainting band round them in px); the mask is all False
-    when there is no trace. Exactly one grey, then :data:`LOSSY_TOLERANCE`: on a capture enlarged with
-    its pixels repeated at its own scale only (at full scale its noise repeats too, and the search took
-    1.5 s at 2x); else at full scale, then at half scale on an image of :data:`HALF_SCALE_MIN_SIDE_PX` or
-    more (a capture enlarged smoothly)."""
+    when there is no trace. Exactly one grey, then :data:`LOSSY_TOLERANCE`, in views of the image:
+
+    * a capture enlarged with its pixels repeated: at its own scale (each block one pixel), then at full
+      scale for a trace drawn over the enlarged picture, where blocks of one grey are no part of a line
+      (a speckled scan so enlarged repeats its noise in every block: the search took 1.5 s at 2x);
+    * else at full scale, then at half scale on an image of :data:`HALF_SCALE_MIN_SIDE_PX` or more (a
+      capture enlarged smoothly or 1.5x)."""
     h, w = g.shape
+    none = np.zeros((h, w), bool)
+    if min(h, w) < 32:
+        return none, 0
     k, y0, x0 = _repeated(g)
-    views = [(k, y0, x0)] if k > 1 else [(1, 0, 0)] + [(2, 0, 0)] * (min(h, w) >= HALF_SCALE_MIN_SIDE_PX)
-    for k, y0, x0 in views:
-        sub = g[y0:, x0:]
-        sh, sw = sub.shape[0] // k, sub.shape[1] // k
-        view = sub if k == 1 else cv2.resize(sub[: sh * k, : sw * k], (sw, sh), interpolation=cv2.INTER_AREA)
+    if k > 1:
+        views = [(k, y0, x0, False), (1, 0, 0, True)]
+    else:
+        views = [(1, 0, 0, False)] + [(2, 0, 0, False)] * (min(h, w) >= HALF_SCALE_MIN_SIDE_PX)
+    for scale, v0, u0, drawn_over in views:
+        b, p = _blocks(g, scale, v0, u0)
+        view = g if scale == 1 else cv2.resize(g[p], (b.shape[2], b.shape[0]), interpolation=cv2.INTER_AREA)
+        skip = None
+        if drawn_over:  # blocks of exactly one grey are the enlarged picture, not a line drawn over it
+            blocks, part = _blocks(g, k, y0, x0)
+            skip = _blown_up((blocks == blocks[:, :1, :, :1]).all(axis=(1, 3)), (h, w), k, part)
         for tol, grow in zip((0, LOSSY_TOLERANCE), INPAINT_GROW_PX, strict=True):
-            found = trace_mask(view, tol)
+            found = trace_mask(view, tol, skip)
             if found.any():
-                mask = np.zeros((h, w), bool)
-                mask[y0 : y0 + sh * k, x0 : x0 + sw * k] = np.repeat(np.repeat(found, k, 0), k, 1)
-                return mask, grow * k
-    return np.zeros((h, w), bool), 0
+                return (found if scale == 1 else _blown_up(found, (h, w), scale, p)), grow * scale
+    return none, 0
 
 
 def remove_trace(grey: np.ndarray) -> tuple[np.ndarray, bool]:

@@ -120,6 +120,37 @@ def test_a_trace_on_a_capture_enlarged_with_repeated_pixels_is_found(factor, off
     assert not remove_trace(enlarged(clean))[1]  # the same capture without a trace
 
 
+def test_a_trace_drawn_over_an_enlarged_picture_at_screen_resolution_is_found():
+    # a machine that shows the scan at 2x draws its trace over it 1 px wide: not in the half-scale view
+    img, e = _scan(0)
+    big = np.repeat(np.repeat(img, 2, 0), 2, 1)
+    assert _repeated(big)[0] == 2
+    wide = Ellipse(
+        2 * e.cx_px + 0.5, 2 * e.cy_px + 0.5, 2 * e.semi_major_px, 2 * e.semi_minor_px, e.angle_deg
+    )
+    clean = big.copy()
+    drawn = _trace(big, wide, 0.92, 235)
+    ring = np.zeros(big.shape, np.uint8)  # the traced ellipse alone (the text box is no trace and stays)
+    cv2.ellipse(
+        ring,
+        ((wide.cx_px, wide.cy_px), (1.84 * wide.semi_major_px, 1.84 * wide.semi_minor_px), e.angle_deg),
+        1,
+    )
+    ring = (ring > 0) & drawn
+    out, found = remove_trace(big)
+    assert found
+    assert (out[ring] != big[ring]).mean() > 0.9
+    far = cv2.dilate(drawn.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
+    assert (out[far] == clean[far]).all()
+
+
+@pytest.mark.parametrize("shape", [(0, 5), (2, 2), (3, 4), (4, 4), (6, 3), (1, 1000), (31, 900)])
+def test_arrays_too_small_for_a_trace_come_back_as_they_are(shape):
+    a = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    out, found = remove_trace(a)
+    assert out is a and not found
+
+
 def test_repeated_pixels_are_told_with_their_block_size_and_phase():
     img, _ = _scan(7)
     for scan in (img, show_on_screen(img), cv2.resize(img, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)):
@@ -128,7 +159,23 @@ def test_repeated_pixels_are_told_with_their_block_size_and_phase():
         big = np.repeat(np.repeat(img, k, 0), k, 1)
         assert _repeated(big) == (k, 0, 0)
         assert _repeated(big[1:, 2:]) == (k, k - 1, k - 2)  # the first block cut: blocks start later
-        assert _repeated(_jpeg(big, 90))[0] == k
+        if k > 2:  # JPEG 90 blurs 2x2 blocks into their neighbours: such a capture is searched at half scale
+            assert _repeated(_jpeg(big, 90))[0] == k
+
+
+@pytest.mark.skipif(not HC18.is_dir(), reason="needs ../shared/data/hc18")
+def test_hc18_scans_enlarged_with_repeated_pixels_are_told_and_as_given_are_not():
+    # black and smooth areas match at block ends too: the check counts pixels that differ
+    for path in sorted(HC18.glob("*HC.png"))[::40]:
+        g = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        for variant in (
+            g,
+            (g // 32) * 32,
+            cv2.resize(g, None, fx=1.5, fy=1.5, interpolation=cv2.INTER_NEAREST),
+        ):
+            assert _repeated(variant) == (1, 0, 0), path.name
+        for k in (2, 3, 4):
+            assert _repeated(np.repeat(np.repeat(g, k, 0), k, 1)[1:, 2:]) == (k, k - 1, k - 2), path.name
 
 
 def _jpeg(img: np.ndarray, quality: int) -> np.ndarray:
