@@ -252,36 +252,55 @@ def _blown_up(small: np.ndarray, shape: tuple[int, int], k: int, part: tuple[sli
     return out
 
 
-def _find(g: np.ndarray) -> tuple[np.ndarray, int]:
-    """(the trace's pixels in ``g`` (8-bit), the inpainting band round them in px); the mask is all False
-    when there is no trace. Exactly one grey, then :data:`LOSSY_TOLERANCE`, in views of the image:
+def _picture_blocks(g: np.ndarray, k: int, y0: int, x0: int) -> np.ndarray:
+    """``(H, W)`` bool: the pixels of ``g``'s k x k blocks of one grey that no pixel of that grey touches
+    from outside the block: the enlarged picture itself (its repeated noise made the search slow), not a
+    line drawn over it, whose blocks touch others of its grey (a 3 px line covers whole 2x2 blocks)."""
+    blocks, part = _blocks(g, k, y0, x0)
+    uniform = (blocks == blocks[:, :1, :, :1]).all(axis=(1, 3))
+    ones = np.ones((k, k), np.float32)
+    inside = cv2.filter2D(ones, -1, np.ones((3, 3), np.float32), borderType=cv2.BORDER_CONSTANT) - 1
+    equal = _equal_neighbours(g, 0)[part].reshape(blocks.shape)  # 8-neighbours of the very same grey
+    touched = (equal > inside[None, :, None, :]).any(axis=(1, 3))  # more than its own block gives it
+    return _blown_up(uniform & ~touched, g.shape, k, part)
 
-    * a capture enlarged with its pixels repeated: at its own scale (each block one pixel), then at full
-      scale for a trace drawn over the enlarged picture, where blocks of one grey are no part of a line
-      (a speckled scan so enlarged repeats its noise in every block: the search took 1.5 s at 2x);
+
+def _find(g: np.ndarray) -> np.ndarray:
+    """``(H, W)`` bool: the pixels to fill in in ``g`` (8-bit): the trace's and :data:`INPAINT_GROW_PX`
+    round them (times the view's scale); all False when there is no trace. Exactly one grey, then
+    :data:`LOSSY_TOLERANCE`, in views of the image:
+
+    * a capture enlarged with its pixels repeated: both at full scale with the picture's own blocks left
+      out (:func:`_picture_blocks`: a speckled scan so enlarged repeats its noise in every block and the
+      search took 1.5 s at 2x), for a trace drawn over the enlarged picture, and at its own scale (each
+      block one pixel), for one enlarged with it; the pixels either finds;
     * else at full scale, then at half scale on an image of :data:`HALF_SCALE_MIN_SIDE_PX` or more (a
       capture enlarged smoothly or 1.5x)."""
     h, w = g.shape
     none = np.zeros((h, w), bool)
     if min(h, w) < 32:
-        return none, 0
+        return none
     k, y0, x0 = _repeated(g)
     if k > 1:
-        views = [(k, y0, x0, False), (1, 0, 0, True)]
+        views = [(1, 0, 0, True), (k, y0, x0, False)]
     else:
         views = [(1, 0, 0, False)] + [(2, 0, 0, False)] * (min(h, w) >= HALF_SCALE_MIN_SIDE_PX)
+    found = []
     for scale, v0, u0, drawn_over in views:
         b, p = _blocks(g, scale, v0, u0)
         view = g if scale == 1 else cv2.resize(g[p], (b.shape[2], b.shape[0]), interpolation=cv2.INTER_AREA)
-        skip = None
-        if drawn_over:  # blocks of exactly one grey are the enlarged picture, not a line drawn over it
-            blocks, part = _blocks(g, k, y0, x0)
-            skip = _blown_up((blocks == blocks[:, :1, :, :1]).all(axis=(1, 3)), (h, w), k, part)
+        skip = _picture_blocks(g, k, y0, x0) if drawn_over else None
         for tol, grow in zip((0, LOSSY_TOLERANCE), INPAINT_GROW_PX, strict=True):
-            found = trace_mask(view, tol, skip)
-            if found.any():
-                return (found if scale == 1 else _blown_up(found, (h, w), scale, p)), grow * scale
-    return none, 0
+            mask = trace_mask(view, tol, skip)
+            if mask.any():
+                mask = mask if scale == 1 else _blown_up(mask, (h, w), scale, p)
+                side = 2 * grow * scale + 1
+                found.append(cv2.dilate(mask.astype(np.uint8), np.ones((side, side), np.uint8)) > 0)
+                break
+        if found and k == 1:
+            break
+    # a capture with repeated pixels: what either view found (a trace enlarged with it, one drawn over it)
+    return np.logical_or.reduce(found) if found else none
 
 
 def remove_trace(grey: np.ndarray) -> tuple[np.ndarray, bool]:
@@ -295,10 +314,8 @@ def remove_trace(grey: np.ndarray) -> tuple[np.ndarray, bool]:
     if eight is None:
         return grey, False
     g, factor = eight
-    mask, grow = _find(g)
-    if not mask.any():
+    region = _find(g)
+    if not region.any():
         return grey, False
-    k = 2 * grow + 1
-    grown = cv2.dilate(mask.astype(np.uint8), np.ones((k, k), np.uint8))
-    filled = cv2.inpaint(g, grown, INPAINT_RADIUS_PX, cv2.INPAINT_TELEA)
+    filled = cv2.inpaint(g, region.astype(np.uint8), INPAINT_RADIUS_PX, cv2.INPAINT_TELEA)
     return (filled if grey.dtype == np.uint8 else filled.astype(grey.dtype) * grey.dtype.type(factor)), True

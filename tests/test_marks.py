@@ -120,8 +120,10 @@ def test_a_trace_on_a_capture_enlarged_with_repeated_pixels_is_found(factor, off
     assert not remove_trace(enlarged(clean))[1]  # the same capture without a trace
 
 
-def test_a_trace_drawn_over_an_enlarged_picture_at_screen_resolution_is_found():
-    # a machine that shows the scan at 2x draws its trace over it 1 px wide: not in the half-scale view
+@pytest.mark.parametrize("thickness", [1, 2])
+def test_a_trace_drawn_over_an_enlarged_picture_at_screen_resolution_is_found(thickness):
+    # a machine that shows the scan at 2x draws its trace over it: 1 px, not in the half-scale view; 3 px,
+    # covering whole blocks of the picture
     img, e = _scan(0)
     big = np.repeat(np.repeat(img, 2, 0), 2, 1)
     assert _repeated(big)[0] == 2
@@ -129,18 +131,19 @@ def test_a_trace_drawn_over_an_enlarged_picture_at_screen_resolution_is_found():
         2 * e.cx_px + 0.5, 2 * e.cy_px + 0.5, 2 * e.semi_major_px, 2 * e.semi_minor_px, e.angle_deg
     )
     clean = big.copy()
-    drawn = _trace(big, wide, 0.92, 235)
+    drawn = _trace(big, wide, 0.92, 235, thickness=thickness)
     ring = np.zeros(big.shape, np.uint8)  # the traced ellipse alone (the text box is no trace and stays)
     cv2.ellipse(
         ring,
         ((wide.cx_px, wide.cy_px), (1.84 * wide.semi_major_px, 1.84 * wide.semi_minor_px), e.angle_deg),
         1,
+        thickness,
     )
     ring = (ring > 0) & drawn
     out, found = remove_trace(big)
     assert found
     assert (out[ring] != big[ring]).mean() > 0.9
-    far = cv2.dilate(drawn.astype(np.uint8), np.ones((7, 7), np.uint8)) == 0
+    far = cv2.dilate(drawn.astype(np.uint8), np.ones((9, 9), np.uint8)) == 0
     assert (out[far] == clean[far]).all()
 
 
