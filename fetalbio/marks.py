@@ -13,8 +13,8 @@ around them (OpenCV inpainting), so the models measure the skull, not the trace.
 Two passes: pixels of exactly one value (a lossless capture), then, when that finds none, values within
 :data:`LOSSY_TOLERANCE` grey levels of each other (a JPEG capture, whose compression spreads a line's
 value). A capture enlarged with its pixels repeated draws the trace 2-6 px wide, and a line that wide
-holds areas of one value: such an image is searched at its own scale (each block one pixel), then for a
-trace drawn over it at full scale; any other large image at half scale too. Only 8-bit values: a 16-bit
+holds areas of one value: such an image is searched at its own scale (each block one pixel) and, for a
+trace drawn over it, at full scale; any other large image at half scale too. Only 8-bit values: a 16-bit
 scan is a machine's raw data, not a capture with marks burnt in, unless every value is an 8-bit one
 stored in 16 bits (times 257, 256 or 1). A 1 px antialiased trace varies too much along its length and
 is left as it is (docs/robustness.md).
@@ -204,12 +204,10 @@ def _eight_bit(grey: np.ndarray) -> tuple[np.ndarray, int] | None:
         return None
     if grey.dtype == np.uint8:
         return grey, 1
-    for factor in (257, 256, 1):  # PNG's 8 -> 16-bit scaling, a shift by 8 bits, the values as they are
-        if factor == 1 and grey.max() > 255:
-            continue
-        if factor == 1 or not np.any(grey % factor):
+    for factor in (257, 256):  # PNG's 8 -> 16-bit scaling, a shift by 8 bits
+        if not np.any(grey % factor):
             return (grey // factor).astype(np.uint8), factor
-    return None
+    return (grey.astype(np.uint8), 1) if grey.max() <= 255 else None  # the 8-bit values as they are
 
 
 def _repeated(g: np.ndarray) -> tuple[int, int, int]:
