@@ -21,7 +21,7 @@ test-fast: install
 	$(BIN)/python -m pytest -q -m "not slow"
 
 lint: install
-	$(BIN)/ruff check fetalbio tests tools
+	$(BIN)/ruff check fetalbio tests tools examples
 
 demo: install
 	$(BIN)/fetalbio demo
