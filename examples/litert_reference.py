@@ -1,16 +1,18 @@
-"""fetalbio's core measurement path in one file, for porting to a device: numpy, OpenCV and LiteRT only.
+"""fetalbio's measurement in one file, for porting to a device: numpy, OpenCV and LiteRT only.
 
-Nothing here imports fetalbio or TensorFlow. It runs a shipped or exported int8 ``.tflite`` with its
-``.json`` sidecar on a grey, upright scan in square pixels and measures the head the way
-``fetalbio predict --method segmentation`` / ``--method landmarks`` does (docs/integrating.md, steps
-3-8 and the second look at a small head). ``tests/test_litert_reference.py`` holds its HC, BPD, OFD,
-points, confidence and flags to fetalbio's own within 0.001 mm / px, so a port that matches this file
-matches fetalbio. What ``predict`` does beyond it (captures, turned scans, portrait scans, a machine's
-trace, colour overlays, non-square pixels, the fused estimate) is listed in docs/integrating.md.
+Nothing here imports fetalbio or TensorFlow. It runs the shipped (or exported) int8 ``.tflite`` models
+with their ``.json`` sidecars on a grey, upright scan in square pixels and gives what ``fetalbio
+predict`` gives for it: each method's HC, BPD and OFD (with the second look at a small head), the fused
+estimate with its 90 % intervals, and each row's review status (docs/integrating.md, steps 3-11).
+``tests/test_litert_reference.py`` holds every figure, point, flag and status to fetalbio's own, so a
+port that matches this file matches fetalbio. What ``predict`` does beyond it (captures, turned and
+portrait scans, a machine's trace, colour overlays, non-square pixels, GA) is listed in
+docs/integrating.md, step 10.
 
-    python examples/litert_reference.py SCAN.png --pixel-size 0.15 [--method landmarks] [--model F.tflite]
+    python examples/litert_reference.py SCAN.png --pixel-size 0.15 [--method fused|segmentation|landmarks|all]
 
-prints one JSON object per scan. Coordinates are (x, y) in the scan's pixels, pixel centres at integers.
+prints one JSON object per scan and method. Coordinates are (x, y) in the scan's pixels, pixel
+centres at integers; lengths in mm.
 """
 
 from __future__ import annotations
@@ -413,7 +415,7 @@ def within(e: tuple, crop: tuple, shape: tuple[int, int]) -> bool:
 
 
 def measure(model: Model, method: str, img: np.ndarray, pixel_size_mm: float) -> dict:
-    """The method's result with a second look at a small head, and HC, BPD, OFD in mm."""
+    """The method's result with a second look at a small head, HC, BPD, OFD in mm, and its status."""
     res = look(model, method, img)
     res["second_look"] = False
     if "ellipse" in res and (crop := zoom_crop(res["ellipse"], img.shape, (model.in_h, model.in_w))):
@@ -421,24 +423,101 @@ def measure(model: Model, method: str, img: np.ndarray, pixel_size_mm: float) ->
         if "ellipse" in again and within(again["ellipse"], crop, img.shape):
             res = {**again, "second_look": True}
     if "ellipse" not in res:
-        return {"method": method, **res}
+        return {"method": method, "status": "error", **res}
     if method == "segmentation":  # the ellipse's axes; HC its perimeter
         cx, cy, a, b, ang = res["ellipse"]
         bpd, ofd = 2 * b * pixel_size_mm, 2 * a * pixel_size_mm
     else:  # the pairs' lengths; HC the perimeter of the ellipse with those axes
         p = res["points"]
         bpd, ofd = (float(np.hypot(*(p[i + 1] - p[i]))) * pixel_size_mm for i in (0, 2))
-    return {"method": method, "hc_mm": ramanujan(ofd / 2, bpd / 2), "bpd_mm": bpd, "ofd_mm": ofd, **res}
+    return review(
+        {"method": method, "hc_mm": ramanujan(ofd / 2, bpd / 2), "bpd_mm": bpd, "ofd_mm": ofd, **res}
+    )
+
+
+# --- steps 10-11: the fused estimate, its 90 % interval, the review status -------------------------------
+REVIEW_FLAGS = {  # flag -> the reason a person reads (fetalbio.predict.REVIEW_FLAGS); poor_fit is none
+    "edge": "head cut by the image border",
+    "low_confidence": "low model confidence",
+    "methods_disagree": "the methods disagree",
+    "one_method_only": "only one method found a head",
+}
+REVIEW_DISAGREE_FRAC = 0.04  # the two HCs further apart than this share of their mean
+REVIEW_INTERVAL_FRAC = 0.12  # a 90 % HC interval wider than this share of HC
+REVIEW_HC_RANGE_MM = (30.0, 450.0)
+REVIEW_CEPHALIC_INDEX = (60.0, 96.0)
+
+
+def fuse(seg: dict, lm: dict, cal: dict) -> dict:
+    """The fused row from the two methods' rows (``measure``) and the calibration of
+    fetalbio/shipped/fused/model.json: their mean (a result its own model is unsure of left out while
+    the other is sure), sd = hypot(floor_frac x estimate, seg - lm) or single_method_sigma_frac x
+    estimate with one method, the interval estimate -/+ q x sd (never below 0)."""
+    ok = {m: r for m, r in (("segmentation", seg), ("landmarks", lm)) if r["status"] != "error"}
+    if not ok:
+        why = "; ".join(f"{m}: {r['error']}" for m, r in (("segmentation", seg), ("landmarks", lm)))
+        return {"method": "fused", "status": "error", "error": f"no head found ({why})", "flags": ["no_head"]}
+    flags = {f for r in ok.values() for f in r["flags"]} | ({"one_method_only"} if len(ok) < 2 else set())
+    if len(ok) == 2:
+        hcs = [seg["hc_mm"], lm["hc_mm"]]  # square pixels: the ratio of mm is that of px
+        if max(hcs) - min(hcs) > REVIEW_DISAGREE_FRAC * sum(hcs) / 2:
+            flags.add("methods_disagree")
+        low_s, low_l = "low_confidence" in seg["flags"], "low_confidence" in lm["flags"]
+        use = {"segmentation": not low_s or low_l, "landmarks": not low_l or low_s}
+        ok = {m: r for m, r in ok.items() if use[m]}
+    row = {"method": "fused", "flags": sorted(flags)}
+    for k in ("hc", "bpd", "ofd"):
+        s = (
+            ok["segmentation"][f"{k}_mm"] - cal["bias_mm"]["segmentation"][k]
+            if "segmentation" in ok
+            else None
+        )
+        l_ = ok["landmarks"][f"{k}_mm"] - cal["bias_mm"]["landmarks"][k] if "landmarks" in ok else None
+        if s is not None and l_ is not None:
+            w = cal["weights"][k]
+            est = w * s + (1 - w) * l_
+            sd = math.hypot(cal["floor_frac"][k] * est, s - l_)
+        else:
+            est = s if s is not None else l_
+            sd = cal["single_method_sigma_frac"][k] * est
+        half = cal["q"][k] * sd
+        row.update(
+            {
+                f"{k}_mm": est,
+                f"{k}_mm_low": max(0.0, est - half),
+                f"{k}_mm_high": est + half,
+                f"{k}_sd_mm": sd,
+            }
+        )
+    return review(row)
+
+
+def review(row: dict) -> dict:
+    """``status`` ok or review and ``review_reasons`` (fetalbio.predict.review_reasons)."""
+    reasons = [text for flag, text in REVIEW_FLAGS.items() if flag in row["flags"]]
+    hc, lo, hi = row["hc_mm"], row.get("hc_mm_low"), row.get("hc_mm_high")
+    if lo is not None and hi - lo > REVIEW_INTERVAL_FRAC * hc:
+        reasons.append(f"wide interval (HC {lo:.0f}-{hi:.0f} mm)")
+    if not REVIEW_HC_RANGE_MM[0] <= hc <= REVIEW_HC_RANGE_MM[1]:
+        reasons.append(f"no fetal head size (HC {hc:.0f} mm): check the pixel size")
+    ci = 100.0 * row["bpd_mm"] / row["ofd_mm"]
+    if not REVIEW_CEPHALIC_INDEX[0] <= ci <= REVIEW_CEPHALIC_INDEX[1]:
+        reasons.append(f"implausible head shape (cephalic index {ci:.0f})")
+    return {**row, "cephalic_index": ci, "status": "review" if reasons else "ok", "review_reasons": reasons}
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("scans", nargs="+", type=Path, help="grey (or colour, converted) 8/16-bit image files")
     ap.add_argument("--pixel-size", type=float, required=True, help="mm per pixel (square pixels)")
-    ap.add_argument("--method", choices=("segmentation", "landmarks"), default="segmentation")
-    ap.add_argument("--model", type=Path, help="an int8 .tflite beside its .json (default: the shipped one)")
+    ap.add_argument("--method", choices=("fused", "segmentation", "landmarks", "all"), default="fused")
+    ap.add_argument(
+        "--models", type=Path, default=SHIPPED, help="folder of segmentation/, landmarks/, fused/"
+    )
     args = ap.parse_args(argv)
-    model = Model(args.model or SHIPPED / args.method / "model_int8.tflite")
+    names = ("segmentation", "landmarks") if args.method in ("fused", "all") else (args.method,)
+    models = {m: Model(args.models / m / "model_int8.tflite") for m in names}
+    cal = json.loads((args.models / "fused" / "model.json").read_text())["calibration"]
     for path in args.scans:
         img = cv2.imread(str(path), cv2.IMREAD_UNCHANGED)
         if img is None:
@@ -446,8 +525,12 @@ def main(argv: list[str] | None = None) -> int:
             continue
         if img.ndim == 3:  # fetalbio first takes a machine's coloured overlays out (fetalbio.colour)
             img = cv2.cvtColor(img[..., :3], cv2.COLOR_BGR2GRAY)
-        res = measure(model, args.method, img, args.pixel_size)
-        print(json.dumps({"file": str(path), **res}, default=lambda v: np.asarray(v).tolist()))
+        rows = {m: measure(models[m], m, img, args.pixel_size) for m in names}
+        if len(names) == 2:
+            rows["fused"] = fuse(rows["segmentation"], rows["landmarks"], cal)
+        for m, row in rows.items():
+            if args.method in (m, "all"):
+                print(json.dumps({"file": str(path), **row}, default=lambda v: np.asarray(v).tolist()))
     return 0
 
 

@@ -5,7 +5,6 @@ on the shipped int8 models, with the second look at a small head, and it imports
 from __future__ import annotations
 
 import json
-import math
 import subprocess
 import sys
 from pathlib import Path
@@ -15,7 +14,6 @@ import numpy as np
 import pytest
 from conftest import HC18_TRAIN, REPO, needs_data
 
-from fetalbio import methods
 from fetalbio.geometry import Ellipse
 from fetalbio.io import Scan
 from fetalbio.synthetic import draw_scan
@@ -25,8 +23,9 @@ SCRIPT = REPO / "examples" / "litert_reference.py"
 METHODS = ("segmentation", "landmarks")
 
 
-def _reference(files: list[Path], method: str, pixel_size_mm: float) -> list[dict]:
-    """The script's rows, run as a program; it fails if anything of fetalbio was imported."""
+def _reference(files: list[Path], pixel_size_mm: float) -> dict[tuple[str, str], dict]:
+    """The script's rows {(file name, method): row}, run as a program; it fails if anything of fetalbio
+    (or TensorFlow) was imported."""
     code = (
         "import runpy, sys\n"
         "sys.argv = sys.argv[1:]\n"
@@ -35,61 +34,67 @@ def _reference(files: list[Path], method: str, pixel_size_mm: float) -> list[dic
         "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('fetalbio', 'tensorflow', 'keras'))\n"
         "assert not bad, bad\n"
     )
-    args = [str(SCRIPT), *map(str, files), "--pixel-size", str(pixel_size_mm), "--method", method]
+    args = [str(SCRIPT), *map(str, files), "--pixel-size", str(pixel_size_mm), "--method", "all"]
     done = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, cwd="/")
     assert done.returncode == 0, done.stderr[-2000:]
-    return [json.loads(line) for line in done.stdout.splitlines()]
+    rows = [json.loads(line) for line in done.stdout.splitlines()]
+    return {(Path(r["file"]).name, r["method"]): r for r in rows}
 
 
-def _fetalbio(files: list[Path], method: str, pixel_size_mm: float) -> list:
-    """fetalbio's pipeline on the same pixels, with its capture, turn and trace finders off (the core
-    path the script covers), the shipped int8 model."""
+def _fetalbio(files: list[Path], pixel_size_mm: float) -> tuple[dict, dict]:
+    """fetalbio's rows {(file name, method): row} (``predict``'s, review applied) and predictions, with
+    its capture, turn and trace finders off (the path the script covers), the shipped int8 models."""
     from fetalbio.engines import load_engine
     from fetalbio.pipeline import Predictor
+    from fetalbio.predict import apply_review, measurement_row
 
-    pred = Predictor({method: load_engine(None, method, "litert")}, find_region=False, turn_portrait=False)
+    engines = {m: load_engine(None, m, "litert") for m in METHODS}
+    pred = Predictor(engines, combined=("fused",), find_region=False, turn_portrait=False)
     scans = [Scan(cv2.imread(str(f), cv2.IMREAD_UNCHANGED), (pixel_size_mm,) * 2, f, "cli") for f in files]
-    return pred.predict_scans(scans)
+    rows, preds = {}, {}
+    for p in pred.predict_scans(scans):
+        preds[p.source.source.name] = p
+        for m, res in p.results.items():
+            rows[(p.source.source.name, m)] = measurement_row(str(p.source.source), res, p.source)
+    apply_review(list(rows.values()))
+    return rows, preds
 
 
 def _assert_same(files: list[Path], pixel_size_mm: float) -> dict[str, int]:
-    """Every row of the script equals fetalbio's; returns how many second looks each method took."""
-    looks = {}
-    for method in METHODS:
-        ref = _reference(files, method, pixel_size_mm)
-        ours = _fetalbio(files, method, pixel_size_mm)
-        assert len(ref) == len(ours) == len(files)
-        looks[method] = 0
-        for r, p in zip(ref, ours, strict=True):
-            res = p.results[method]
-            where = f"{method} {Path(r['file']).name}"
-            assert sorted(r["flags"]) == sorted(res.flags), where
-            if res.error is not None:
-                assert "hc_mm" not in r and r["error"] == res.error, where
-                continue
-            m = methods.get(method).measure(res, (pixel_size_mm,) * 2)
-            for q in ("hc", "bpd", "ofd"):
-                assert r[f"{q}_mm"] == pytest.approx(getattr(m, q), abs=1e-3), f"{where} {q}"
-            e = res.ellipse
-            want = (e.cx_px, e.cy_px, e.semi_major_px, e.semi_minor_px)
-            np.testing.assert_allclose(r["ellipse"][:4], want, atol=1e-3, err_msg=where)
-            assert (
-                math.isclose(r["ellipse"][4], e.angle_deg, abs_tol=1e-3)
-                or e.semi_major_px - e.semi_minor_px < 1e-2
-            )
-            assert r["confidence"] == pytest.approx(res.confidence, abs=1e-6), where
-            if method == "landmarks":
-                np.testing.assert_allclose(r["points"], res.landmarks.as_array(), atol=1e-3, err_msg=where)
-                np.testing.assert_allclose(r["point_confidence"], res.point_confidence, atol=1e-6)
-            assert r["second_look"] == _second(p, method), where
-            looks[method] += r["second_look"]
-    return looks
-
-
-def _second(pred, method: str) -> bool:
-    """Whether fetalbio kept the second look (its letterbox is the crop's)."""
-    lb = pred.letterboxes[method]
-    return getattr(lb, "full_h", None) is not None
+    """Every row of the script equals fetalbio's; returns how many second looks each method took and
+    how many fused rows say review."""
+    ref = _reference(files, pixel_size_mm)
+    ours, preds = _fetalbio(files, pixel_size_mm)
+    assert set(ref) == set(ours) and len(ours) == 3 * len(files)
+    counts = {"segmentation": 0, "landmarks": 0, "review": 0}
+    for key, row in ours.items():
+        r, where = ref[key], " ".join(key)
+        assert r["status"] == row["status"], where
+        assert sorted(r["flags"]) == sorted(filter(None, row["flags"].split(";"))), where
+        if row["status"] == "error":
+            assert r["error"] == row["error"], where
+            continue
+        assert "; ".join(r["review_reasons"]) == row["review_reasons"], where
+        for q in ("hc", "bpd", "ofd"):
+            assert r[f"{q}_mm"] == pytest.approx(row[f"{q}_mm"], abs=1e-3), f"{where} {q}"
+        assert r["cephalic_index"] == pytest.approx(row["cephalic_index"], abs=1e-3), where
+        if key[1] == "fused":
+            for col in ("hc_mm_low", "hc_mm_high", "bpd_mm_low", "bpd_mm_high", "ofd_mm_low", "ofd_mm_high"):
+                assert r[col] == pytest.approx(row[col], abs=1e-3), f"{where} {col}"
+            counts["review"] += row["status"] == "review"
+            continue
+        want = [row[f"ellipse_{k}"] for k in ("cx_px", "cy_px", "semi_major_px", "semi_minor_px")]
+        np.testing.assert_allclose(r["ellipse"][:4], want, atol=1e-3, err_msg=where)
+        if want[2] - want[3] > 1e-2:
+            assert r["ellipse"][4] == pytest.approx(row["ellipse_angle_deg"], abs=1e-3), where
+        assert r["confidence"] == pytest.approx(row["confidence"], abs=1e-6), where
+        if key[1] == "landmarks":
+            pts = [[row[f"{n}_x"], row[f"{n}_y"]] for n in ("bpd1", "bpd2", "ofd1", "ofd2")]
+            np.testing.assert_allclose(r["points"], pts, atol=1e-3, err_msg=where)
+        lb = preds[key[0]].letterboxes[key[1]]
+        assert r["second_look"] == (lb.full_h is not None), where  # fetalbio kept its crop's look
+        counts[key[1]] += r["second_look"]
+    return counts
 
 
 @pytest.fixture(scope="module")
@@ -114,43 +119,41 @@ def synthetic_scans(tmp_path_factory) -> list[Path]:
 
 
 def test_reference_measures_drawn_scans_as_fetalbio(synthetic_scans):
-    looks = _assert_same(synthetic_scans, 0.15)
-    assert looks["segmentation"] >= 1 and looks["landmarks"] >= 1  # the small head's second look is covered
+    counts = _assert_same(synthetic_scans, 0.15)
+    # the small head's second look, and fused rows that go to review, are covered
+    assert counts["segmentation"] >= 1 and counts["landmarks"] >= 1 and counts["review"] >= 1
 
 
 @needs_data()
 def test_reference_measures_hc18_scans_as_fetalbio():
     files = sorted(HC18_TRAIN.glob("*HC.png"))[::40]  # 20 scans, two of them small heads (second look)
-    looks = _assert_same(files, 0.12)
-    assert looks["segmentation"] >= 1 and looks["landmarks"] >= 1
+    counts = _assert_same(files, 0.12)
+    assert counts["segmentation"] >= 1 and counts["landmarks"] >= 1
 
 
 def test_reference_matches_predict_on_a_clean_scan(synthetic_scans, tmp_path):
-    """On a clean, upright scan in square pixels `fetalbio predict` itself gives the script's figures
-    (docs/integrating.md: the conformance check)."""
+    """On a clean, upright scan in square pixels `fetalbio predict` itself (its default, the fused row,
+    and each method's) gives the script's figures and statuses (docs/integrating.md: the conformance
+    check)."""
     from typer.testing import CliRunner
 
     from fetalbio.cli import app
 
-    scan = synthetic_scans[0]
-    for method in METHODS:
-        out = tmp_path / method
-        res = CliRunner().invoke(
-            app,
-            [
-                "predict",
-                str(scan),
-                "--pixel-size",
-                "0.15",
-                "--method",
-                method,
-                "--no-overlays",
-                "--out",
-                str(out),
-            ],
-        )
-        assert res.exit_code == 0, res.output
-        row = json.loads((out / "journal.jsonl").read_text().splitlines()[0])["rows"][0]
-        ref = _reference([scan], method, 0.15)[0]
-        for q in ("hc", "bpd", "ofd"):
-            assert row[f"{q}_mm"] == pytest.approx(ref[f"{q}_mm"], abs=1e-3)
+    scans = synthetic_scans[:2]
+    args = ["predict", *map(str, scans), "--pixel-size", "0.15", "--method", "all", "--no-overlays"]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    journal = (tmp_path / "out" / "journal.jsonl").read_text().splitlines()
+    rows = [row for line in journal for row in json.loads(line)["rows"]]
+    ref = _reference(scans, 0.15)
+    assert len(rows) == len(ref) == 3 * len(scans)
+    for row in rows:
+        r = ref[(Path(row["file"]).name, row["method"])]
+        assert (r["status"], "; ".join(r["review_reasons"])) == (row["status"], row["review_reasons"])
+        for q in (
+            "hc_mm",
+            "bpd_mm",
+            "ofd_mm",
+            *(("hc_mm_low", "hc_mm_high") if row["method"] == "fused" else ()),
+        ):
+            assert r[q] == pytest.approx(row[q], abs=1e-3), (row["file"], row["method"], q)
