@@ -3,7 +3,7 @@
 Nothing here imports fetalbio or TensorFlow. It runs the shipped (or exported) int8 ``.tflite`` models
 with their ``.json`` sidecars on a grey, upright scan in square pixels and gives what ``fetalbio
 predict`` gives for it: each method's HC, BPD and OFD (with the second look at a small head), the fused
-estimate with its 90 % intervals, and each row's review status (docs/integrating.md, steps 3-11).
+estimate with its 90 % intervals, and each row's review status (docs/integrating.md, steps 3-9, 11).
 ``tests/test_litert_reference.py`` holds every figure, point, flag and status to fetalbio's own, so a
 port that matches this file matches fetalbio. What ``predict`` does beyond it (captures, turned and
 portrait scans, a machine's trace, colour overlays, non-square pixels, GA) is listed in

@@ -157,3 +157,31 @@ def test_reference_matches_predict_on_a_clean_scan(synthetic_scans, tmp_path):
             *(("hc_mm_low", "hc_mm_high") if row["method"] == "fused" else ()),
         ):
             assert r[q] == pytest.approx(row[q], abs=1e-3), (row["file"], row["method"], q)
+
+
+def test_reference_constants_are_fetalbios():
+    """The script copies fetalbio's thresholds (it may not import them): a change to one must reach it."""
+    import importlib.util
+
+    from fetalbio import defaults, heatmaps, pipeline, postprocess, predict
+    from fetalbio.methods import landmarks
+
+    spec = importlib.util.spec_from_file_location("litert_reference", SCRIPT)
+    ref = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(ref)
+    assert (ref.SEG_MIN_AREA_FRAC, ref.SEG_LOW_CONFIDENCE) == (
+        postprocess.MIN_AREA_FRAC,
+        postprocess.LOW_CONFIDENCE,
+    )
+    assert ref.SEG_POOR_FIT_FRAC == postprocess.POOR_FIT_RESIDUAL_FRAC
+    assert ref.MAX_POSTPROCESS_SIDE_PX == defaults.MAX_POSTPROCESS_SIDE_PX
+    assert (ref.DECODE_RADIUS, ref.FIT_MIN_FRACTION) == (heatmaps.DECODE_RADIUS, heatmaps.FIT_MIN_FRACTION)
+    assert ref.PAIR_MIN_SEPARATION_SIGMAS == heatmaps.PAIR_MIN_SEPARATION_SIGMAS
+    assert ref.MIN_CEPHALIC_INDEX == heatmaps.MIN_CEPHALIC_INDEX and ref.MIN_AXIS_PX == landmarks.MIN_AXIS_PX
+    assert (ref.ZOOM_MARGIN, ref.ZOOM_MAX_AREA) == (defaults.ZOOM_MARGIN, defaults.ZOOM_MAX_AREA)
+    assert ref.REVIEW_DISAGREE_FRAC == defaults.REVIEW_DISAGREE_FRAC
+    assert ref.REVIEW_INTERVAL_FRAC == defaults.REVIEW_INTERVAL_FRAC
+    assert ref.REVIEW_HC_RANGE_MM == defaults.REVIEW_HC_RANGE_MM
+    assert ref.REVIEW_CEPHALIC_INDEX == defaults.REVIEW_CEPHALIC_INDEX
+    assert {k: v for k, v in predict.REVIEW_FLAGS.items() if k != "two_images"} == ref.REVIEW_FLAGS
+    assert pipeline.zoom_region.__module__ == "fetalbio.pipeline"  # the second look the script copies
