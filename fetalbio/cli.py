@@ -31,8 +31,9 @@ data_app = typer.Typer(help="Check annotated datasets before training.", no_args
 app.add_typer(data_app, name="data")
 
 # markup off: paths and messages are printed as they are ("fetalbio[train]", "scans[left]/"); the few
-# styled words say markup=True and escape what they interpolate
-console = Console(markup=False)
+# styled words say markup=True and escape what they interpolate. soft_wrap: a message is one line however
+# narrow the terminal (or 80 columns when piped to a log): a path is never cut in two
+console = Console(markup=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:
@@ -65,7 +66,7 @@ def _main(
         quiet_third_party()
 
 
-err_console = Console(stderr=True, markup=False)
+err_console = Console(stderr=True, markup=False, soft_wrap=True)
 
 
 class EngineName(StrEnum):
@@ -697,11 +698,12 @@ def predict(
     remote = _find_remote(dicomweb, study, study_date, modality, patient_id, accession, timeout)
     inputs = [out / REMOTE_FOLDER] if remote else inputs
     paths, missing = ([], []) if remote else find_scans(inputs)  # checked before any model loads
-    # a run folder inside an input folder: its own overlays and masks are outputs, not scans
-    # (realpath: a link loop among the inputs is an error row later, not an exception here)
-    paths = [p for p in paths if not Path(os.path.realpath(p)).is_relative_to(os.path.realpath(out))]
+    paths, n_in_out = _without_run_outputs(paths, inputs, out)
     if not paths and not remote:  # nothing to measure: say why at once, before any model loads
-        raise fail("; ".join(str(e) for e in missing) or "no scans found in " + ", ".join(map(str, inputs)))
+        why = f" (the {n_in_out} found are inside --out {out}, where this run writes)" if n_in_out else ""
+        raise fail(
+            "; ".join(str(e) for e in missing) or "no scans found in " + ", ".join(map(str, inputs)) + why
+        )
     csv_map = _pixel_csv_for(inputs, pixel_csv, pixel_size, paths) if not remote else None
     opts = PredictOptions(
         methods=methods,
@@ -714,6 +716,8 @@ def predict(
         ga_weeks=ga_map,
         frames=_frame_list(frames),
     )
+    if opts.frames is not None and not remote:
+        _say_missing_frames(paths, opts.frames)
     mode = "resume" if resume else "overwrite" if overwrite else "new"
     sr_opts = SrOptions(write=sr or store_sr, store=remote.pacs if remote and store_sr else None)
     code = _run_predict(inputs, paths, missing, out, opts, mode, model, engine, quiet, remote, sr_opts)
@@ -758,6 +762,23 @@ def _frame_list(text: str | None) -> list[int] | None:
     return frames
 
 
+def _say_missing_frames(paths: list[Path], frames: list[int]) -> None:
+    """A warning for each cine that lacks some of the frames --frames names (those it has are measured;
+    one that has none of them gets an error row when read)."""
+    from fetalbio.io import count_frames
+
+    for p in paths:
+        n = count_frames(p)
+        gone = [f for f in frames if f >= n]
+        if n > 1 and gone and len(gone) < len(frames):
+            err_console.print(
+                f"[yellow]warning:[/] {escape(str(p))} has {n} frames (0-{n - 1}): --frames "
+                f"{','.join(map(str, gone))} not measured there",
+                highlight=False,
+                markup=True,
+            )
+
+
 def _check_predict_options(resume: bool, overwrite: bool, pixel_size, pixel_csv, ga_csv) -> dict | None:
     """Options that contradict or are out of range: one line, before anything is read. Returns the GA map."""
     if resume and overwrite:
@@ -780,6 +801,49 @@ def _check_predict_options(resume: bool, overwrite: bool, pixel_size, pixel_csv,
         raise fail(str(exc)) from None
 
 
+def _without_run_outputs(paths: list[Path], inputs: list[Path], out: Path) -> tuple[list[Path], int]:
+    """(``paths`` less the files inside ``out`` and inside any other fetalbio run folder (one holding a
+    journal) found while searching an input folder, how many were inside ``out``): a run folder's
+    overlays and masks are outputs, not scans. A file named as an input itself is kept. Says how many
+    other runs' files were left out, and where."""
+    from fetalbio.runfolder import JOURNAL
+
+    named = {os.path.normpath(i) for i in inputs}
+    roots = [Path(os.path.realpath(i)) for i in inputs if i.is_dir()]
+    real_out = os.path.realpath(out)
+    runs: dict[Path, bool] = {}
+
+    def in_a_run(p: Path) -> Path | None:
+        real = Path(os.path.realpath(p))  # realpath: a link loop is an error row later, not an exception
+        if real.is_relative_to(real_out):
+            return Path(out)
+        for parent in real.parents:
+            if not any(parent.is_relative_to(r) for r in roots):
+                return None
+            if parent not in runs:
+                runs[parent] = (parent / JOURNAL).is_file()
+            if runs[parent]:
+                return parent
+        return None
+
+    kept, left = [], {}
+    for p in paths:
+        run = None if os.path.normpath(p) in named else in_a_run(p)
+        if run is None:
+            kept.append(p)
+        else:
+            left[run] = left.get(run, 0) + 1
+    n_in_out = left.pop(Path(out), 0)
+    for run, n in left.items():
+        shown = os.path.relpath(run) if not os.path.relpath(run).startswith("..") else str(run)
+        err_console.print(
+            f"[yellow]warning:[/] {n} files in {escape(shown)} left out: a fetalbio run folder's outputs",
+            highlight=False,
+            markup=True,
+        )
+    return kept, n_in_out
+
+
 def _pixel_csv_for(
     inputs: list[Path], pixel_csv: Path | None, pixel_size: float | None, paths: list
 ) -> dict | None:
@@ -794,7 +858,10 @@ def _pixel_csv_for(
     else:  # each input folder's own table, for the scans under that folder only (two sites' CSVs
         # may name the same file names with different pixel sizes); a deeper folder's table wins
         dirs = sorted((i for i in inputs if i.is_dir()), key=lambda i: len(i.parts))
-        pairs = [(c, i) for c, i in ((find_pixel_csv(i), i) for i in dirs) if c]
+        try:
+            pairs = [(c, i) for c, i in ((find_pixel_csv(i), i) for i in dirs) if c]
+        except ScanError as exc:
+            raise fail(str(exc)) from None
         found, folders = [c for c, _ in pairs], [i for _, i in pairs]
     csv_map: dict[str, float] = {}
     for c, folder in zip(found, folders, strict=True):
@@ -881,7 +948,9 @@ def _run_predict(
             f"interrupted: the measured scans are kept; {left} left, rerun with --resume to finish"
         )
         return 130 if run.stop[0] == signal.SIGINT else 143
-    return 1 if summary["n_error_rows"] or not_stored else 0
+    # a scan failed when no method measured it (the summary line counts scans so: one method's error row
+    # beside another's numbers is a review)
+    return 1 if summary["n_failed"] or not_stored else 0
 
 
 def _say_what_resume_leaves(folder, options: str, paths: list) -> None:
@@ -1004,16 +1073,30 @@ def _with_interval(v: float, lo: float, hi: float) -> str:
     return f"{v:.1f} mm ({lo:.0f}-{hi:.0f})"
 
 
+def _print_errors(rows: list[dict]) -> None:
+    """One line per file (and frame of a cine) and reason: the methods it concerns are named unless it is
+    every method's (a file that cannot be read fails each method's row alike)."""
+    per_scan: dict[tuple, int] = {}
+    frames: dict[str, set] = {}
+    errors: dict[tuple, list[str]] = {}
+    for r in rows:
+        scan = (r["file"], r.get("frame") or 0)
+        per_scan[scan] = per_scan.get(scan, 0) + 1
+        frames.setdefault(r["file"], set()).add(scan[1])
+        if r["status"] == "error":
+            errors.setdefault((*scan, r["error"]), []).append(r["method"])
+    for (file, frame, why), names in errors.items():
+        where = escape(file) + (f" frame {frame}" if len(frames[file]) > 1 else "")
+        who = "" if len(names) == per_scan[(file, frame)] else escape(", ".join(names)) + ": "
+        err_console.print(f"[red]{where}[/]: {who}{escape(why)}", highlight=False, markup=True)
+
+
 def _print_measurements(rows: list[dict], quiet: bool) -> None:
     from rich.table import Table
 
     if quiet:
         return
-    for r in rows:
-        if r["status"] == "error":
-            err_console.print(
-                f"[red]{escape(r['file'])}[/]: {escape(r['error'])}", highlight=False, markup=True
-            )
+    _print_errors(rows)
     ok = [r for r in rows if r["status"] in ("ok", "review")]  # review rows keep their numbers
     if not ok or len(ok) > 50:
         return

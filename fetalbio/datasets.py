@@ -91,13 +91,23 @@ class Truth:
 def find_pixel_csv(folder: Path) -> Path | None:
     """A folder's pixel-size CSV: any ``*pixel_size*.csv`` in it, else one beside it named for it (HC18
     keeps ``training_set_pixel_size_and_HC.csv`` beside ``training_set/``) or plainly ``pixel_size*.csv``.
-    Beside it, another folder's table (``training_set_...`` beside ``test_set/``) is not this one's."""
+    Beside it, another folder's table (``training_set_...`` beside ``test_set/``) is not this one's.
+
+    Raises:
+        ScanError: two tables match equally (``pixel_size.csv`` and ``old_pixel_size.csv``): which one
+            holds this folder's sizes is the user's to say (``--pixel-csv``), never a guess by name.
+    """
+    from fetalbio.io import ScanError
+
     for where, patterns in (
         (folder, (f"{folder.name}_pixel_size*.csv", "*pixel_size*.csv")),
         (folder.parent, (f"{folder.name}_pixel_size*.csv", "pixel_size*.csv")),
     ):
         for pattern in patterns:
             hits = sorted(where.glob(pattern))
+            if len(hits) > 1:
+                names = ", ".join(h.name for h in hits)
+                raise ScanError(folder, f"several pixel-size tables ({names}): name one with --pixel-csv")
             if hits:
                 return hits[0]
     return None
