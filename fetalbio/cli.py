@@ -1015,7 +1015,8 @@ def _measure(paths, missing, engines, out: Path, opts, run, quiet: bool) -> list
         if opts.ga_weeks:
             from fetalbio.clinical import add_ga_columns
 
-            add_ga_columns(rows, opts.ga_weeks)
+            for line in add_ga_columns(rows, opts.ga_weeks):
+                err_console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False, markup=True)
     finally:
         for sig, h in handlers.items():
             signal.signal(sig, h)
@@ -1117,6 +1118,12 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
         col.no_wrap = True
     from fetalbio import methods
 
+    # a file's name alone, unless another file of the table has it too (IMG0001.dcm in two folders)
+    by_file: dict[str, list] = {}
+    for r in ok:
+        by_file.setdefault(r["file"], []).append(r)
+    names = [Path(f).name for f in by_file]
+    shown = {f: Path(f).name if names.count(Path(f).name) == 1 else f for f in by_file}
     for r in ok:
         u = r["unit"]
 
@@ -1127,7 +1134,7 @@ def _print_measurements(rows: list[dict], quiet: bool) -> None:
         ga = r.get("ga_hadlock_hc_weeks")
         lo, hi = r.get("hc_mm_low"), r.get("hc_mm_high")  # the fused row's 90 % prediction interval
         t.add_row(
-            Path(r["file"]).name,
+            shown[r["file"]],
             methods.get(r["method"]).short_name,
             Text("review", style="yellow") if r["status"] == "review" else "ok",
             f("hc") if u != "mm" or lo is None or hi is None else _with_interval(r["hc_mm"], lo, hi),

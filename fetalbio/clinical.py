@@ -47,9 +47,14 @@ def _norm_header(name: str) -> str:
     return "".join(ch for ch in name.lower() if ch.isalnum())
 
 
-def _base_name(name: str) -> str:
-    """The file's base name, as :func:`fetalbio.io.read_pixel_csv` keys it (``\\`` or ``/`` folders)."""
-    return name.strip().replace("\\", "/").rsplit("/", 1)[-1]
+def _parts(name: str) -> tuple[str, ...]:
+    """A file name as written (``/`` or ``\\`` folders, ``./`` dropped) as its path components."""
+    return tuple(p for p in name.strip().replace("\\", "/").split("/") if p not in ("", "."))
+
+
+def _key(name: str) -> str:
+    """The key a GA table row is stored under: its file name as written, folders normalised."""
+    return "/".join(_parts(name))
 
 
 def _parse_ga(raw: str, unit: str) -> float:
@@ -93,7 +98,7 @@ def _parse(path: Path, lines: Iterable[str]) -> dict[str, float]:
         line = reader.line_num
         if len(row) <= max(i_name, i_ga):
             raise ScanError(path, f"row {line}: expected at least {max(i_name, i_ga) + 1} columns")
-        name, raw = _base_name(row[i_name]), row[i_ga].strip()
+        name, raw = _key(row[i_name]), row[i_ga].strip()
         if not name:
             raise ScanError(path, f"row {line}: empty filename")
         if not raw:
@@ -115,13 +120,14 @@ def _parse(path: Path, lines: Iterable[str]) -> dict[str, float]:
 
 
 def read_ga_csv(path: str | Path) -> dict[str, float]:
-    """``{file base name: gestational age in weeks}`` from a CSV.
+    """``{file name as written: gestational age in weeks}`` from a CSV.
 
     Columns: ``filename`` and one of ``ga_weeks`` (exact weeks, e.g. ``20.5``, or weeks+days ``20+3``)
     or ``ga_days`` (days, divided by 7); header names ignore case, spaces and punctuation (``GA (days)``
     works), further columns are ignored, a UTF-8 BOM and CRLF are accepted, blank lines and rows with an
-    empty GA cell are skipped. File names are matched by base name, folders (``/`` or ``\\``) dropped,
-    as in the pixel-size CSV.
+    empty GA cell are skipped. A name may carry folders (``/`` or ``\\``): ``siteA/scan1.png`` and
+    ``siteB/scan1.png`` are two scans (:func:`add_ga_columns` matches each scan to the row whose name
+    shares most trailing folders with its path); the same name twice with different GAs is refused.
 
     Raises:
         ScanError: one line naming the file: missing/unreadable file, a missing column, a GA that is
@@ -143,29 +149,99 @@ def _z_and_centile(measure: str, value: Any, ga_weeks: float) -> tuple[float | N
         return None, None
 
 
-def add_ga_columns(rows: list[dict], ga_weeks: dict[str, float]) -> None:
-    """Fill :data:`GA_COLUMNS` in place for every row measured in mm whose file has a GA.
+def match_ga(
+    file: str, index: dict[str, list[tuple[tuple[str, ...], float]]]
+) -> tuple[float | None, str, str]:
+    """(GA in weeks, or None; why not; the table's name that gave it) of a scan path from ``index``
+    (``{base name: [(name's parts, GA)]}``): of the rows naming its base name, the one sharing most
+    trailing folders with its path; two that match equally well with different GAs give none (which one
+    is meant is not known)."""
+    parts = _parts(file)
+    cands = index.get(parts[-1] if parts else "", [])
+    if not cands:
+        return None, "", ""
 
-    A row qualifies when its ``status`` is ``ok`` or ``review``, its ``unit`` is ``mm`` and the base
-    name of its ``file`` is a key of ``ga_weeks`` (as returned by :func:`read_ga_csv`). It gets
-    ``ga_given_weeks`` and, for each of ``hc_mm``, ``bpd_mm``, ``ofd_mm`` that is a finite positive
+    def shared(k: tuple[str, ...]) -> int:
+        n = 0
+        while n < min(len(k), len(parts)) and k[-1 - n] == parts[-1 - n]:
+            n += 1
+        # a folder the path lacks: a worse match than a bare name (a lone candidate still applies: a
+        # table written on another machine names C:\\scans\\a.png)
+        return n if n == len(k) else n - len(k)
+
+    best = max(shared(k) for k, _ in cands)
+    tied = [(k, ga) for k, ga in cands if shared(k) == best]
+    if len({ga for _, ga in tied}) > 1:
+        names = " and ".join("/".join(k) for k, _ in tied)
+        return None, f"no GA: the GA table's {names} match this file equally (give its folder)", ""
+    return tied[0][1], "", "/".join(tied[0][0])
+
+
+def add_ga_columns(rows: list[dict], ga_weeks: dict[str, float]) -> list[str]:
+    """Fill :data:`GA_COLUMNS` in place for every measured row whose file has a GA; return warnings.
+
+    A row qualifies when its ``status`` is ``ok`` or ``review`` and its ``file`` matches a name of
+    ``ga_weeks`` (as returned by :func:`read_ga_csv`; :func:`match_ga`). It gets ``ga_given_weeks``
+    and, when measured in mm, for each of ``hc_mm``, ``bpd_mm``, ``ofd_mm`` that is a finite positive
     number, ``<measure>_zscore`` (SD) and ``<measure>_centile`` (0-100) from the INTERGROWTH-21st
-    standards (Papageorghiou et al., Lancet 2014). A GA outside their 14-40 weeks adds no z-score and
-    says so in ``ga_note``; one not finite adds nothing; other rows are left untouched. Never raises.
+    standards (Papageorghiou et al., Lancet 2014). A row measured in pixels, a GA outside their 14-40
+    weeks, or a file two names match equally, adds no z-score and says why in ``ga_note``; a GA not
+    finite adds nothing. An HC z-score beyond :data:`fetalbio.defaults.REVIEW_GA_ZSCORE` sends the row
+    to review (a GA or pixel size that is not this scan's, or a head a person must see). Other rows are
+    left untouched. Never raises.
+
+    Returns one line for each name given to several scans of the run (``scan1.png`` in two folders:
+    the table should name their folders) and one for the names that match no scan.
     """
+    from fetalbio import defaults
+
+    index: dict[str, list[tuple[tuple[str, ...], float]]] = {}
+    for name, ga in ga_weeks.items():
+        if (parts := _parts(name)) and isinstance(ga, int | float) and math.isfinite(ga):
+            index.setdefault(parts[-1], []).append((parts, float(ga)))
+    used: dict[str, set[str]] = {}
     lo, hi = INTERGROWTH_GA_RANGE_WEEKS
     for row in rows:
-        if row.get("status") not in MEASURED_STATUSES or row.get("unit") != "mm":
+        if row.get("status") not in MEASURED_STATUSES:
             continue
-        ga = ga_weeks.get(_base_name(str(row.get("file", ""))))
-        if ga is None or not (isinstance(ga, int | float) and math.isfinite(ga)):
+        file = str(row.get("file", ""))
+        ga, why, name = match_ga(file, index)
+        if ga is None:
+            if why:
+                row["ga_note"] = "; ".join(filter(None, [row.get("ga_note") or "", why]))
             continue
-        row["ga_given_weeks"] = float(ga)
-        if not lo <= ga <= hi:  # 41 weeks is common: the row keeps its GA and says why it has no z-score
+        used.setdefault(name, set()).add(file)
+        row["ga_given_weeks"] = ga
+        note = ""
+        if row.get("unit") != "mm":
+            note = "no z-scores: measured in pixels (no pixel size)"
+        elif not lo <= ga <= hi:  # 41 weeks is common: the row keeps its GA and says why it has no z-score
             note = f"no z-scores: GA {ga:.1f} weeks is outside the INTERGROWTH-21st standards ({lo:g}-{hi:g})"
+        if note:
             row["ga_note"] = "; ".join(filter(None, [row.get("ga_note") or "", note]))
             continue
         for m in _MEASURES:
-            z, c = _z_and_centile(m, row.get(f"{m}_mm"), float(ga))
+            z, c = _z_and_centile(m, row.get(f"{m}_mm"), ga)
             if z is not None:
                 row[f"{m}_zscore"], row[f"{m}_centile"] = z, c
+        z = row.get("hc_zscore")
+        if z is not None and abs(z) > defaults.REVIEW_GA_ZSCORE:
+            reason = f"HC far from its GA (z {z:.1f} at {ga:.1f} weeks): check the GA and the pixel size"
+            row["review_reasons"] = "; ".join(filter(None, [row.get("review_reasons") or "", reason]))
+            row["status"] = "review"
+    return _ga_warnings(used, ga_weeks)
+
+
+def _ga_warnings(used: dict[str, set[str]], ga_weeks: dict[str, float]) -> list[str]:
+    out = [
+        f"the GA table's {name} was given to {len(files)} scans ({', '.join(sorted(files)[:2])}"
+        f"{', ...' if len(files) > 2 else ''}): name their folders (siteA/{name.rsplit('/', 1)[-1]}) to "
+        "give each its own"
+        for name, files in used.items()
+        if len(files) > 1
+    ]
+    unused = sorted(k for k in ga_weeks if k not in used)
+    if unused:
+        shown = ", ".join(unused[:3]) + (", ..." if len(unused) > 3 else "")
+        out.append(f"{len(unused)} rows of the GA table name no measured scan of this run ({shown})")
+    return out

@@ -86,6 +86,11 @@ REVIEW_CEPHALIC_INDEX = (60.0, 96.0)
 # wrong (in cm, or of another image): HC18's heads are 44-335 mm; 11 weeks is about 45 mm, 42 weeks about
 # 360 mm, and the range leaves room for a macrocephalic head
 REVIEW_HC_RANGE_MM = (30.0, 450.0)
+# with --ga-csv: an HC this many SD from the INTERGROWTH-21st mean of its GA goes to review. Beyond 4 SD
+# (under 1 in 15000 fetuses) a GA or pixel size that is not this scan's is likelier than the head, and a
+# head that truly is so small or large needs a person anyway (a table keyed by name gave a 15-week head a
+# 32.5-week GA: z -20, status ok)
+REVIEW_GA_ZSCORE = 4.0
 
 # --- a second look at small heads (fetalbio.pipeline.zoom_region) ---
 # A head much smaller than the image is measured again in a crop around it, so that it fills the model

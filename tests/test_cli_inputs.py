@@ -119,3 +119,41 @@ def test_the_summary_line_is_one_line_when_piped(tmp_path):
     assert done.returncode == 0, done.stderr
     line = next(x for x in done.stdout.splitlines() if "scans:" in x)
     assert str(out / "measurements.csv") in line
+
+
+def test_two_folders_with_the_same_file_names(tmp_path, monkeypatch):
+    """Each folder's scan gets its own GA from a table naming the folders; the table on the terminal
+    tells the two rows apart; a bare name given to both is warned about."""
+    monkeypatch.setenv("COLUMNS", "200")
+    for site, seed in (("siteA", 1), ("siteB", 2)):
+        (tmp_path / site).mkdir()
+        _head(tmp_path / site / "scan1.png", seed)
+    (tmp_path / "ga.csv").write_text("filename,ga_weeks\nsiteA/scan1.png,24\nsiteB/scan1.png,30\n")
+    args = ["--pixel-size", 0.12, "--ga-csv"]
+    res = invoke(
+        "predict",
+        tmp_path / "siteA",
+        tmp_path / "siteB",
+        "--out",
+        tmp_path / "o1",
+        *args,
+        tmp_path / "ga.csv",
+    )
+    assert res.exit_code == 0, res.output
+    rows = {r["file"]: r for r in csv.DictReader(open(tmp_path / "o1" / "measurements.csv"))}
+    assert [float(rows[str(tmp_path / s / "scan1.png")]["ga_given_weeks"]) for s in ("siteA", "siteB")] == [
+        24,
+        30,
+    ]
+    assert "siteA/scan1.png" in res.output and "siteB/scan1.png" in res.output
+    (tmp_path / "bare.csv").write_text("filename,ga_weeks\nscan1.png,24\n")
+    res = invoke(
+        "predict",
+        tmp_path / "siteA",
+        tmp_path / "siteB",
+        "--out",
+        tmp_path / "o2",
+        *args,
+        tmp_path / "bare.csv",
+    )
+    assert "the GA table's scan1.png was given to 2 scans" in res.output

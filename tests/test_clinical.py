@@ -58,7 +58,7 @@ def test_ga_columns_are_exported():
 
 def test_read_ga_csv_weeks_and_days(tmp_path):
     p = write(tmp_path, "filename,GA_days\nfolder/a.png,140\nC:\\scans\\b.png,203\n")
-    assert read_ga_csv(p) == {"a.png": 20.0, "b.png": 29.0}
+    assert read_ga_csv(p) == {"folder/a.png": 20.0, "C:/scans/b.png": 29.0}  # names as written
     p = write(tmp_path, "\ufeffFile Name , GA (weeks)\r\na.png,20.5\r\n\r\nb.png,20+3\r\nc.png,\r\n")
     got = read_ga_csv(p)
     assert got == {"a.png": 20.5, "b.png": pytest.approx(20 + 3 / 7)}  # c.png: GA unknown, skipped
@@ -81,7 +81,7 @@ def test_read_ga_csv_weeks_and_days(tmp_path):
         ("filename,ga_weeks,ga_days\n", "both 'ga_weeks' and 'ga_days'"),
         ("filename;ga_weeks\na.png;20\n", "semicolon-separated"),
         ("filename,ga_weeks\n,20\n", "row 2: empty filename"),
-        ("filename,ga_weeks\na.png,20\nx/a.png,21\n", "a.png listed twice with different GAs"),
+        ("filename,ga_weeks\nx/a.png,20\n./x\\a.png,21\n", "x/a.png listed twice with different GAs"),
         ("filename,ga_weeks\na.png\n", "row 2: expected at least 2 columns"),
         ("", "empty CSV file"),
     ],
@@ -156,14 +156,20 @@ def test_only_measured_mm_rows_with_a_ga_get_columns():
         {"file": "e.png", "status": "ok", "unit": "mm", "hc_mm": 220.0},  # no GA given
         {"file": "C:\\scans\\a.png", "status": "ok", "unit": "mm", "hc_mm": 1e300},  # absurd, no raise
     ]
-    assert add_ga_columns(rows, ga) is None
+    warnings = add_ga_columns(rows, ga)
+    assert len(warnings) == 2
+    assert "the GA table's a.png was given to 2 scans (C:\\scans\\a.png, x/a.png)" in warnings[0]
+    assert warnings[1] == "1 rows of the GA table name no measured scan of this run (b.png)"
     assert rows[0]["ga_given_weeks"] == 24.0 and "hc_zscore" in rows[0]
     assert "bpd_zscore" not in rows[0] and "ofd_zscore" not in rows[0]  # no value, nothing invented
     assert rows[1] == {"file": "b.png", "status": "error", "unit": "", "error": "blank image"}
-    assert "ga_given_weeks" not in rows[2]
+    assert rows[2]["ga_given_weeks"] == 24.0 and "measured in pixels" in rows[2]["ga_note"]
+    assert not any(k.endswith("_zscore") for k in rows[2])
     assert rows[3]["ga_given_weeks"] == 24.0 and not any(k.endswith("_zscore") for k in rows[3])
     assert "ga_given_weeks" not in rows[4]
     assert rows[5]["hc_centile"] == 100.0 and math.isfinite(rows[5]["hc_zscore"])
+    assert rows[5]["status"] == "review" and "HC far from its GA" in rows[5]["review_reasons"]
+    assert rows[0]["status"] == "ok"  # 220 mm at 24 weeks: within 4 SD
 
 
 @pytest.mark.parametrize("ga", [math.nan, math.inf])
@@ -221,3 +227,50 @@ def test_predict_with_ga_csv(tmp_path):
         app, ["predict", str(scans), "--out", str(tmp_path / "r2"), "--ga-csv", str(tmp_path / "nope.csv")]
     )
     assert bad.exit_code == 2 and "nope.csv" in bad.output and "does not exist" in bad.output
+
+
+# --------------------------------------------------------------------------- names with folders
+
+
+def _row(file, hc=220.0):
+    return {"file": file, "status": "ok", "unit": "mm", "hc_mm": hc}
+
+
+def test_names_with_folders_give_each_scan_its_own_ga(tmp_path):
+    """Scanner exports name every patient's file IMG0001: a table keyed by base name gave a 15-week head
+    the 32.5 weeks of another folder's (HC z -20, status ok)."""
+    path = write(tmp_path, "filename,ga_weeks\nsiteA/scan1.png,32.5\nsiteB\\scan1.png,15\n")
+    rows = [_row("/data/sites/siteA/scan1.png", 300.0), _row("/data/sites/siteB/scan1.png", 110.0)]
+    assert add_ga_columns(rows, read_ga_csv(path)) == []
+    assert [r["ga_given_weeks"] for r in rows] == [32.5, 15.0]
+    assert all(abs(r["hc_zscore"]) < 2 and r["status"] == "ok" for r in rows)
+    # a file in neither folder: the two names match it equally, so it gets no GA and says why
+    other = [_row("/data/sites/siteC/scan1.png")]
+    add_ga_columns(other, read_ga_csv(path))
+    assert "ga_given_weeks" not in other[0]
+    assert "siteA/scan1.png and siteB/scan1.png match this file equally" in other[0]["ga_note"]
+
+
+def test_a_name_in_the_right_folder_wins_over_a_bare_one():
+    ga = {"scan1.png": 20.0, "siteB/scan1.png": 15.0}
+    rows = [_row("x/siteA/scan1.png", 175.0), _row("x/siteB/scan1.png", 110.0)]
+    assert add_ga_columns(rows, ga) == []
+    assert [r["ga_given_weeks"] for r in rows] == [20.0, 15.0]
+    # a lone name from another machine still applies (its folders are not this machine's)
+    rows = [_row("/home/u/scans/a.png")]
+    add_ga_columns(rows, {"C:/scans/a.png": 24.0})
+    assert rows[0]["ga_given_weeks"] == 24.0
+
+
+def test_a_bare_name_given_to_two_scans_and_a_far_z_score_are_said():
+    rows = [_row("siteA/scan1.png", 300.0), _row("siteB/scan1.png", 110.0)]
+    warnings = add_ga_columns(rows, {"scan1.png": 32.5})
+    assert warnings == [
+        "the GA table's scan1.png was given to 2 scans (siteA/scan1.png, siteB/scan1.png): "
+        "name their folders (siteA/scan1.png) to give each its own"
+    ]
+    assert rows[0]["status"] == "ok"
+    assert rows[1]["status"] == "review" and rows[1]["hc_zscore"] < -4
+    assert (
+        "HC far from its GA (z" in rows[1]["review_reasons"] and "check the GA" in rows[1]["review_reasons"]
+    )
