@@ -844,6 +844,18 @@ def _without_run_outputs(paths: list[Path], inputs: list[Path], out: Path) -> tu
     return kept, n_in_out
 
 
+def _folders_searched(inputs: list[Path], paths: list[Path]) -> set[Path]:
+    """The input folders and every folder between one of them and a scan found in it."""
+    roots = [i for i in inputs if i.is_dir()]
+    out = set(roots)
+    for p in paths:
+        for root in roots:
+            if p.is_relative_to(root):
+                parts = p.relative_to(root).parts[:-1]
+                out.update(root.joinpath(*parts[:k]) for k in range(1, len(parts) + 1))
+    return out
+
+
 def _pixel_csv_for(
     inputs: list[Path], pixel_csv: Path | None, pixel_size: float | None, paths: list
 ) -> dict | None:
@@ -855,11 +867,16 @@ def _pixel_csv_for(
         return None
     if pixel_csv:  # one table the user names: by file name, for every input
         found, folders = [pixel_csv], [None]
-    else:  # each input folder's own table, for the scans under that folder only (two sites' CSVs
-        # may name the same file names with different pixel sizes); a deeper folder's table wins
-        dirs = sorted((i for i in inputs if i.is_dir()), key=lambda i: len(i.parts))
+    else:  # each input folder's own table and its subfolders', for the scans under that folder only
+        # (two sites' CSVs may name the same file names with different pixel sizes); a deeper one wins
+        dirs = sorted(_folders_searched(inputs, paths), key=lambda i: len(i.parts))
+        pairs: list[tuple[Path, Path]] = []
         try:
-            pairs = [(c, i) for c, i in ((find_pixel_csv(i), i) for i in dirs) if c]
+            for d in dirs:
+                c = find_pixel_csv(d)
+                # a subfolder that finds its parent's table (beside it) adds nothing
+                if c and not any(c == c0 and d.is_relative_to(d0) for c0, d0 in pairs):
+                    pairs.append((c, d))
         except ScanError as exc:
             raise fail(str(exc)) from None
         found, folders = [c for c, _ in pairs], [i for _, i in pairs]

@@ -157,3 +157,23 @@ def test_two_folders_with_the_same_file_names(tmp_path, monkeypatch):
         tmp_path / "bare.csv",
     )
     assert "the GA table's scan1.png was given to 2 scans" in res.output
+
+
+def test_pixel_size_tables_in_subfolders_are_used(tmp_path):
+    """Two sites' folders, each with its own table naming the same file: given their parent folder, the
+    scans were measured in pixels and neither table was mentioned."""
+    for site, size in (("siteA", 0.10), ("siteB", 0.20)):
+        (tmp_path / "sites" / site / "day1").mkdir(parents=True)
+        _head(tmp_path / "sites" / site / "day1" / "scan1.png")
+        (tmp_path / "sites" / site / "pixel_size.csv").write_text(
+            f"filename,pixel size(mm)\nscan1.png,{size}\n"
+        )
+    res = invoke("predict", tmp_path / "sites", "--out", tmp_path / "out")
+    assert res.exit_code == 0, res.output
+    rows = {r["file"]: r for r in csv.DictReader(open(tmp_path / "out" / "measurements.csv"))}
+    got = [
+        float(rows[str(tmp_path / "sites" / s / "day1" / "scan1.png")]["pixel_size_mm"])
+        for s in ("siteA", "siteB")
+    ]
+    assert got == [0.10, 0.20]
+    assert res.output.count("pixel sizes from") == 2
