@@ -1236,13 +1236,7 @@ def evaluate(
                 dataset, needed, pixel_csv=pixel_csv, split_file=split, limit=limit, method=m
             )
             print_summary(summary, m, console)
-            if summary["n_px_only"]:
-                err_console.print(
-                    f"[yellow]warning:[/] {summary['n_px_only']} scans have no pixel size: their figures are "
-                    "in pixels (`_px` in --json) and not in the mm table; give --pixel-csv",
-                    highlight=False,
-                    markup=True,
-                )
+            _say_what_evaluate_left(summary, rows, pixel_csv)
             from fetalbio.predict import model_identity
 
             # which model files were scored (<folder>/<file>@<sha256[:12]>), so a report names its model
@@ -1257,6 +1251,30 @@ def evaluate(
         write_json_atomic(json_path, out[methods[0]] if len(methods) == 1 else out)
         console.print(f"wrote {json_path}")
     raise typer.Exit(1 if any(o["summary"]["n_failed"] for o in out.values()) else 0)
+
+
+def _say_what_evaluate_left(summary: dict, rows: list[dict], pixel_csv: Path | None) -> None:
+    """The failed scans with their reasons, the scans without an annotation, the scans in pixels."""
+    for r in rows:
+        if r["status"] == "error":
+            err_console.print(
+                f"[red]{escape(r['file'])}[/]: {escape(r['error'])}", highlight=False, markup=True
+            )
+    if names := summary.get("unannotated"):
+        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
+        err_console.print(
+            f"[yellow]warning:[/] {len(names)} scans without an annotation were left out ({escape(shown)})",
+            highlight=False,
+            markup=True,
+        )
+    if summary["n_px_only"]:
+        why = f"{pixel_csv} names none of them" if pixel_csv else "give --pixel-csv"
+        err_console.print(
+            f"[yellow]warning:[/] {summary['n_px_only']} scans have no pixel size: their figures are in "
+            f"pixels (`_px` in --json), apart from the mm figures; {escape(why)}",
+            highlight=False,
+            markup=True,
+        )
 
 
 # --- export ---

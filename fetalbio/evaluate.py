@@ -124,7 +124,14 @@ def summarise(rows: list[dict[str, Any]]) -> dict[str, Any]:
     px = [r for r in measured if r.get("unit") == "px"]
     if px:  # in pixels: comparable across the epochs of one dataset (training's fallback), not across scans
         for m in ("hc", "bpd", "ofd"):
-            s[f"{m}_mae_px"] = float(np.mean([abs(r[f"{m}_diff_px"]) for r in px]))
+            diffs = [r[f"{m}_diff_px"] for r in px]
+            st = _stats([abs(d) for d in diffs])
+            s[f"{m}_mae_px"], s[f"{m}_abs_median_px"], s[f"{m}_abs_p95_px"] = (
+                st["mean"],
+                st["median"],
+                st["p95"],
+            )
+            s[f"{m}_bias_px"] = float(np.mean(diffs))
         s["landmark_mre_px"] = float(
             np.mean([r["point_err_mean_px"] for r in px if "point_err_mean_px" in r])
         )
@@ -168,10 +175,12 @@ def evaluate_dataset(
     from fetalbio.io import ScanError, read_scan
     from fetalbio.pipeline import Predictor
 
-    samples = [s for s in find_samples(dataset, pixel_csv) if s.annotation_path is not None]
+    samples = find_samples(dataset, pixel_csv)
     if split_file:
         keep = set(read_val_names(split_file))
         samples = [s for s in samples if s.name in keep]
+    unannotated = sorted(s.name for s in samples if s.annotation_path is None)  # nothing to score against
+    samples = [s for s in samples if s.annotation_path is not None]
     if limit:
         samples = samples[:limit]
     if not samples:
@@ -200,7 +209,7 @@ def evaluate_dataset(
             rows.append(score_prediction(res, truths.pop(s.name), pred.scan.spacing_mm, s.name))
             if rows[-1]["status"] == "ok" and rows[-1]["unit"] == "mm":
                 rows[-1]["truth_echo_edge_mm"] = echo.get(s.name)
-    return summarise(rows), rows
+    return summarise(rows) | {"n_unannotated": len(unannotated), "unannotated": unannotated}, rows
 
 
 def read_val_names(path: str | Path) -> list[str]:
@@ -241,22 +250,34 @@ def truth_echo_edge_mm(scan, truth: Truth) -> float | None:
 
 
 def print_summary(summary: dict, method: str, console) -> None:
-    """A rich table of the headline figures."""
+    """Rich tables of the headline figures: in mm for the scans with a pixel size, in pixels for those
+    without (never an mm table of nan)."""
     from rich.table import Table
 
-    t = Table(title=f"{method}: {summary['n_images']} scans, {summary['n_failed']} failed")
-    t.add_column("measure")
-    for c in ("MAE", "MAE 95% CI", "median |err|", "p95 |err|", "bias"):
-        t.add_column(c, justify="right")
-    for m in ("hc", "bpd", "ofd"):
-        lo, hi = summary.get(f"{m}_mae_mm_ci95_low"), summary.get(f"{m}_mae_mm_ci95_high")
-        t.add_row(
-            f"{m.upper()} (mm)",
-            f"{summary[f'{m}_mae_mm']:.2f}",
-            "-" if lo is None or not math.isfinite(lo) else f"{lo:.2f}-{hi:.2f}",
-            *(f"{summary[f'{m}_{k}']:.2f}" for k in ("abs_median_mm", "abs_p95_mm", "bias_mm")),
+    n_mm = summary["n_images"] - summary["n_failed"] - summary["n_px_only"]
+    n_px = summary["n_px_only"]
+    title = f"{method}: {summary['n_images']} scans, {summary['n_failed']} failed"
+    tables = [("mm", title)] if n_mm else []
+    if n_px:
+        tables.append(
+            ("px", f"{n_px} scans without a pixel size, in pixels" if n_mm else title + ", in pixels")
         )
-    console.print(t)
+    if not tables:
+        console.print(title, highlight=False)
+    for unit, caption in tables:
+        t = Table(title=caption)
+        t.add_column("measure")
+        for c in ("MAE", "MAE 95% CI", "median |err|", "p95 |err|", "bias"):
+            t.add_column(c, justify="right")
+        for m in ("hc", "bpd", "ofd"):
+            lo, hi = summary.get(f"{m}_mae_{unit}_ci95_low"), summary.get(f"{m}_mae_{unit}_ci95_high")
+            t.add_row(
+                f"{m.upper()} ({unit})",
+                f"{summary[f'{m}_mae_{unit}']:.2f}",
+                "-" if lo is None or not math.isfinite(lo) else f"{lo:.2f}-{hi:.2f}",
+                *(f"{summary[f'{m}_{k}_{unit}']:.2f}" for k in ("abs_median", "abs_p95", "bias")),
+            )
+        console.print(t)
     extra = (
         [
             f"point error (mean) {summary['landmark_mre_mm']:.2f} mm",

@@ -603,9 +603,11 @@ class _Loop:
         self.history.append(row)
         left_min = np.mean(self.epoch_times) * (cfg.epochs - epoch - 1) / 60  # from the mean epoch so far
         shown = ("dice_mean", "hc_mae_mm", "bpd_mae_mm", "ofd_mae_mm", "landmark_mre_mm")
+        # validation scans without a pixel size: their figures in pixels, not nan
+        shown = [k if _finite(metrics.get(k)) else k.removesuffix("_mm") + "_px" for k in shown]
         self.console.print(
             f"epoch {epoch + 1}/{cfg.epochs}  loss {row['loss']:.4f}  "
-            + "  ".join(f"{k} {metrics[k]:.3f}" for k in shown if isinstance(metrics.get(k), float))
+            + "  ".join(f"{k} {metrics[k]:.3f}" for k in shown if _finite(metrics.get(k)))
             + f"  {seconds:.0f}s, about {left_min:.0f} min left"
         )
         score = _key_score(metrics, self.method.key_metric, row["loss"])
@@ -651,6 +653,10 @@ def save_model(model, path: Path, cfg: TrainConfig) -> None:
     model.save(tmp)
     os.replace(tmp, path)
     cfg.model_info().write(path.with_name("model.json"))
+
+
+def _finite(v) -> bool:
+    return isinstance(v, int | float) and math.isfinite(v)
 
 
 def _key_score(metrics: dict, key: str, loss: float) -> float:

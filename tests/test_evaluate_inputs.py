@@ -44,6 +44,9 @@ def test_without_pixel_sizes_the_figures_are_named_in_pixels(dataset, tmp_path):
     assert row_px["hc_px"] * 0.2 == pytest.approx(row_mm["hc_mm"], rel=1e-6)
     s = px["summary"]
     assert s["n_px_only"] == 3 and s["hc_mae_mm"] is None  # NaN is written as null
+    # the terminal shows the pixel figures (it showed an mm table of nan)
+    assert "nan" not in res.output and "HC (px)" in res.output and "HC (mm)" not in res.output
+    assert f"{s['hc_mae_px']:.2f}" in res.output
     assert s["dice_mean"] == pytest.approx(mm["summary"]["dice_mean"])  # overlap needs no pixel size
     assert s["hc_mae_px"] * 0.2 == pytest.approx(mm["summary"]["hc_mae_mm"], rel=1e-6)
 
@@ -60,6 +63,17 @@ def test_an_annotation_of_another_image_is_a_failed_row(dataset, tmp_path):
     bad = [r for r in rows if r["status"] == "error"]
     assert len(bad) == 1 and "annotation is 200x135 px, its scan 400x270" in bad[0]["error"]
     assert sum(r["status"] == "ok" for r in rows) == 2
+    assert f"{bad[0]['file']}: annotation is 200x135 px" in " ".join(res.output.split())  # named
+
+
+def test_a_scan_without_an_annotation_is_said_to_be_left_out(dataset, tmp_path):
+    more = tmp_path / "more"
+    shutil.copytree(dataset, more)
+    next(more.glob("*_Annotation.png")).unlink()
+    res = evaluate(more, "--json", tmp_path / "e.json")
+    assert res.exit_code == 0, res.output
+    assert "1 scans without an annotation were left out" in res.output
+    assert json.loads((tmp_path / "e.json").read_text())["summary"]["n_unannotated"] == 1
 
 
 @pytest.mark.parametrize(
