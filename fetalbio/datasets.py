@@ -226,16 +226,26 @@ def split_path(run_dir: Path) -> Path:
     return Path(run_dir) / "splits.json"
 
 
-def load_or_make_split(run_dir: Path, samples: list[Sample], val_fraction: float, seed: int) -> dict:
-    """The run folder's split: written once, then reused (a resumed run trains on the same split)."""
+def load_or_make_split(
+    run_dir: Path, samples: list[Sample], val_fraction: float, seed: int, write: bool = True
+) -> dict:
+    """The run folder's split: written once, then reused (a resumed run trains on the same split).
+    ``write=False``: made but not written yet (:func:`save_split` once its scans have been read)."""
     path = split_path(run_dir)
     if path.exists():
         return json.loads(path.read_text())
     split = make_split(samples, val_fraction, seed)
+    if write:
+        save_split(run_dir, split)
+    return split
+
+
+def save_split(run_dir: Path, split: dict) -> None:
+    """Write a run's split, unless it has one (a resumed run keeps its own)."""
     from fetalbio.writers import write_json_atomic
 
-    write_json_atomic(path, split)
-    return split
+    if not split_path(run_dir).exists():
+        write_json_atomic(split_path(run_dir), split)
 
 
 # --- landmark CSVs (role-challenge format) ---

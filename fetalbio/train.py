@@ -54,7 +54,15 @@ import numpy as np
 
 from fetalbio import defaults, methods
 from fetalbio.augment import AugmentConfig, augment
-from fetalbio.datasets import Sample, Truth, find_samples, load_or_make_split, load_truth, split_path
+from fetalbio.datasets import (
+    Sample,
+    Truth,
+    find_samples,
+    load_or_make_split,
+    load_truth,
+    save_split,
+    split_path,
+)
 from fetalbio.distribute import (
     is_chief,
     make_strategy,
@@ -361,7 +369,8 @@ def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepa
         samples = usable
     if cfg.max_samples:  # after the CSV's own filter, so that N means N scans trained on
         samples = samples[: cfg.max_samples]
-    split = load_or_make_split(run, samples, cfg.val_fraction, cfg.seed)
+    # written once every scan and annotation has been read: a start refused for a bad file leaves none
+    split = load_or_make_split(run, samples, cfg.val_fraction, cfg.seed, write=False)
     by_name = {s.name: s for s in samples}
     with console.status(f"Reading {len(samples)} annotated scans..."):
         train_set = prepare_samples(
@@ -370,6 +379,7 @@ def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepa
         val_set = prepare_samples([by_name[n] for n in split["val"] if n in by_name], cfg.image_size)
     if not train_set:
         raise ValueError("the training split is empty")
+    save_split(run, split)
     return train_set, val_set
 
 

@@ -177,3 +177,18 @@ def test_pixel_size_tables_in_subfolders_are_used(tmp_path):
     ]
     assert got == [0.10, 0.20]
     assert res.output.count("pixel sizes from") == 2
+
+
+@pytest.mark.slow
+def test_a_training_start_refused_for_a_bad_annotation_leaves_no_split(synthetic_dataset, tmp_path):
+    """The split was written before the annotations were read: the next start reused it."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(synthetic_dataset, data)
+    ann = sorted(data.glob("*_Annotation.png"))[-1]
+    cv2.imwrite(str(ann), cv2.resize(cv2.imread(str(ann), cv2.IMREAD_GRAYSCALE), (200, 135)))
+    out = tmp_path / "run"
+    res = invoke("train-seg", data, "--out", out, "--epochs", 1, "--steps-per-epoch", 1)
+    assert res.exit_code == 2 and "not its image" in res.output, res.output
+    assert not (out / "splits.json").exists()
