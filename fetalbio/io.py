@@ -1013,6 +1013,9 @@ def _dicom_reason(ds: Any, exc: BaseException) -> str:
         ts = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(ts, "name", None) or str(ts)
         return f"compressed as {name}, which needs a decoder that is not installed (e.g. pylibjpeg)"
+    if "could not broadcast" in text or "cannot reshape" in text:  # the frame decoded to another size
+        rows, cols = ds.get("Rows"), ds.get("Columns")
+        return f"the image does not have the {cols}x{rows} px (Columns x Rows) its header says"
     return _describe(exc)
 
 

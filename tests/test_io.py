@@ -802,3 +802,30 @@ def test_a_tiff_thumbnail_page_is_no_frame_and_every_frame_is_turned_alike(tmp_p
     raw = anim.read_bytes()
     anim.write_bytes(raw[:33] + _png_chunk(b"eXIf", exif) + raw[33:])
     assert read_scan(anim, frame=0).pixels.shape == read_scan(anim, frame=1).pixels.shape == (80, 40)
+
+
+def test_dicom_whose_compressed_image_is_not_its_header_size(tmp_path: Path) -> None:
+    """A JPEG frame of 790x539 px in a DICOM whose header says 800x540: the reason was numpy's
+    'could not broadcast input array from shape (425810,) into shape (432000,)'."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import JPEGBaseline8Bit, generate_uid
+
+    ok, jpeg = cv2.imencode(".jpg", (np.random.default_rng(0).random((539, 790)) * 255).astype(np.uint8))
+    meta = FileMetaDataset()
+    meta.TransferSyntaxUID = JPEGBaseline8Bit
+    meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.6.1"
+    meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID, ds.SOPInstanceUID = meta.MediaStorageSOPClassUID, meta.MediaStorageSOPInstanceUID
+    ds.Modality, ds.Rows, ds.Columns, ds.SamplesPerPixel = "US", 540, 800, 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 8, 8, 7, 0
+    ds.PixelData = encapsulate([jpeg.tobytes()])
+    ds["PixelData"].is_undefined_length = True
+    ds.save_as(tmp_path / "mis.dcm", enforce_file_format=True)
+    with pytest.raises(ScanError) as info:
+        read_scan(tmp_path / "mis.dcm")
+    assert "the image does not have the 800x540 px (Columns x Rows) its header says" in str(info.value)
+    assert "broadcast" not in str(info.value)
