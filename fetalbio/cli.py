@@ -913,7 +913,7 @@ def _run_predict(
     from fetalbio.predict import BatchRun, calibration_identities, model_identity, options_for, write_outputs
     from fetalbio.runfolder import OutputNames, RunFolder, RunFolderError
 
-    folder = RunFolder(out, mode)
+    folder, created = RunFolder(out, mode), not out.exists()
     try:
         folder.open()
     except RunFolderError as exc:
@@ -948,6 +948,11 @@ def _run_predict(
                 "scans: fix that and rerun with --resume",
                 code=1,
             ) from None
+    except BaseException:  # refused (a damaged model) or stopped before anything was written: no folder
+        folder.close()
+        if created and out.is_dir() and not any(out.iterdir()):
+            out.rmdir()
+        raise
     finally:
         folder.close()
     _print_measurements(rows, quiet)

@@ -108,10 +108,11 @@ def _parse(path: Path, lines: Iterable[str]) -> dict[str, float]:
         except ValueError:
             raise ScanError(path, f"row {line} ({name}): GA {raw!r} is not a number of {unit}") from None
         if not 0.0 < ga <= GA_MAX_WEEKS:  # a GA in 14-40 weeks gets z-scores; one outside, a note
+            in_weeks = "" if unit == "weeks" and "+" not in raw else f" ({ga:.4g} weeks)"
             raise ScanError(
                 path,
-                f"row {line} ({name}): GA {raw} {unit} ({ga:.4g} weeks) is no gestational age "
-                f"(0-{GA_MAX_WEEKS:g} weeks)",
+                f"row {line} ({name}): GA {raw} {unit}{in_weeks} is no gestational age "
+                f"(above 0, at most {GA_MAX_WEEKS:g} weeks)",
             )
         if name in out and not math.isclose(out[name], ga, abs_tol=1e-9):
             raise ScanError(path, f"row {line}: {name} listed twice with different GAs")

@@ -192,3 +192,15 @@ def test_a_training_start_refused_for_a_bad_annotation_leaves_no_split(synthetic
     res = invoke("train-seg", data, "--out", out, "--epochs", 1, "--steps-per-epoch", 1)
     assert res.exit_code == 2 and "not its image" in res.output, res.output
     assert not (out / "splits.json").exists()
+
+
+def test_a_run_refused_for_a_damaged_model_leaves_no_folder(tmp_path):
+    _head(tmp_path / "a.png")
+    (tmp_path / "bad.tflite").write_bytes(b"not a model")
+    out = tmp_path / "out"
+    args = ["--method", "segmentation", "--model", tmp_path / "bad.tflite", "--pixel-size", 0.12]
+    res = invoke("predict", tmp_path / "a.png", "--out", out, *args)
+    assert res.exit_code == 2 and "may be damaged" in res.output, res.output
+    assert not out.exists()
+    out.mkdir()  # a folder the user made stays
+    assert invoke("predict", tmp_path / "a.png", "--out", out, *args).exit_code == 2 and out.is_dir()

@@ -69,7 +69,7 @@ def test_read_ga_csv_weeks_and_days(tmp_path):
 @pytest.mark.parametrize(
     ("text", "reason"),
     [
-        ("filename,ga_weeks\na.png,52\n", "GA 52 weeks (52 weeks) is no gestational age (0-45 weeks)"),
+        ("filename,ga_weeks\na.png,52\n", "GA 52 weeks is no gestational age (above 0, at most 45 weeks)"),
         ("filename,ga_weeks\na.png,0\n", "is no gestational age"),
         ("filename,ga_days\na.png,330\n", "330 days (47.14 weeks) is no gestational age"),
         ("filename,ga_weeks\na.png,soon\n", "row 2 (a.png): GA 'soon' is not a number of weeks"),
