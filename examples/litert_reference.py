@@ -415,7 +415,8 @@ def within(e: tuple, crop: tuple, shape: tuple[int, int]) -> bool:
 
 
 def measure(model: Model, method: str, img: np.ndarray, pixel_size_mm: float) -> dict:
-    """The method's result with a second look at a small head, HC, BPD, OFD in mm, and its status."""
+    """The method's row: its result with a second look at a small head, HC, BPD, OFD in mm (its status
+    comes later: ``review``)."""
     res = look(model, method, img)
     res["second_look"] = False
     if "ellipse" in res and (crop := zoom_crop(res["ellipse"], img.shape, (model.in_h, model.in_w))):
@@ -430,9 +431,7 @@ def measure(model: Model, method: str, img: np.ndarray, pixel_size_mm: float) ->
     else:  # the pairs' lengths; HC the perimeter of the ellipse with those axes
         p = res["points"]
         bpd, ofd = (float(np.hypot(*(p[i + 1] - p[i]))) * pixel_size_mm for i in (0, 2))
-    return review(
-        {"method": method, "hc_mm": ramanujan(ofd / 2, bpd / 2), "bpd_mm": bpd, "ofd_mm": ofd, **res}
-    )
+    return {"method": method, "hc_mm": ramanujan(ofd / 2, bpd / 2), "bpd_mm": bpd, "ofd_mm": ofd, **res}
 
 
 # --- steps 10-11: the fused estimate, its 90 % interval, the review status -------------------------------
@@ -453,7 +452,7 @@ def fuse(seg: dict, lm: dict, cal: dict) -> dict:
     fetalbio/shipped/fused/model.json: their mean (a result its own model is unsure of left out while
     the other is sure), sd = hypot(floor_frac x estimate, seg - lm) or single_method_sigma_frac x
     estimate with one method, the interval estimate -/+ q x sd (never below 0)."""
-    ok = {m: r for m, r in (("segmentation", seg), ("landmarks", lm)) if r["status"] != "error"}
+    ok = {m: r for m, r in (("segmentation", seg), ("landmarks", lm)) if "hc_mm" in r}
     if not ok:
         why = "; ".join(f"{m}: {r['error']}" for m, r in (("segmentation", seg), ("landmarks", lm)))
         return {"method": "fused", "status": "error", "error": f"no head found ({why})", "flags": ["no_head"]}
@@ -489,11 +488,23 @@ def fuse(seg: dict, lm: dict, cal: dict) -> dict:
                 f"{k}_sd_mm": sd,
             }
         )
-    return review(row)
+    return row
+
+
+def flag_disagreement(rows: list[dict]) -> None:
+    """Every measured row of a scan flagged ``methods_disagree`` when the rows' HCs spread by more than
+    4 % of their mean (``predict`` with several methods: fetalbio.predict.flag_disagreement)."""
+    hcs = [r["hc_mm"] for r in rows if "hc_mm" in r]
+    if len(hcs) >= 2 and max(hcs) - min(hcs) > REVIEW_DISAGREE_FRAC * sum(hcs) / len(hcs):
+        for r in rows:
+            if "hc_mm" in r and "methods_disagree" not in r["flags"]:
+                r["flags"] = [*r["flags"], "methods_disagree"]
 
 
 def review(row: dict) -> dict:
     """``status`` ok or review and ``review_reasons`` (fetalbio.predict.review_reasons)."""
+    if row.get("status") == "error":
+        return row
     reasons = [text for flag, text in REVIEW_FLAGS.items() if flag in row["flags"]]
     hc, lo, hi = row["hc_mm"], row.get("hc_mm_low"), row.get("hc_mm_high")
     if lo is not None and hi - lo > REVIEW_INTERVAL_FRAC * hc:
@@ -528,9 +539,10 @@ def main(argv: list[str] | None = None) -> int:
         rows = {m: measure(models[m], m, img, args.pixel_size) for m in names}
         if len(names) == 2:
             rows["fused"] = fuse(rows["segmentation"], rows["landmarks"], cal)
-        for m, row in rows.items():
-            if args.method in (m, "all"):
-                print(json.dumps({"file": str(path), **row}, default=lambda v: np.asarray(v).tolist()))
+        shown = [rows[m] for m in ("fused", "segmentation", "landmarks") if args.method in (m, "all")]
+        flag_disagreement(shown)  # the rows predict writes for this scan, in its order
+        for row in shown:
+            print(json.dumps({"file": str(path), **review(row)}, default=lambda v: np.asarray(v).tolist()))
     return 0
 
 

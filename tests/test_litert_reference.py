@@ -21,6 +21,7 @@ from fetalbio.synthetic import draw_scan
 pytest.importorskip("ai_edge_litert")
 SCRIPT = REPO / "examples" / "litert_reference.py"
 METHODS = ("segmentation", "landmarks")
+ALL = ("fused", *METHODS)  # predict --method all, in its order
 
 
 def _reference(files: list[Path], pixel_size_mm: float) -> dict[tuple[str, str], dict]:
@@ -46,16 +47,18 @@ def _fetalbio(files: list[Path], pixel_size_mm: float) -> tuple[dict, dict]:
     its capture, turn and trace finders off (the path the script covers), the shipped int8 models."""
     from fetalbio.engines import load_engine
     from fetalbio.pipeline import Predictor
-    from fetalbio.predict import apply_review, measurement_row
+    from fetalbio.predict import apply_review, flag_disagreement, measurement_row
 
     engines = {m: load_engine(None, m, "litert") for m in METHODS}
     pred = Predictor(engines, combined=("fused",), find_region=False, turn_portrait=False)
     scans = [Scan(cv2.imread(str(f), cv2.IMREAD_UNCHANGED), (pixel_size_mm,) * 2, f, "cli") for f in files]
     rows, preds = {}, {}
     for p in pred.predict_scans(scans):
-        preds[p.source.source.name] = p
-        for m, res in p.results.items():
-            rows[(p.source.source.name, m)] = measurement_row(str(p.source.source), res, p.source)
+        name = p.source.source.name
+        preds[name] = p
+        scan_rows = [measurement_row(str(p.source.source), p.results[m], p.source) for m in ALL]
+        flag_disagreement(scan_rows)  # as predict --method all does for a scan's rows
+        rows.update({(name, r["method"]): r for r in scan_rows})
     apply_review(list(rows.values()))
     return rows, preds
 
