@@ -112,7 +112,8 @@ def _card(file: str, rows: list[dict]) -> str:
     flags = ", ".join(sorted({f for r in rows for f in str(r.get("flags") or "").split(";") if f}))
     extra = f'<div class="reasons">review: {e(reasons)}</div>' if reasons else ""
     extra += f'<div class="flags">flags: {e(flags)}</div>' if flags else ""
-    hc_attr = "" if hc is None else f"{hc:g}"
+    # sorted by HC in mm; a scan measured in pixels only sorts last (a pixel count is no size to compare)
+    hc_attr = "" if hc is None or first.get("unit") != "mm" else f"{hc:g}"
     return (
         f'<div class="card" data-file="{e(file)}" data-status="{status}" data-hc="{hc_attr}">'
         f'<h2 title="{e(file)}">{e(Path(file).name)}</h2><div class="thumbs">{thumbs}</div>'

@@ -128,6 +128,7 @@ def test_names_are_escaped_and_review_comes_first():
     assert weird["ga"] == ["14w 0d", "16w 0d"] and "edge" in weird["flags"][0]
     px = next(c for c in cards if c["data-file"] == "/d/px.png")
     assert px["hc"] == ["812.4 px"] and px["bpd"] == ["230.0 px"] and px["ga"] == [""]
+    assert px["data-hc"] == "" and float(weird["data-hc"]) > 0  # a pixel count is not sorted among mm
 
 
 def test_a_big_batch_stays_lean():
@@ -203,7 +204,8 @@ def test_built_report_in_a_real_browser(tmp_path):
     assert cards[0]["reasons"] == ["review: head cut by the image border; the methods disagree"]
     # the inline JS: a link's #status=ok&sort=hc filters and sorts on load
     js = cards_of(chromium("--dump-dom", path.as_uri() + "#status=ok&sort=hc", tmp=tmp_path))
-    assert [c["data-file"] for c in js] == [f"/d/{WEIRD}", "/d/a.png", "/d/px.png", "/d/bad.png"]  # by HC
+    # by HC in mm; the pixel-only scan has no size to compare and sorts last, with the failed one
+    assert [c["data-file"] for c in js] == [f"/d/{WEIRD}", "/d/a.png", "/d/bad.png", "/d/px.png"]
     shown = [c["data-file"] for c in js if "none" not in (c.get("style") or "")]
     assert shown == ["/d/a.png", "/d/px.png"]  # status ok only
     img = screenshot(path.as_uri(), tmp_path)
