@@ -31,6 +31,22 @@ from fetalbio.writers import safe_text
 
 JOURNAL = "journal.jsonl"
 OUTPUTS = ("run.json", JOURNAL, "measurements.csv", "measurements.json", "report.html", "overlays", "masks")
+IMAGE_FOLDERS = ("overlays", "masks")  # --overwrite removes only what a run writes there
+
+
+def _remove_images(folder: Path) -> None:
+    """A previous run's overlays (``<stem>_<method>.png``) and masks (``<stem>_mask.png``) in ``folder``,
+    then the folder if nothing else is left: a file the user put there stays."""
+    from fetalbio import methods
+
+    ends = tuple(f"_{m}.png" for m in (*methods.names(), "mask"))
+    for p in folder.iterdir():
+        if p.is_file() and p.name.endswith(ends):
+            p.unlink()
+    if not any(folder.iterdir()):
+        folder.rmdir()
+
+
 OUTPUTS += ("sr", "dicomweb")  # --sr, --dicomweb
 MAX_NAME_BYTES = 150  # overlay/mask file names: well under the 255-byte limit of common file systems
 
@@ -78,7 +94,10 @@ class RunFolder:
         if self.mode == "overwrite":
             for name in OUTPUTS:
                 p = out / name
-                shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
+                if name in IMAGE_FOLDERS and p.is_dir():
+                    _remove_images(p)
+                else:
+                    shutil.rmtree(p) if p.is_dir() else p.unlink(missing_ok=True)
         elif self.mode == "new" and present:
             self.close()
             raise RunFolderError(

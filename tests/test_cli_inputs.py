@@ -204,3 +204,21 @@ def test_a_run_refused_for_a_damaged_model_leaves_no_folder(tmp_path):
     assert not out.exists()
     out.mkdir()  # a folder the user made stays
     assert invoke("predict", tmp_path / "a.png", "--out", out, *args).exit_code == 2 and out.is_dir()
+
+
+def test_overwrite_keeps_a_file_the_user_put_among_the_overlays(tmp_path):
+    _head(tmp_path / "a.png")
+    _head(tmp_path / "b.png", 1)
+    out = tmp_path / "out"
+    assert (
+        invoke(
+            "predict", tmp_path / "a.png", tmp_path / "b.png", "--out", out, "--pixel-size", 0.12
+        ).exit_code
+        == 0
+    )
+    (out / "overlays" / "my notes.png").write_bytes(b"mine")
+    res = invoke("predict", tmp_path / "a.png", "--out", out, "--overwrite", "--pixel-size", 0.12)
+    assert res.exit_code == 0, res.output
+    assert (out / "overlays" / "my notes.png").read_bytes() == b"mine"
+    # the previous run's overlay of b.png is gone: only this run's outputs and the user's file are left
+    assert sorted(p.name for p in (out / "overlays").iterdir()) == ["a.png_fused.png", "my notes.png"]
