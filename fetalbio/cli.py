@@ -348,11 +348,13 @@ def _train(method: str, dataset: Path, out: Path, resume: bool, image_size: str,
         with native_stderr_silenced():  # TensorFlow's start-up and runtime lines (--verbose shows them)
             result = train(cfg, resume=resume, console=console, on_step=check)
     except KeyboardInterrupt:
-        err_console.print(
-            f"interrupted: {out} keeps every finished epoch (checkpoint/); the same command with --resume "
-            "carries on",
-            highlight=False,
+        kept = (
+            f"{out} keeps the last finished epoch (checkpoint/) and the best (best.keras); the same command "
+            "with --resume carries on"
+            if (out / "checkpoint" / "state.json").exists()
+            else "no epoch had finished: nothing trained is kept; the same command starts again"
         )
+        err_console.print(f"interrupted: {kept}", highlight=False)
         raise typer.Exit(130) from None
     except (ScanError, ValueError, FileExistsError) as exc:
         raise fail(str(exc)) from None

@@ -348,11 +348,20 @@ def train(
             shutil.rmtree(run, ignore_errors=True)
 
 
-def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepared], list[Prepared]]:
-    """The run's (train, val) samples, read and letterboxed; the subject split is written once to ``run``."""
-    samples = [s for s in find_samples(cfg.dataset, cfg.pixel_csv) if s.annotation_path is not None]
+def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepared], list[Prepared], dict]:
+    """The run's (train, val) samples, read and letterboxed, and the subject split (``run``'s own when it
+    has one; a new one is written by the caller once the start cannot be refused any more)."""
+    found = find_samples(cfg.dataset, cfg.pixel_csv)
+    samples = [s for s in found if s.annotation_path is not None]
     if not samples:
         raise ValueError(f"{cfg.dataset}: no annotated scans found")
+    if len(samples) < len(found):  # nothing to learn from: said, not silently dropped
+        names = [s.name for s in found if s.annotation_path is None]
+        console.print(
+            f"{len(names)} scans without an annotation left out ({', '.join(names[:3])}"
+            f"{', ...' if len(names) > 3 else ''})",
+            highlight=False,
+        )
     csv_points = None
     if cfg.landmarks_csv:
         # a four-point CSV is checked first: swapped pair names are corrected, suspect rows left out
@@ -369,7 +378,6 @@ def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepa
         samples = usable
     if cfg.max_samples:  # after the CSV's own filter, so that N means N scans trained on
         samples = samples[: cfg.max_samples]
-    # written once every scan and annotation has been read: a start refused for a bad file leaves none
     split = load_or_make_split(run, samples, cfg.val_fraction, cfg.seed, write=False)
     by_name = {s.name: s for s in samples}
     with console.status(f"Reading {len(samples)} annotated scans..."):
@@ -379,8 +387,7 @@ def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepa
         val_set = prepare_samples([by_name[n] for n in split["val"] if n in by_name], cfg.image_size)
     if not train_set:
         raise ValueError("the training split is empty")
-    save_split(run, split)
-    return train_set, val_set
+    return train_set, val_set, split
 
 
 # options a resumed run may change: how many epochs in all, and how the devices share the work
@@ -414,7 +421,12 @@ def resumed_config(run: Path, cfg: TrainConfig) -> TrainConfig:
             f"{run}: cannot resume with other options ({'; '.join(changed)}); "
             "only --epochs and --strategy may change"
         )
-    merged = {k: (v if k in RESUME_MAY_CHANGE else old.get(k, v)) for k, v in new.items()}
+    # --epochs / --strategy given on this command replace the run's; left at their defaults, the run's stay
+    # (a resume of a 30-epoch run without --epochs trained to the default 40)
+    merged = {
+        k: v if k == "out" or (k in RESUME_MAY_CHANGE and v != default.get(k)) else old.get(k, v)
+        for k, v in new.items()
+    }
     merged["image_size"] = tuple(merged["image_size"])
     return TrainConfig(**merged)
 
@@ -449,14 +461,13 @@ class _Loop:
         elif self.chief and not trained:
             split_path(run).unlink(missing_ok=True)  # a refused earlier start's split is not this run's
         keras.utils.set_random_seed(cfg.seed)
-        self.train_set, self.val_set = load_training_data(cfg, run, self.console)
+        self.train_set, self.val_set, split = load_training_data(cfg, run, self.console)
         if not self.val_set and self.chief:
             self.console.print(
                 "[yellow]warning:[/] no validation scans (too few subjects for --val-fraction "
                 f"{cfg.val_fraction}): the best epoch is chosen by the training loss",
                 markup=True,
             )
-        write_json_atomic(run / "config.json", cfg.to_dict())
         self.steps = cfg.steps_per_epoch or max(1, len(self.train_set) // cfg.batch_size)
         self.lr = scaled_lr(cfg.lr, cfg.batch_size)
         if self.replicas > 1 and self.chief:
@@ -465,6 +476,10 @@ class _Loop:
                 f"global batch {cfg.batch_size}, learning rate {self.lr:.3g}"
             )
         self._build(resume)
+        # written once nothing can refuse the start any more (a bad scan, annotation or --init-from): a
+        # refused start leaves neither config.json nor splits.json behind
+        write_json_atomic(run / "config.json", _config_record(cfg))
+        save_split(run, split)
         state = _load_checkpoint(self.shared / "checkpoint", self.model, self.optimizer) if resume else None
         self.history: list[dict] = state["history"] if state else []
         self.best = state["best"] if state else None
@@ -620,9 +635,9 @@ class _Loop:
             + "  ".join(f"{k} {metrics[k]:.3f}" for k in shown if _finite(metrics.get(k)))
             + f"  {seconds:.0f}s, about {left_min:.0f} min left"
         )
-        score = _key_score(metrics, self.method.key_metric, row["loss"])
+        score = _key_score(metrics, self.method.key_metric, row["loss"], len(self.val_set))
         best = self.best
-        if best is None or (score is not None and math.isfinite(score) and score < best["score"]):
+        if best is None or _better(score, best["score"]):
             self.best = {"epoch": epoch + 1, "score": score, "metrics": metrics}
             save_model(self.plain, self.run / "best.keras", cfg)
         columns = list(dict.fromkeys(k for h in self.history for k in h))
@@ -665,15 +680,38 @@ def save_model(model, path: Path, cfg: TrainConfig) -> None:
     cfg.model_info().write(path.with_name("model.json"))
 
 
+def _config_record(cfg: TrainConfig) -> dict:
+    """config.json: the configuration, and the pixel-size table found beside the dataset when none was
+    given (it set every validation figure in mm)."""
+    from fetalbio.datasets import find_pixel_csv
+
+    record = cfg.to_dict()
+    if cfg.pixel_csv is None and (found := find_pixel_csv(Path(cfg.dataset))) is not None:
+        record["pixel_csv_found"] = str(found)
+    return record
+
+
 def _finite(v) -> bool:
     return isinstance(v, int | float) and math.isfinite(v)
 
 
-def _key_score(metrics: dict, key: str, loss: float) -> float:
-    """The figure that picks the best epoch: ``key`` (mm), else the same in pixels when the validation
-    scans have no pixel size (comparable from epoch to epoch: the same scans), else the training loss."""
+def _key_score(metrics: dict, key: str, loss: float, n_val: int) -> list[float]:
+    """What picks the best epoch, compared in order: [validation scans that failed, ``key`` (mm), else the
+    same in pixels when the validation scans have no pixel size (comparable from epoch to epoch: the
+    same scans)]. An epoch that measured more of them wins (a mean over fewer scans is not comparable,
+    and one that measured none has no figure: it never beats one that has); only without validation
+    scans does the training loss decide."""
+    if not n_val:
+        return [0.0, float(loss)]
+    failed = float(metrics.get("n_failed", 0) or 0)
     for k in (key, key.removesuffix("_mm") + "_px"):
-        v = metrics.get(k)
-        if isinstance(v, int | float) and math.isfinite(v):
-            return float(v)
-    return loss
+        if _finite(v := metrics.get(k)):
+            return [failed, float(v)]
+    return [float(n_val), math.inf]
+
+
+def _better(score: list[float], best) -> bool:
+    """Whether ``score`` beats the best so far (a run checkpointed by an earlier release stored a lone
+    figure: its validation scans all measured)."""
+    best = list(best) if isinstance(best, list | tuple) else [0.0, float(best)]
+    return tuple(score) < tuple(best)

@@ -111,10 +111,25 @@ def test_output_paths_that_cannot_be_written_are_refused_first(dataset, tmp_path
 def test_training_picks_its_best_epoch_in_pixels_without_pixel_sizes():
     from fetalbio.train import _key_score
 
-    assert _key_score({"hc_mae_mm": 2.0, "hc_mae_px": 9.0}, "hc_mae_mm", 0.5) == 2.0
-    assert _key_score({"hc_mae_mm": float("nan"), "hc_mae_px": 9.0}, "hc_mae_mm", 0.5) == 9.0
-    assert _key_score({"landmark_mre_px": 4.0}, "landmark_mre_mm", 0.5) == 4.0
-    assert _key_score({}, "hc_mae_mm", 0.5) == 0.5
+    assert _key_score({"hc_mae_mm": 2.0, "hc_mae_px": 9.0}, "hc_mae_mm", 0.5, 3) == [0, 2.0]
+    assert _key_score({"hc_mae_mm": float("nan"), "hc_mae_px": 9.0}, "hc_mae_mm", 0.5, 3) == [0, 9.0]
+    assert _key_score({"landmark_mre_px": 4.0}, "landmark_mre_mm", 0.5, 3) == [0, 4.0]
+    assert _key_score({}, "hc_mae_mm", 0.5, 0) == [0, 0.5]  # no validation scans: the loss decides
+
+
+def test_an_epoch_that_measured_no_validation_scan_is_never_best():
+    """Scored by its training loss (1.4), an epoch whose 3 validation scans all failed beat every later
+    epoch's millimetre error (16.9 mm) and stayed best.keras; and one with 2 of 3 failed (18.6 mm over
+    one scan) beat one that measured all 3 (21.9 mm)."""
+    from fetalbio.train import _better, _key_score
+
+    none = _key_score({"n_failed": 3, "hc_mae_mm": float("nan")}, "hc_mae_mm", 1.4, 3)
+    some = _key_score({"n_failed": 2, "hc_mae_mm": 18.55}, "hc_mae_mm", 1.4, 3)
+    all_ = _key_score({"n_failed": 0, "hc_mae_mm": 21.91}, "hc_mae_mm", 1.4, 3)
+    good = _key_score({"n_failed": 0, "hc_mae_mm": 16.89}, "hc_mae_mm", 1.4, 3)
+    assert _better(some, none) and _better(all_, some) and _better(good, all_)
+    assert not _better(none, good) and not _better(some, all_)
+    assert _better(good, 17.0) and not _better(all_, 17.0)  # a best score stored by an earlier release
 
 
 def test_litert_with_a_keras_file_says_to_convert_it(dataset):
