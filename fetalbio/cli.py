@@ -1252,6 +1252,13 @@ def evaluate(
             if report:
                 for p in write_report(report / m if len(methods) > 1 else report, rows, summary, dataset):
                     console.print(f"wrote {p}")
+                if not any(r["status"] == "ok" and r.get("unit") == "mm" for r in rows):
+                    err_console.print(
+                        "[yellow]warning:[/] the report's plots and worst-case overlays need figures in mm: "
+                        "only its summary.json was written (no pixel sizes)",
+                        highlight=False,
+                        markup=True,
+                    )
     except ScanError as exc:
         raise fail(str(exc)) from None
     if json_path:
@@ -1325,6 +1332,11 @@ def export(
 
     check_output(out, "--out")
     check_output(json_path, "--json")
+    if json_path is not None and os.path.abspath(json_path) in {
+        os.path.abspath(out),
+        os.path.abspath(out.with_suffix(".json")),
+    }:  # the report written over the model it describes, or over its sidecar (the sha256 check's source)
+        raise fail(f"--json {json_path}: that is the exported model's own file; give another path")
     there = [p for p in (out, out.with_suffix(".json")) if out.suffix == ".tflite" and p.exists()]
     if there and not overwrite:
         raise fail(f"--out {out}: {there[0]} exists; use --overwrite to replace it, or another --out")

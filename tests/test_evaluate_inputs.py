@@ -145,3 +145,25 @@ def test_litert_with_a_keras_file_says_to_convert_it(dataset):
         ],
     )
     assert res.exit_code == 2 and "runs .tflite files" in res.output and "fetalbio export" in res.output
+
+
+@pytest.mark.parametrize(
+    ("val", "reason"),
+    [(["other_HC.png"], "none of its 1 validation scans is in"), ([], "validation list is empty")],
+)
+def test_a_split_of_another_dataset_is_named_as_the_cause(dataset, tmp_path, val, reason):
+    """It said the dataset had no annotated scans."""
+    split = tmp_path / "splits.json"
+    split.write_text(json.dumps({"train": [], "val": val}))
+    res = evaluate(dataset, "--split", split)
+    assert res.exit_code == 2 and reason in " ".join(res.output.split()), res.output
+    assert str(split) in " ".join(res.output.split())
+
+
+def test_a_report_without_pixel_sizes_says_what_it_left_out(dataset, tmp_path):
+    bare = tmp_path / "bare"
+    shutil.copytree(dataset, bare, ignore=shutil.ignore_patterns("*.csv"))
+    res = evaluate(bare, "--report", tmp_path / "rep")
+    assert res.exit_code == 0, res.output
+    assert "only its summary.json was written" in " ".join(res.output.split())
+    assert sorted(p.name for p in (tmp_path / "rep").iterdir()) == ["summary.json"]

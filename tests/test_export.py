@@ -279,6 +279,18 @@ def test_export_to_a_folder_it_cannot_write_is_refused_before_converting(tiny_un
     assert "Traceback" not in res.output
 
 
+@pytest.mark.parametrize("name", ["m.tflite", "m.json", "./m.json"])
+def test_export_refuses_a_json_report_over_its_own_files(tiny_unet, tmp_path, monkeypatch, name):
+    """--json was written over the exported model (predict then failed its sha256 check) or over its
+    sidecar (the check's source: no warning, no check), exit 0."""
+    from fetalbio.cli import app
+
+    monkeypatch.chdir(tmp_path)
+    res = CliRunner().invoke(app, ["export", "--model", str(tiny_unet), "--out", "m.tflite", "--json", name])
+    assert res.exit_code == 2 and "that is the exported model's own file" in res.output, res.output
+    assert not (tmp_path / "m.tflite").exists()  # refused before converting
+
+
 def test_cli_export_keeps_native_log_lines_off_the_terminal(head, tmp_path):
     """TensorFlow's start-up lines, the converter's and LiteRT's are written by C++ to fd 2: a user sees
     them only with --verbose."""
