@@ -26,6 +26,7 @@ from fetalbio.geometry import (
     Landmarks,
     draw_ellipse_mask,
     ellipse_to_landmarks,
+    fit_ellipse_mask,
     fit_ellipse_outline,
 )
 from fetalbio.io import (
@@ -186,6 +187,9 @@ def read_grey(path: Path) -> np.ndarray:
     return img
 
 
+FILLED_MASK_DEPTH_PX = 8.0  # an annotation whose pixels lie deeper than this inside it is a filled mask
+
+
 def load_truth(annotation_path: Path, scan_shape_hw: tuple[int, int] | None = None) -> Truth:
     """Fit the ellipse of an annotation outline; landmarks are its axes' end points. With
     ``scan_shape_hw``, an outline of another size than its scan (another image's, or resized) is refused:
@@ -194,9 +198,15 @@ def load_truth(annotation_path: Path, scan_shape_hw: tuple[int, int] | None = No
     if scan_shape_hw is not None and tuple(outline.shape[:2]) != tuple(scan_shape_hw[:2]):
         (h, w), (sh, sw) = outline.shape[:2], scan_shape_hw[:2]
         raise ScanError(annotation_path, f"annotation is {w}x{h} px, its scan {sw}x{sh}: not its image")
-    if not (outline > 127).any():
+    on = outline > 127
+    if not on.any():
         raise ScanError(annotation_path, "annotation is empty (no outline pixels)")
-    fit: EllipseFit = fit_ellipse_outline(outline > 127)
+    # a head drawn filled (a segmentation mask) rather than outlined (HC18: lines at most 2 px deep): its
+    # ellipse is that of its boundary; fitted to every pixel it read 30 mm of HC short
+    if cv2.distanceTransform(on.astype(np.uint8), cv2.DIST_L2, 5).max() > FILLED_MASK_DEPTH_PX:
+        fit: EllipseFit = fit_ellipse_mask(on)
+    else:
+        fit = fit_ellipse_outline(on)
     return Truth(fit.ellipse, fit.residual_px, ellipse_to_landmarks(fit.ellipse), outline.shape[:2])
 
 

@@ -101,3 +101,24 @@ def test_another_folders_pixel_csv_beside_it_is_not_used(tmp_path):
     assert find_pixel_csv(tmp_path / "training_set") == tmp_path / "training_set_pixel_size_and_HC.csv"
     (tmp_path / "test_set_pixel_size.csv").write_text("filename,pixel size(mm)\n")
     assert find_pixel_csv(tmp_path / "test_set") == tmp_path / "test_set_pixel_size.csv"
+
+
+def test_a_filled_head_mask_is_fitted_at_its_boundary(tmp_path):
+    """Annotations drawn as filled masks were fitted through every pixel: HC about 30 mm short."""
+    import cv2
+    import numpy as np
+
+    from fetalbio.biometry import ramanujan_perimeter
+    from fetalbio.datasets import load_truth
+    from fetalbio.geometry import Ellipse, draw_ellipse_mask
+    from fetalbio.synthetic import draw_outline
+
+    e = Ellipse(400.0, 270.0, 210.0, 170.0, 20.0)
+    cv2.imwrite(str(tmp_path / "filled.png"), draw_ellipse_mask((540, 800), e).astype(np.uint8) * 255)
+    cv2.imwrite(str(tmp_path / "outline.png"), draw_outline((540, 800), e))
+    want = ramanujan_perimeter(e.semi_major_px, e.semi_minor_px)
+    for name in ("filled.png", "outline.png"):
+        t = load_truth(tmp_path / name, (540, 800))
+        got = ramanujan_perimeter(t.ellipse.semi_major_px, t.ellipse.semi_minor_px)
+        assert got == pytest.approx(want, abs=3.0), name  # within a pixel of radius: 2 pi px
+        assert (t.ellipse.cx_px, t.ellipse.cy_px) == pytest.approx((400.0, 270.0), abs=0.5)
