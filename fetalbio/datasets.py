@@ -236,18 +236,13 @@ def split_path(run_dir: Path) -> Path:
     return Path(run_dir) / "splits.json"
 
 
-def load_or_make_split(
-    run_dir: Path, samples: list[Sample], val_fraction: float, seed: int, write: bool = True
-) -> dict:
-    """The run folder's split: written once, then reused (a resumed run trains on the same split).
-    ``write=False``: made but not written yet (:func:`save_split` once its scans have been read)."""
+def load_or_make_split(run_dir: Path, samples: list[Sample], val_fraction: float, seed: int) -> dict:
+    """The run folder's split (a resumed run trains on the same one), or a new one, not written yet: the
+    caller saves it (:func:`save_split`) once nothing can refuse the start."""
     path = split_path(run_dir)
     if path.exists():
         return json.loads(path.read_text())
-    split = make_split(samples, val_fraction, seed)
-    if write:
-        save_split(run_dir, split)
-    return split
+    return make_split(samples, val_fraction, seed)
 
 
 def save_split(run_dir: Path, split: dict) -> None:

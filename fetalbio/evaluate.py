@@ -178,9 +178,11 @@ def evaluate_dataset(
     samples = find_samples(dataset, pixel_csv)
     if split_file:
         keep = set(read_val_names(split_file))
-        if samples and not (samples := [s for s in samples if s.name in keep]):
-            why = "its validation list is empty" if not keep else f"none of its {len(keep)} validation scans"
-            raise ScanError(Path(split_file), f"{why} is in {dataset}" if keep else why)
+        in_split = [s for s in samples if s.name in keep]
+        if samples and not in_split:  # another dataset's split: say so, not "no annotated scans"
+            why = f"none of its {len(keep)} validation scans is in {dataset}"
+            raise ScanError(Path(split_file), why if keep else "its validation list is empty")
+        samples = in_split
     unannotated = sorted(s.name for s in samples if s.annotation_path is None)  # nothing to score against
     samples = [s for s in samples if s.annotation_path is not None]
     if limit:

@@ -378,7 +378,7 @@ def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepa
         samples = usable
     if cfg.max_samples:  # after the CSV's own filter, so that N means N scans trained on
         samples = samples[: cfg.max_samples]
-    split = load_or_make_split(run, samples, cfg.val_fraction, cfg.seed, write=False)
+    split = load_or_make_split(run, samples, cfg.val_fraction, cfg.seed)
     by_name = {s.name: s for s in samples}
     with console.status(f"Reading {len(samples)} annotated scans..."):
         train_set = prepare_samples(
