@@ -75,10 +75,10 @@ class Model:
         x = np.zeros((self.in_h, self.in_w), np.float32)  # padding 0 = the crop's mean
         x[py : py + nh, px : px + nw] = cv2.resize(normalise(crop), (nw, nh), interpolation=cv2.INTER_AREA)
         scale, zero = self.inp["quantization"]
-        if self.inp["dtype"] != np.float32:  # round(x / scale + zero) in float32, then clip
-            x = np.clip(np.round(x / np.float32(scale) + np.float32(zero)), -128, 127).astype(
-                self.inp["dtype"]
-            )
+        if self.inp["dtype"] != np.float32:  # round(x / scale + zero) in float32, then clip to the type
+            lim = np.iinfo(self.inp["dtype"])
+            x = np.clip(np.round(x / np.float32(scale) + np.float32(zero)), lim.min, lim.max)
+            x = x.astype(self.inp["dtype"])
         self.interp.set_tensor(self.inp["index"], x[None, ..., None])
         self.interp.invoke()
         y = self.interp.get_tensor(self.out["index"])[0]
