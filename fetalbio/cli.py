@@ -1274,10 +1274,12 @@ def _say_what_evaluate_left(summary: dict, rows: list[dict], pixel_csv: Path | N
             err_console.print(
                 f"[red]{escape(r['file'])}[/]: {escape(r['error'])}", highlight=False, markup=True
             )
+    from fetalbio.writers import first_names
+
     if names := summary.get("unannotated"):
-        shown = ", ".join(names[:3]) + (", ..." if len(names) > 3 else "")
         err_console.print(
-            f"[yellow]warning:[/] {len(names)} scans without an annotation were left out ({escape(shown)})",
+            f"[yellow]warning:[/] {len(names)} scans without an annotation were left out "
+            f"({escape(first_names(names))})",
             highlight=False,
             markup=True,
         )

@@ -234,15 +234,18 @@ def add_ga_columns(rows: list[dict], ga_weeks: dict[str, float]) -> list[str]:
 
 
 def _ga_warnings(used: dict[str, set[str]], ga_weeks: dict[str, float]) -> list[str]:
+    from fetalbio.writers import first_names
+
     out = [
-        f"the GA table's {name} was given to {len(files)} scans ({', '.join(sorted(files)[:2])}"
-        f"{', ...' if len(files) > 2 else ''}): name their folders (siteA/{name.rsplit('/', 1)[-1]}) to "
+        f"the GA table's {name} was given to {len(files)} scans ({first_names(sorted(files), 2)}"
+        f"): name their folders (siteA/{name.rsplit('/', 1)[-1]}) to "
         "give each its own"
         for name, files in used.items()
         if len(files) > 1
     ]
     unused = sorted(k for k in ga_weeks if k not in used)
     if unused:
-        shown = ", ".join(unused[:3]) + (", ..." if len(unused) > 3 else "")
-        out.append(f"{len(unused)} rows of the GA table name no measured scan of this run ({shown})")
+        out.append(
+            f"{len(unused)} rows of the GA table name no measured scan of this run ({first_names(unused)})"
+        )
     return out

@@ -74,7 +74,7 @@ from fetalbio.distribute import (
 from fetalbio.io import read_scan
 from fetalbio.modelinfo import ModelInfo
 from fetalbio.preprocess import Letterbox, prepare_input
-from fetalbio.writers import write_bytes_atomic, write_csv_atomic, write_json_atomic
+from fetalbio.writers import first_names, write_bytes_atomic, write_csv_atomic, write_json_atomic
 
 VAL_BATCH = 16  # scans per validation call (inference only, so larger than the training batch)
 
@@ -358,8 +358,7 @@ def load_training_data(cfg: TrainConfig, run: Path, console) -> tuple[list[Prepa
     if len(samples) < len(found):  # nothing to learn from: said, not silently dropped
         names = [s.name for s in found if s.annotation_path is None]
         console.print(
-            f"{len(names)} scans without an annotation left out ({', '.join(names[:3])}"
-            f"{', ...' if len(names) > 3 else ''})",
+            f"{len(names)} scans without an annotation left out ({first_names(names)})",
             highlight=False,
         )
     csv_points = None
@@ -424,8 +423,7 @@ def resumed_config(run: Path, cfg: TrainConfig) -> TrainConfig:
     # --epochs / --strategy given on this command replace the run's; left at their defaults, the run's stay
     # (a resume of a 30-epoch run without --epochs trained to the default 40)
     merged = {
-        k: v if k == "out" or (k in RESUME_MAY_CHANGE and v != default.get(k)) else old.get(k, v)
-        for k, v in new.items()
+        k: v if k in RESUME_MAY_CHANGE and v != default.get(k) else old.get(k, v) for k, v in new.items()
     }
     merged["image_size"] = tuple(merged["image_size"])
     return TrainConfig(**merged)

@@ -99,6 +99,11 @@ MEASUREMENT_SUFFIXES: tuple[str, ...] = (
 )
 
 
+def first_names(names: Sequence[str], k: int = 3) -> str:
+    """The first ``k`` of ``names`` for a one-line message, with ", ..." when there are more."""
+    return ", ".join(names[:k]) + (", ..." if len(names) > k else "")
+
+
 def column_decimals(column: str) -> int:
     """Decimals for a float in ``column``: 4 for coordinates and pixel sizes (names ending ``_x``,
     ``_y``, ``_px``, starting ``pixel_size`` or ``ellipse_``, and ``confidence``); 2 for millimetres,
